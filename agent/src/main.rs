@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("lagbalance-agent: not implemented yet");
+    std::process::exit(2);
+}

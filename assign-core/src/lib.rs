@@ -1,0 +1,14 @@
+//! Pure partition-assignment logic for lagbalance (no I/O, no clocks of its own).
+//!
+//! The group leader decodes every member's subscription into a [`GroupView`], asks an
+//! [`Assignor`] for a [`Plan`], and sends the plan back through SyncGroup. Everything here works
+//! on dense integer indices (topics by [`TopicIdx`], partitions by a flat index from
+//! [`GroupView::flat_index`]) so that Kafka's large case (1 000 000 partitions × 2 000 members)
+//! stays within a second.
+
+pub mod model;
+
+pub use model::{
+    AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
+    TopicIdx, TopicInfo, Tp,
+};

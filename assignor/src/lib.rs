@@ -1,0 +1,2 @@
+//! lagbalance: a pure-Rust Kafka client whose consumer groups balance by work.
+pub use lagbalance_assign as assign;

@@ -1,0 +1,1 @@
+//! Test-broker harness and checkers shared by the integration tests.

@@ -1,0 +1,1 @@
+//! Protocol conformance tests live in `tests/`.
