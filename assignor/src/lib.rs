@@ -1,2 +1,18 @@
 //! lagbalance: a pure-Rust Kafka client whose consumer groups balance by work.
+//!
+//! Layers, bottom up: [`wire`] (framing, versions, connections), [`cluster`] (metadata,
+//! connection pool, retries), [`admin`] (topic, offset and group operations), [`producer`],
+//! [`fetcher`].
+
+pub mod admin;
+pub mod cluster;
+pub mod error;
+pub mod fetcher;
+pub mod partitioner;
+pub mod producer;
+pub mod records;
+pub mod wire;
+
+pub use cluster::{Client, ClientConfig};
+pub use error::{Error, Result};
 pub use lagbalance_assign as assign;

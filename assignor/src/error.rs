@@ -1,0 +1,130 @@
+//! The library's one error type. Callers can ask [`Error::is_retriable`] to decide whether an
+//! operation may succeed if repeated (after a metadata refresh or a backoff).
+
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+
+/// Every failure the client reports.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP connection could not be made or broke.
+    #[error("i/o error talking to {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The connection was closed (by the peer or by us) while a request was pending.
+    #[error("connection to {addr} closed")]
+    ConnectionClosed { addr: String },
+    /// No answer within the request timeout or the operation's deadline.
+    #[error("{what} timed out after {after:?}")]
+    Timeout { what: String, after: Duration },
+    /// A size prefix announced a frame larger than we accept. Nothing of that size was allocated.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: i64, max: usize },
+    /// Bytes from a broker or a group member that do not parse.
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    /// Neither side supports a common version of an API.
+    #[error("broker {addr} supports no version of {api} that we speak (broker {broker_min}..={broker_max}, us {ours_min}..={ours_max})")]
+    UnsupportedVersion {
+        addr: String,
+        api: String,
+        broker_min: i16,
+        broker_max: i16,
+        ours_min: i16,
+        ours_max: i16,
+    },
+    /// The broker answered with a Kafka error code.
+    #[error("{context}: broker error {code:?}")]
+    Broker { context: String, code: BrokerCode },
+    /// Configuration the caller gave is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A topic or partition the caller named does not exist (after metadata refreshes).
+    #[error("unknown topic or partition {topic}/{partition}")]
+    UnknownTopicOrPartition { topic: String, partition: i32 },
+    /// The client or one of its components was shut down.
+    #[error("client is shut down")]
+    Shutdown,
+    /// No broker could be reached from the bootstrap list or metadata.
+    #[error("no broker reachable: {0}")]
+    NoBrokerAvailable(String),
+    /// Offset out of range and `auto.offset.reset = none`.
+    #[error("offset {offset} out of range for {topic}/{partition} and auto.offset.reset is none")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// A Kafka error code as received, with the name the protocol gives it when we know it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BrokerCode(pub i16);
+
+impl BrokerCode {
+    /// The protocol's error, if the code is one `kafka-protocol` knows.
+    pub fn known(self) -> Option<ResponseError> {
+        ResponseError::try_from_code(self.0)
+    }
+    pub fn is(self, e: ResponseError) -> bool {
+        self.0 == e.code()
+    }
+}
+
+impl std::fmt::Debug for BrokerCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.known() {
+            Some(e) => write!(f, "{e:?}({})", self.0),
+            None => write!(f, "UNKNOWN({})", self.0),
+        }
+    }
+}
+
+impl Error {
+    /// Whether repeating the operation (after backoff / metadata refresh) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::ConnectionClosed { .. } | Error::Timeout { .. } => true,
+            Error::NoBrokerAvailable(_) | Error::UnknownTopicOrPartition { .. } => true,
+            Error::Broker { code, .. } => code.known().is_some_and(|e| e.is_retriable()),
+            _ => false,
+        }
+    }
+
+    /// The broker error code, if this is a broker error.
+    pub fn broker_code(&self) -> Option<BrokerCode> {
+        match self {
+            Error::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn malformed(what: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Error::Malformed {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn broker(context: impl Into<String>, code: i16) -> Self {
+        Error::Broker {
+            context: context.into(),
+            code: BrokerCode(code),
+        }
+    }
+}
+
+/// Turn a non-zero error code into an [`Error::Broker`].
+pub(crate) fn check_code(context: impl FnOnce() -> String, code: i16) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::broker(context(), code))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

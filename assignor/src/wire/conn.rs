@@ -1,0 +1,335 @@
+//! One TCP connection to one broker: requests multiplexed by correlation id, several in
+//! flight, each with its own timeout; the connection fails every pending request with a clear
+//! error when it breaks, and never hangs a caller.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::frame::{self, split_frame};
+use super::versions::{api_versions_request, interpret_api_versions, BrokerVersions, Negotiation};
+use crate::error::{Error, Result};
+
+/// Settings of one connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionConfig {
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_frame: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            client_id: "lagbalance".into(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_frame: frame::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Bytes>>;
+
+/// Requests awaiting their response, and why the connection died once it has.
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<i32, Reply>,
+    closed: Option<String>,
+}
+
+impl Pending {
+    /// Mark the connection dead and fail everyone still waiting.
+    fn close(&mut self, addr: &str, reason: String) {
+        if self.closed.is_none() {
+            tracing::debug!(addr, %reason, "connection closed");
+            self.closed = Some(reason);
+        }
+        for (_, reply) in self.waiting.drain() {
+            let _ = reply.send(Err(Error::ConnectionClosed {
+                addr: addr.to_owned(),
+            }));
+        }
+    }
+}
+
+/// A connected, version-negotiated broker connection. Cheap to share behind an `Arc`.
+pub struct Connection {
+    addr: String,
+    config: ConnectionConfig,
+    versions: BrokerVersions,
+    next_correlation: AtomicI32,
+    outgoing: mpsc::UnboundedSender<Bytes>,
+    pending: Arc<Mutex<Pending>>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+impl Connection {
+    /// Connect to `addr` (`host:port`) and negotiate API versions.
+    pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection> {
+        let io_err = |source| Error::Io {
+            addr: addr.to_owned(),
+            source: Arc::new(source),
+        };
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("connect to {addr}"),
+                after: config.connect_timeout,
+            })?
+            .map_err(io_err)?;
+        stream.set_nodelay(true).map_err(io_err)?;
+        let (read_half, write_half) = stream.into_split();
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(
+            read_half,
+            addr.to_owned(),
+            config.max_frame,
+            pending.clone(),
+        ));
+        let writer = tokio::spawn(write_loop(write_half, addr.to_owned(), rx, pending.clone()));
+        let mut conn = Connection {
+            addr: addr.to_owned(),
+            config,
+            versions: BrokerVersions::default(),
+            next_correlation: AtomicI32::new(1),
+            outgoing,
+            pending,
+            reader,
+            writer,
+        };
+        conn.versions = conn.negotiate().await?;
+        Ok(conn)
+    }
+
+    async fn negotiate(&self) -> Result<BrokerVersions> {
+        let mut version = 3;
+        loop {
+            let req = api_versions_request(version);
+            let body = self
+                .round_trip_raw(&req, version, self.config.request_timeout)
+                .await?;
+            // The ApiVersions response header is always v0 (KIP-511), so only the
+            // correlation id precedes the body.
+            match interpret_api_versions(body.slice(4..), version)? {
+                Negotiation::Done(v) => return Ok(v),
+                Negotiation::RetryWith(v) => version = v,
+            }
+        }
+    }
+
+    /// Address this connection was made to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Versions the broker announced.
+    pub fn versions(&self) -> &BrokerVersions {
+        &self.versions
+    }
+
+    /// Whether the connection is known to be dead.
+    pub fn is_closed(&self) -> bool {
+        self.pending
+            .lock()
+            .map(|p| p.closed.is_some())
+            .unwrap_or(true)
+    }
+
+    /// The version of `api` we will use with this broker.
+    pub fn version(&self, api: ApiKey) -> Result<i16> {
+        self.versions.pick(api, &self.addr)
+    }
+
+    /// Send `req` at `version` and wait for its response (request timeout applies).
+    pub async fn send<R: Request>(&self, req: &R, version: i16) -> Result<R::Response> {
+        self.send_with_timeout(req, version, self.config.request_timeout)
+            .await
+    }
+
+    /// Like [`Self::send`] with an explicit timeout (e.g. Fetch adds its `max_wait`).
+    pub async fn send_with_timeout<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        let frame = self.round_trip_raw(req, version, timeout).await?;
+        frame::decode_response::<R>(frame, version)
+    }
+
+    /// Send a request that gets no response (Produce with acks = 0).
+    pub fn send_oneway<R: Request>(&self, req: &R, version: i16) -> Result<()> {
+        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let bytes = frame::encode_request(req, version, correlation, &self.config.client_id)?;
+        self.check_open()?;
+        self.outgoing
+            .send(bytes)
+            .map_err(|_| Error::ConnectionClosed {
+                addr: self.addr.clone(),
+            })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        let closed = self
+            .pending
+            .lock()
+            .map(|p| p.closed.is_some())
+            .unwrap_or(true);
+        if closed {
+            Err(Error::ConnectionClosed {
+                addr: self.addr.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn round_trip_raw<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let bytes = frame::encode_request(req, version, correlation, &self.config.client_id)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().map_err(|_| Error::Shutdown)?;
+            if pending.closed.is_some() {
+                return Err(Error::ConnectionClosed {
+                    addr: self.addr.clone(),
+                });
+            }
+            // Registered before the bytes are queued, so the reader always finds it.
+            pending.waiting.insert(correlation, tx);
+        }
+        if self.outgoing.send(bytes).is_err() {
+            self.forget(correlation);
+            return Err(Error::ConnectionClosed {
+                addr: self.addr.clone(),
+            });
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ConnectionClosed {
+                addr: self.addr.clone(),
+            }),
+            Err(_) => {
+                self.forget(correlation);
+                Err(Error::Timeout {
+                    what: format!("{:?} request to {}", frame::api_key(R::KEY)?, self.addr),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    fn forget(&self, correlation: i32) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.waiting.remove(&correlation);
+        }
+    }
+
+    /// Close the connection; pending requests fail with `ConnectionClosed`.
+    pub fn close(&self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.close(&self.addr, "closed by client".into());
+        }
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+async fn write_loop(
+    mut half: OwnedWriteHalf,
+    addr: String,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    pending: Arc<Mutex<Pending>>,
+) {
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = half.write_all(&bytes).await {
+            if let Ok(mut p) = pending.lock() {
+                p.close(&addr, format!("write failed: {e}"));
+            }
+            return;
+        }
+    }
+    let _ = half.shutdown().await;
+}
+
+async fn read_loop(
+    mut half: OwnedReadHalf,
+    addr: String,
+    max_frame: usize,
+    pending: Arc<Mutex<Pending>>,
+) {
+    let reason = match read_frames(&mut half, max_frame, &pending).await {
+        Ok(()) => "closed by broker".to_string(),
+        Err(e) => e.to_string(),
+    };
+    if let Ok(mut p) = pending.lock() {
+        p.close(&addr, reason);
+    }
+}
+
+/// Read frames until EOF or error, handing each to the request waiting for it.
+async fn read_frames(
+    half: &mut OwnedReadHalf,
+    max_frame: usize,
+    pending: &Mutex<Pending>,
+) -> Result<()> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(frame) = split_frame(&mut buf, max_frame)? {
+            let correlation = frame::peek_correlation_id(&frame)?;
+            let reply = pending
+                .lock()
+                .map_err(|_| Error::Shutdown)?
+                .waiting
+                .remove(&correlation);
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(Ok(frame));
+                }
+                // Its caller timed out and left; the answer is no longer wanted.
+                None => tracing::debug!(correlation, "response for a forgotten request"),
+            }
+        }
+        // Grow by at most 1 MiB at a time: a large announced frame is only paid for as its
+        // bytes actually arrive.
+        if let Some(len) = super::frame::frame_len_hint(&buf, max_frame)? {
+            let want = (4 + len).saturating_sub(buf.len()).min(1 << 20);
+            buf.reserve(want);
+        } else {
+            buf.reserve(64 * 1024);
+        }
+        let n = half.read_buf(&mut buf).await.map_err(|source| Error::Io {
+            addr: String::new(),
+            source: Arc::new(source),
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
