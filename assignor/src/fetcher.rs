@@ -182,8 +182,10 @@ impl Fetcher {
             }
         }
         match first_error {
-            // Partial success is success: the failed leaders are retried next round.
-            Some(e) if records.is_empty() && !e.is_retriable() => Err(e),
+            // Partial success is success: the failed leaders are retried next round. With
+            // nothing to show, the caller learns why (and `is_retriable` tells it whether
+            // to keep going).
+            Some(e) if records.is_empty() => Err(e),
             _ => Ok(records),
         }
     }

@@ -46,21 +46,25 @@ type Reply = oneshot::Sender<Result<Bytes>>;
 #[derive(Default)]
 struct Pending {
     waiting: HashMap<i32, Reply>,
-    closed: Option<String>,
+    closed: Option<Error>,
 }
 
 impl Pending {
-    /// Mark the connection dead and fail everyone still waiting.
-    fn close(&mut self, addr: &str, reason: String) {
+    /// Mark the connection dead and fail everyone still waiting with the reason.
+    fn close(&mut self, reason: Error) {
         if self.closed.is_none() {
-            tracing::debug!(addr, %reason, "connection closed");
+            tracing::debug!(%reason, "connection closed");
             self.closed = Some(reason);
         }
+        let reason = self.closed.clone().expect("set above");
         for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(Err(Error::ConnectionClosed {
-                addr: addr.to_owned(),
-            }));
+            let _ = reply.send(Err(reason.clone()));
         }
+    }
+
+    /// The error a new request on this connection gets, if it is dead.
+    fn dead(&self) -> Option<Error> {
+        self.closed.clone()
     }
 }
 
@@ -216,10 +220,8 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.pending.lock().map_err(|_| Error::Shutdown)?;
-            if pending.closed.is_some() {
-                return Err(Error::ConnectionClosed {
-                    addr: self.addr.clone(),
-                });
+            if let Some(e) = pending.dead() {
+                return Err(e);
             }
             // Registered before the bytes are queued, so the reader always finds it.
             pending.waiting.insert(correlation, tx);
@@ -254,7 +256,9 @@ impl Connection {
     /// Close the connection; pending requests fail with `ConnectionClosed`.
     pub fn close(&self) {
         if let Ok(mut p) = self.pending.lock() {
-            p.close(&self.addr, "closed by client".into());
+            p.close(Error::ConnectionClosed {
+                addr: self.addr.clone(),
+            });
         }
         self.reader.abort();
         self.writer.abort();
@@ -270,7 +274,10 @@ async fn write_loop(
     while let Some(bytes) = rx.recv().await {
         if let Err(e) = half.write_all(&bytes).await {
             if let Ok(mut p) = pending.lock() {
-                p.close(&addr, format!("write failed: {e}"));
+                p.close(Error::Io {
+                    addr: addr.clone(),
+                    source: Arc::new(e),
+                });
             }
             return;
         }
@@ -284,18 +291,19 @@ async fn read_loop(
     max_frame: usize,
     pending: Arc<Mutex<Pending>>,
 ) {
-    let reason = match read_frames(&mut half, max_frame, &pending).await {
-        Ok(()) => "closed by broker".to_string(),
-        Err(e) => e.to_string(),
+    let reason = match read_frames(&mut half, &addr, max_frame, &pending).await {
+        Ok(()) => Error::ConnectionClosed { addr },
+        Err(e) => e,
     };
     if let Ok(mut p) = pending.lock() {
-        p.close(&addr, reason);
+        p.close(reason);
     }
 }
 
 /// Read frames until EOF or error, handing each to the request waiting for it.
 async fn read_frames(
     half: &mut OwnedReadHalf,
+    addr: &str,
     max_frame: usize,
     pending: &Mutex<Pending>,
 ) -> Result<()> {
@@ -325,10 +333,16 @@ async fn read_frames(
             buf.reserve(64 * 1024);
         }
         let n = half.read_buf(&mut buf).await.map_err(|source| Error::Io {
-            addr: String::new(),
+            addr: addr.to_owned(),
             source: Arc::new(source),
         })?;
         if n == 0 {
+            if !buf.is_empty() {
+                return Err(Error::malformed(
+                    "response frame",
+                    format!("{addr} closed the connection inside a frame ({} bytes pending)", buf.len()),
+                ));
+            }
             return Ok(());
         }
     }
