@@ -142,17 +142,25 @@ impl Fetcher {
     pub async fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
         self.resolve_positions().await?;
         let mut by_leader: BTreeMap<i32, Vec<(Tp, i64)>> = BTreeMap::new();
+        let mut first_error = None;
         for (tp, st) in &self.partitions {
             let (Some(pos), false) = (st.position, st.paused) else {
                 continue;
             };
             match self.client.leader(&tp.0, tp.1).await {
                 Ok(leader) => by_leader.entry(leader).or_default().push((tp.clone(), pos)),
-                Err(e) if e.is_retriable() => tracing::debug!(?tp, error = %e, "no leader yet"),
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(?tp, error = %e, "no leader yet");
+                    first_error.get_or_insert(e);
+                }
                 Err(e) => return Err(e),
             }
         }
         if by_leader.is_empty() {
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            // Nothing fetchable (all paused or none assigned): behave like an empty long poll.
             tokio::time::sleep(self.config.max_wait.min(Duration::from_millis(100))).await;
             return Ok(Vec::new());
         }
@@ -163,7 +171,6 @@ impl Fetcher {
             tasks.spawn(async move { fetch_from(client, config, leader, parts).await });
         }
         let mut records = Vec::new();
-        let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             let outcomes = match joined {
                 Ok(Ok(o)) => o,

@@ -1,1 +1,9 @@
-//! Test-broker harness and checkers shared by the integration tests.
+//! Shared pieces of the integration tests: the test broker harness and unique names.
+//!
+//! Tests find a running broker through `LAGBALANCE_BOOTSTRAP`; when it is unset each test
+//! process starts its own tansu (built once by `scripts/test-broker install`) on a free
+//! loopback port and stops it when the [`TestBroker`] is dropped.
+
+pub mod broker;
+
+pub use broker::{unique, TestBroker};

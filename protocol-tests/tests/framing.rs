@@ -8,7 +8,9 @@ use lagbalance::Error;
 #[test]
 fn complete_frame_is_split_and_rest_kept() {
     let mut buf = BytesMut::from(&[0, 0, 0, 3, b'a', b'b', b'c', 0, 0][..]);
-    let frame = split_frame(&mut buf, 1024).unwrap().expect("complete frame");
+    let frame = split_frame(&mut buf, 1024)
+        .unwrap()
+        .expect("complete frame");
     assert_eq!(&frame[..], b"abc");
     assert_eq!(&buf[..], &[0, 0], "the next frame's bytes stay buffered");
 }
@@ -45,7 +47,10 @@ fn oversized_length_prefix_is_rejected_without_allocating() {
 fn negative_length_prefix_is_rejected() {
     let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xfe, 0, 0][..]);
     let err = split_frame(&mut buf, 1024).unwrap_err();
-    assert!(matches!(err, Error::FrameTooLarge { len: -2, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::FrameTooLarge { len: -2, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
 }
 

@@ -16,18 +16,23 @@ const V0_BODY: &[u8] = &[
 
 #[test]
 fn picks_the_highest_version_both_sides_support() {
-    let Negotiation::Done(v) = interpret_api_versions(Bytes::from_static(V0_BODY), 0).unwrap() else {
+    let Negotiation::Done(v) = interpret_api_versions(Bytes::from_static(V0_BODY), 0).unwrap()
+    else {
         panic!("expected versions");
     };
     // Broker Fetch max 16 > ours 12 → ours; Produce max 5 < ours → the broker's.
-    assert_eq!(v.pick(ApiKey::Fetch, "b").unwrap(), client_range(ApiKey::Fetch).unwrap().1);
+    assert_eq!(
+        v.pick(ApiKey::Fetch, "b").unwrap(),
+        client_range(ApiKey::Fetch).unwrap().1
+    );
     assert_eq!(v.pick(ApiKey::Produce, "b").unwrap(), 5);
     assert_eq!(v.pick(ApiKey::Metadata, "b").unwrap(), 12);
 }
 
 #[test]
 fn api_the_broker_lacks_is_unsupported() {
-    let Negotiation::Done(v) = interpret_api_versions(Bytes::from_static(V0_BODY), 0).unwrap() else {
+    let Negotiation::Done(v) = interpret_api_versions(Bytes::from_static(V0_BODY), 0).unwrap()
+    else {
         panic!("expected versions");
     };
     let err = v.pick(ApiKey::JoinGroup, "b:1").unwrap_err();
@@ -44,7 +49,9 @@ fn disjoint_ranges_are_unsupported() {
     };
     match v.pick(ApiKey::Produce, "b").unwrap_err() {
         Error::UnsupportedVersion {
-            broker_max, ours_min, ..
+            broker_max,
+            ours_min,
+            ..
         } => {
             assert_eq!(broker_max, 2);
             assert_eq!(ours_min, 3);
@@ -87,8 +94,16 @@ fn unsupported_version_at_v0_is_final() {
 
 #[test]
 fn garbage_answers_are_errors_not_panics() {
-    for body in [&[][..], &[0][..], &[0, 0, 0x7f, 0xff, 0xff, 0xff][..], &[0, 0, 0, 0, 0, 1, 0][..]] {
+    for body in [
+        &[][..],
+        &[0][..],
+        &[0, 0, 0x7f, 0xff, 0xff, 0xff][..],
+        &[0, 0, 0, 0, 0, 1, 0][..],
+    ] {
         let r = interpret_api_versions(Bytes::copy_from_slice(body), 0);
-        assert!(matches!(r, Err(Error::Malformed { .. })), "{body:?} → {r:?}");
+        assert!(
+            matches!(r, Err(Error::Malformed { .. })),
+            "{body:?} → {r:?}"
+        );
     }
 }

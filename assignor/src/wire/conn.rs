@@ -340,7 +340,10 @@ async fn read_frames(
             if !buf.is_empty() {
                 return Err(Error::malformed(
                     "response frame",
-                    format!("{addr} closed the connection inside a frame ({} bytes pending)", buf.len()),
+                    format!(
+                        "{addr} closed the connection inside a frame ({} bytes pending)",
+                        buf.len()
+                    ),
                 ));
             }
             return Ok(());

@@ -1,0 +1,248 @@
+//! Produce and consume throughput of lagbalance's wire client side by side with the `rdkafka`
+//! crate (librdkafka), against the same local tansu and the same topic.
+//!
+//! ```text
+//! cargo run --release -p lagbalance-integration --example wire_bench -- \
+//!     [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12] [--rounds 3]
+//! ```
+//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own tansu. Each round
+//! produces N keyed records with each client into one topic (2N in all), then each client reads
+//! the whole topic from the beginning; the medians and the ratio ours ÷ rdkafka are printed as
+//! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lagbalance::fetcher::{FetchConfig, Fetcher, OffsetReset};
+use lagbalance::producer::{Acks, Producer, ProducerConfig};
+use lagbalance::records::{CompressionCodec, ProducerRecord};
+use lagbalance::{Client, ClientConfig};
+use lagbalance_integration::{unique, TestBroker};
+use rdkafka::config::ClientConfig as RdConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+struct Args {
+    bootstrap: Option<String>,
+    records: usize,
+    value_size: usize,
+    partitions: i32,
+    rounds: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        bootstrap: std::env::var("LAGBALANCE_BOOTSTRAP").ok(),
+        records: 200_000,
+        value_size: 100,
+        partitions: 12,
+        rounds: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bootstrap" => a.bootstrap = Some(val()?),
+            "--records" => a.records = val()?.parse()?,
+            "--value-size" => a.value_size = val()?.parse()?,
+            "--partitions" => a.partitions = val()?.parse()?,
+            "--rounds" => a.rounds = val()?.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+async fn produce_ours(client: &Client, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            compression: CompressionCodec::Lz4,
+            linger: Duration::from_millis(5),
+            batch_size: 64 * 1024,
+            ..Default::default()
+        },
+    )?;
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = ProducerRecord::new(topic)
+            .key(format!("ours-{i}"))
+            .value(bytes::Bytes::copy_from_slice(value));
+        pending.push(producer.send(r).await?);
+    }
+    producer.flush().await?;
+    for p in pending {
+        p.await?;
+    }
+    let took = started.elapsed();
+    producer.close().await?;
+    Ok(took)
+}
+
+fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+    let producer: BaseProducer = RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("batch.size", "65536")
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let started = Instant::now();
+    for i in 0..n {
+        let key = format!("rd-{i}");
+        let mut record = BaseRecord::to(topic).key(&key).payload(value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        bail!("rdkafka send: {e}");
+                    }
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(started.elapsed())
+}
+
+async fn consume_ours(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    total: usize,
+) -> Result<Duration> {
+    let mut f = Fetcher::new(
+        client.clone(),
+        FetchConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            max_wait: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    for p in 0..partitions {
+        f.assign(topic, p, Some(0));
+    }
+    let started = Instant::now();
+    let mut n = 0;
+    while n < total {
+        n += f.fetch().await?.len();
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("ours: only {n} of {total} consumed");
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn consume_rdkafka(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    total: usize,
+) -> Result<Duration> {
+    let consumer: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("bench"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let mut n = 0;
+    while n < total {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m?;
+            n += 1;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("rdkafka: only {n} of {total} consumed");
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let _own;
+    let bootstrap = match &args.bootstrap {
+        Some(b) => b.clone(),
+        None => {
+            _own = TestBroker::start_own().await?;
+            _own.bootstrap.clone()
+        }
+    };
+    let client = Client::new(ClientConfig::new(&bootstrap))?;
+    let value = vec![b'x'; args.value_size];
+    let n = args.records;
+    let (mut p_ours, mut p_rd, mut c_ours, mut c_rd) = (vec![], vec![], vec![], vec![]);
+    for round in 0..args.rounds {
+        let topic = unique("bench");
+        client.create_topic(&topic, args.partitions, 1).await?;
+        // Alternate who goes first so neither always meets a warm (or cold) broker.
+        let (po, pr) = if round % 2 == 0 {
+            let po = produce_ours(&client, &topic, n, &value).await?;
+            (po, produce_rdkafka(&bootstrap, &topic, n, &value)?)
+        } else {
+            let pr = produce_rdkafka(&bootstrap, &topic, n, &value)?;
+            (produce_ours(&client, &topic, n, &value).await?, pr)
+        };
+        let (co, cr) = if round % 2 == 0 {
+            let co = consume_ours(&client, &topic, args.partitions, 2 * n).await?;
+            (
+                co,
+                consume_rdkafka(&bootstrap, &topic, args.partitions, 2 * n)?,
+            )
+        } else {
+            let cr = consume_rdkafka(&bootstrap, &topic, args.partitions, 2 * n)?;
+            (
+                consume_ours(&client, &topic, args.partitions, 2 * n).await?,
+                cr,
+            )
+        };
+        eprintln!(
+            "round {round}: produce ours {po:?} rdkafka {pr:?}; consume ours {co:?} rdkafka {cr:?}"
+        );
+        p_ours.push(n as f64 / po.as_secs_f64());
+        p_rd.push(n as f64 / pr.as_secs_f64());
+        c_ours.push(2.0 * n as f64 / co.as_secs_f64());
+        c_rd.push(2.0 * n as f64 / cr.as_secs_f64());
+    }
+    let (po, pr, co, cr) = (median(p_ours), median(p_rd), median(c_ours), median(c_rd));
+    let mb = |rate: f64| rate * args.value_size as f64 / 1e6;
+    println!(
+        "| {} records × {} B, {} partitions, median of {} rounds | lagbalance | rdkafka | ratio |",
+        n, args.value_size, args.partitions, args.rounds
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| produce (records/s, MB/s) | {po:.0} ({:.1}) | {pr:.0} ({:.1}) | {:.2} |",
+        mb(po),
+        mb(pr),
+        po / pr
+    );
+    println!(
+        "| consume (records/s, MB/s) | {co:.0} ({:.1}) | {cr:.0} ({:.1}) | {:.2} |",
+        mb(co),
+        mb(cr),
+        co / cr
+    );
+    Ok(())
+}
