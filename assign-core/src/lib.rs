@@ -8,11 +8,13 @@
 
 pub mod cooperative;
 pub mod model;
+pub mod range;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
+pub use range::RangeAssignor;
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,
