@@ -6,8 +6,17 @@
 //! [`GroupView::flat_index`]) so that Kafka's large case (1 000 000 partitions × 2 000 members)
 //! stays within a second.
 
+pub mod cooperative;
 pub mod model;
+pub mod range;
+pub mod sticky;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
+pub use range::RangeAssignor;
+pub use sticky::CooperativeStickyAssignor;
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,
