@@ -458,7 +458,12 @@ impl Balancer<'_> {
                 deque.push_back(u);
                 // Best target: cheapest path, then lowest load, then lowest index.
                 let mut best: Option<(u32, u64, usize)> = None;
-                let limit = self.total[u].saturating_sub(2);
+                // A target must hold at least two fewer partitions than `u`; with fewer than
+                // two, `u` has nothing to give (and a saturating bound would wrongly admit a
+                // gap of one).
+                let Some(limit) = self.total[u].checked_sub(2) else {
+                    continue;
+                };
                 while let Some(n) = deque.pop_front() {
                     let d = dist[n];
                     if n < members {
@@ -506,9 +511,12 @@ impl Balancer<'_> {
                     }
                 }
                 if let Some((_, _, v)) = best {
-                    self.shift(u, v, &via);
-                    improved = true;
-                    break;
+                    // `shift` always moves at least one partition for a real path; if it ever
+                    // could not, treating that as progress would loop forever.
+                    if self.shift(u, v, &via) {
+                        improved = true;
+                        break;
+                    }
                 }
                 // Nothing reachable from `u` is two below it. Members are visited in falling
                 // load, so every member reached from `u` reaches a subset of that and carries no
@@ -528,7 +536,7 @@ impl Balancer<'_> {
     /// Move load from `u` to `v` along the BFS path, as much as halves their gap, limited by
     /// each edge's holdings (and, on edges that were free, by the free amount so a cheap path
     /// stays cheap).
-    fn shift(&mut self, u: usize, v: usize, via: &[Via]) {
+    fn shift(&mut self, u: usize, v: usize, via: &[Via]) -> bool {
         // Collect the path's member → topic edges as (member, slot).
         let mut edges: Vec<(usize, usize)> = Vec::new();
         let mut n = v;
@@ -538,7 +546,7 @@ impl Balancer<'_> {
         while n != u {
             steps += 1;
             if steps > 2 * via.len() {
-                return;
+                return false;
             }
             match via[n] {
                 Via::Topic(t) => n = t as usize,
@@ -547,7 +555,7 @@ impl Balancer<'_> {
                     n = m as usize;
                 }
                 // Unreachable for a node on a found path; stop rather than loop.
-                Via::Start => return,
+                Via::Start => return false,
             }
         }
         let mut delta = (self.total[u] - self.total[v]) / 2;
@@ -557,7 +565,7 @@ impl Balancer<'_> {
             delta = delta.min(if free > 0 { free } else { held });
         }
         if delta == 0 {
-            return;
+            return false;
         }
         // Each edge a -(t)-> b: a gives delta of t, and the next member b takes delta of t.
         // Walking from v back to u, the member that receives through edge (m, i) is the member
@@ -574,6 +582,7 @@ impl Balancer<'_> {
         }
         self.total[u] -= delta;
         self.total[v] += delta;
+        true
     }
 }
 
