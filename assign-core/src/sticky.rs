@@ -300,31 +300,51 @@ impl<'a> Ctx<'a> {
             }
         }
 
-        // Most constrained topics first (fewest subscribers), as Kafka does: their partitions
-        // have the fewest places to go.
+        // Give each unplaced partition to its least-loaded subscriber. Topics are interleaved
+        // one partition at a time (most constrained first within a sweep, as Kafka orders by
+        // fewest subscribers) so no topic fills up members before later topics can see them;
+        // filling topic by topic leaves far more for the balancer to repair. Heaps are lazy:
+        // a popped entry whose load is stale (another topic raised it) is pushed back.
         let mut topic_order: Vec<usize> = (0..topics)
-            .filter(|&t| !subscribers[t].is_empty())
+            .filter(|&t| !subscribers[t].is_empty() && unplaced[t] > 0)
             .collect();
         topic_order.sort_by_key(|&t| (subscribers[t].len(), t));
-        for &t in &topic_order {
-            if unplaced[t] == 0 {
-                continue;
-            }
-            let mut heap: BinaryHeap<Reverse<(u64, u32)>> = subscribers[t]
-                .iter()
-                .map(|&m| Reverse((total[m as usize], m)))
-                .collect();
-            for _ in 0..unplaced[t] {
-                let Some(Reverse((load, m))) = heap.pop() else {
+        let mut heaps: Vec<BinaryHeap<Reverse<(u64, u32)>>> = topic_order
+            .iter()
+            .map(|&t| {
+                subscribers[t]
+                    .iter()
+                    .map(|&m| Reverse((total[m as usize], m)))
+                    .collect()
+            })
+            .collect();
+        while !topic_order.is_empty() {
+            let mut still = 0;
+            for k in 0..topic_order.len() {
+                let t = topic_order[k];
+                let heap = &mut heaps[k];
+                while let Some(Reverse((load, m))) = heap.pop() {
+                    let mu = m as usize;
+                    if load != total[mu] {
+                        heap.push(Reverse((total[mu], m)));
+                        continue;
+                    }
+                    if let Ok(i) = self.subs[mu].binary_search(&(t as u32)) {
+                        x[mu][i] += 1;
+                    }
+                    total[mu] += 1;
+                    heap.push(Reverse((total[mu], m)));
                     break;
-                };
-                let mu = m as usize;
-                if let Ok(i) = self.subs[mu].binary_search(&(t as u32)) {
-                    x[mu][i] += 1;
                 }
-                total[mu] = load + 1;
-                heap.push(Reverse((load + 1, m)));
+                unplaced[t] -= 1;
+                if unplaced[t] > 0 {
+                    topic_order[still] = t;
+                    heaps.swap(still, k);
+                    still += 1;
+                }
             }
+            topic_order.truncate(still);
+            heaps.truncate(still);
         }
 
         Balancer {
@@ -429,17 +449,36 @@ enum Via {
     Member(u32, u32),
 }
 
+/// Scratch space for [`Balancer::find_target`], reused across searches so each costs only
+/// what it touches.
+struct Search {
+    dist: Vec<u32>,
+    via: Vec<Via>,
+    touched: Vec<usize>,
+    deque: VecDeque<usize>,
+}
+
+impl Search {
+    fn new(nodes: usize) -> Self {
+        Search {
+            dist: vec![u32::MAX; nodes],
+            via: vec![Via::Start; nodes],
+            touched: Vec::new(),
+            deque: VecDeque::new(),
+        }
+    }
+}
+
 impl Balancer<'_> {
+    /// Shift load until no member can reach one holding two or more fewer partitions.
+    ///
+    /// Each pass visits sources in falling load and stops at the first shift (loads changed,
+    /// so the order and the `done` marks below would be stale); a pass that shifts nothing
+    /// proves optimality. Every shift lowers the sum of squared loads, so the passes end.
     fn run(&mut self) {
         let members = self.subs.len();
-        let topics = self.subscribers.len();
-        // Node ids: members 0..members, topics members..members+topics.
-        let nodes = members + topics;
-        let mut dist = vec![u32::MAX; nodes];
-        let mut via = vec![Via::Start; nodes];
-        let mut touched: Vec<usize> = Vec::new();
+        let mut search = Search::new(members + self.subscribers.len());
         let mut done = vec![false; members];
-        let mut deque: VecDeque<usize> = VecDeque::new();
         loop {
             done.iter_mut().for_each(|d| *d = false);
             let mut order: Vec<usize> = (0..members).filter(|&m| self.total[m] > 0).collect();
@@ -449,81 +488,29 @@ impl Balancer<'_> {
                 if done[u] {
                     continue;
                 }
-                for &n in &touched {
-                    dist[n] = u32::MAX;
-                }
-                touched.clear();
-                dist[u] = 0;
-                touched.push(u);
-                deque.push_back(u);
-                // Best target: cheapest path, then lowest load, then lowest index.
-                let mut best: Option<(u32, u64, usize)> = None;
                 // A target must hold at least two fewer partitions than `u`; with fewer than
-                // two, `u` has nothing to give (and a saturating bound would wrongly admit a
-                // gap of one).
+                // two, `u` has nothing to give (a saturating bound would wrongly admit a gap of
+                // one).
                 let Some(limit) = self.total[u].checked_sub(2) else {
                     continue;
                 };
-                while let Some(n) = deque.pop_front() {
-                    let d = dist[n];
-                    if n < members {
-                        if n != u && self.total[n] <= limit {
-                            let cand = (d, self.total[n], n);
-                            if best.is_none_or(|b| cand < b) {
-                                best = Some(cand);
-                            }
-                        }
-                        for (i, &t) in self.subs[n].iter().enumerate() {
-                            let held = self.x[n][i];
-                            if held == 0 {
-                                continue;
-                            }
-                            let cost = u32::from(held <= self.kept[n][i]);
-                            let node = members + t as usize;
-                            if d + cost < dist[node] {
-                                if dist[node] == u32::MAX {
-                                    touched.push(node);
-                                }
-                                dist[node] = d + cost;
-                                via[node] = Via::Member(n as u32, i as u32);
-                                if cost == 0 {
-                                    deque.push_front(node);
-                                } else {
-                                    deque.push_back(node);
-                                }
-                            }
-                        }
-                    } else {
-                        for &b in &self.subscribers[n - members] {
-                            let b = b as usize;
-                            // Anything reachable from a `done` member is within one of this
-                            // source's load (see `mark_done`), so it cannot be a target.
-                            if done[b] || d >= dist[b] {
-                                continue;
-                            }
-                            if dist[b] == u32::MAX {
-                                touched.push(b);
-                            }
-                            dist[b] = d;
-                            via[b] = Via::Topic(n as u32);
-                            deque.push_front(b);
-                        }
-                    }
-                }
-                if let Some((_, _, v)) = best {
-                    // `shift` always moves at least one partition for a real path; if it ever
+                match self.find_target(u, limit, &mut search, &done) {
+                    // `shift` always moves at least one partition along a real path; if it ever
                     // could not, treating that as progress would loop forever.
-                    if self.shift(u, v, &via) {
+                    Some(v) if self.shift(u, v, &search.via) => {
                         improved = true;
                         break;
                     }
-                }
-                // Nothing reachable from `u` is two below it. Members are visited in falling
-                // load, so every member reached from `u` reaches a subset of that and carries no
-                // more load than `u`: none of them can improve either, in this pass.
-                for &n in &touched {
-                    if n < members {
-                        done[n] = true;
+                    Some(_) => {}
+                    None => {
+                        // Nothing reachable from `u` is two below it. Sources come in falling
+                        // load, so every member reached from `u` reaches a subset of that and
+                        // carries no more load than `u`: none of them can improve either.
+                        for &n in &search.touched {
+                            if n < members {
+                                done[n] = true;
+                            }
+                        }
                     }
                 }
             }
@@ -531,6 +518,83 @@ impl Balancer<'_> {
                 return;
             }
         }
+    }
+
+    /// 0-1 BFS from `u` for the cheapest path to a member holding at most `limit` partitions.
+    /// `None` if nothing reachable qualifies.
+    fn find_target(
+        &self,
+        u: usize,
+        limit: u64,
+        search: &mut Search,
+        done: &[bool],
+    ) -> Option<usize> {
+        let members = self.subs.len();
+        let Search {
+            dist,
+            via,
+            touched,
+            deque,
+        } = search;
+        for &n in touched.iter() {
+            dist[n] = u32::MAX;
+        }
+        touched.clear();
+        deque.clear();
+        dist[u] = 0;
+        via[u] = Via::Start;
+        touched.push(u);
+        deque.push_back(u);
+        // Best target: cheapest path, then lowest load (the bigger gap lets one shift move
+        // more), then lowest index.
+        let mut best: Option<(u32, u64, usize)> = None;
+        while let Some(n) = deque.pop_front() {
+            let d = dist[n];
+            if n < members {
+                if n != u && self.total[n] <= limit {
+                    let cand = (d, self.total[n], n);
+                    if best.is_none_or(|b| cand < b) {
+                        best = Some(cand);
+                    }
+                }
+                for (i, &t) in self.subs[n].iter().enumerate() {
+                    let held = self.x[n][i];
+                    if held == 0 {
+                        continue;
+                    }
+                    let cost = u32::from(held <= self.kept[n][i]);
+                    let node = members + t as usize;
+                    if d + cost < dist[node] {
+                        if dist[node] == u32::MAX {
+                            touched.push(node);
+                        }
+                        dist[node] = d + cost;
+                        via[node] = Via::Member(n as u32, i as u32);
+                        if cost == 0 {
+                            deque.push_front(node);
+                        } else {
+                            deque.push_back(node);
+                        }
+                    }
+                }
+            } else {
+                for &b in &self.subscribers[n - members] {
+                    let b = b as usize;
+                    // Anything reachable from a `done` member is within one of this source's
+                    // load (see `run`), so it cannot lead to a target.
+                    if done[b] || d >= dist[b] {
+                        continue;
+                    }
+                    if dist[b] == u32::MAX {
+                        touched.push(b);
+                    }
+                    dist[b] = d;
+                    via[b] = Via::Topic(n as u32);
+                    deque.push_front(b);
+                }
+            }
+        }
+        best.map(|(_, _, v)| v)
     }
 
     /// Move load from `u` to `v` along the BFS path, as much as halves their gap, limited by
