@@ -166,9 +166,18 @@ pub trait Assignor: Send {
 
     /// Leader side: compute a plan for `view`. `previous` is the plan this process issued
     /// last time it was leader, if any.
-    fn assign(&mut self, view: &GroupView, previous: Option<&IssuedPlan>)
-        -> Result<Plan, AssignError>;
+    fn assign(
+        &mut self,
+        view: &GroupView,
+        previous: Option<&IssuedPlan>,
+    ) -> Result<Plan, AssignError>;
 
     /// Member side: the assignment this member received (names, generation, user data).
-    fn on_assignment(&mut self, _assigned: &[(String, i32)], _user_data: Option<&Bytes>, _generation: i32) {}
+    fn on_assignment(
+        &mut self,
+        _assigned: &[(String, i32)],
+        _user_data: Option<&Bytes>,
+        _generation: i32,
+    ) {
+    }
 }
