@@ -11,6 +11,8 @@
 //! - `sticky`: every member owns a balanced prior assignment, then one member leaves (the
 //!   common steady-state rebalance; exercises ownership resolution and the keep-up-to-quota
 //!   path), with the leader's previous plan passed in;
+//! - `stale`: like `sticky`, but every member's metadata predates the leader's previous plan
+//!   (a broker without a join barrier), so the leader's memory decides every owner;
 //! - `unequal`: like `sticky`, but member `i` subscribes only to topics `t` with
 //!   `(t + i) % 4 != 0` (with one topic that is everyone, i.e. equal), to time the general
 //!   path; the prior assignment it starts from is not balanced for those subscriptions.
@@ -55,7 +57,7 @@ fn main() {
     println!("|---|---|---|---|---:|---:|---|---:|---:|");
     let exe = std::env::current_exe().expect("current exe");
     for size in sizes.split(',').filter(|s| !s.is_empty()) {
-        for scenario in ["fresh", "sticky", "unequal"] {
+        for scenario in ["fresh", "sticky", "stale", "unequal"] {
             let out = Command::new(&exe)
                 .args(["--assignor", &assignor, "--single", size, scenario])
                 .output()
@@ -119,7 +121,7 @@ fn run_single(assignor: &str, size: &str, scenario: &str) {
         }
     }
     let mut previous = None;
-    if scenario == "sticky" || scenario == "unequal" {
+    if scenario == "sticky" || scenario == "stale" || scenario == "unequal" {
         // Prior balanced assignment: member i owns every partition p with p % members == i.
         let mut prior = Plan {
             assignments: vec![Vec::new(); members],
@@ -136,7 +138,8 @@ fn run_single(assignor: &str, size: &str, scenario: &str) {
             // A member revokes partitions of topics it does not subscribe to before joining.
             list.retain(|tp| m.topics.contains(&tp.topic));
             m.owned = list;
-            m.generation = 9;
+            // Metadata from after the previous plan (9), or from before it when stale.
+            m.generation = if scenario == "stale" { 8 } else { 9 };
         }
         view.members.remove(members / 2);
     }
