@@ -1,7 +1,7 @@
 //! Randomised properties of the assignors and the cooperative layer.
 //!
 //! A seeded PRNG drives every case so a failure names its seed and reproduces exactly
-//! (`PROPTEST_SEED`-style: rerun with the printed seed in `cases`). Sizes follow the brief:
+//! (the assertion message names the seed). Sizes follow the brief:
 //! 1..30 members, 1..5 topics, 1..200 partitions per topic, random subscriptions, random prior
 //! ownership with conflicts and random generations.
 
@@ -33,10 +33,16 @@ impl Rng {
     }
 }
 
-const CASES: u64 = 300;
+/// Cases per property; `ASSIGN_PROP_CASES` raises it for a longer soak.
+fn cases() -> u64 {
+    std::env::var("ASSIGN_PROP_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
 
 fn seeds(salt: u64) -> impl Iterator<Item = u64> {
-    (0..CASES).map(move |i| i.wrapping_mul(0x1000_0000_01B3) ^ salt)
+    (0..cases()).map(move |i| i.wrapping_mul(0x1000_0000_01B3) ^ salt)
 }
 
 /// Random group. `equal`: everyone subscribes to the same topics.
