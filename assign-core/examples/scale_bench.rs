@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! cargo run --release -p lagbalance-assign --example scale_bench -- \
-//!     [--assignor cooperative-sticky|range] [--sizes 10000x100,100000x1000,1000000x2000]
+//!     [--assignor cooperative-sticky|range] [--sizes 10000x100,100000x1000,1000000x2000] \
+//!     [--topics N]
 //! ```
 //!
-//! Each size is `PARTITIONSxMEMBERS`, spread over `clamp(partitions / 10 000, 1, 100)` topics
-//! of equal size, every member subscribed to all of them. Two scenarios per size:
+//! Each size is `PARTITIONSxMEMBERS`, spread over `--topics` topics of equal size (default
+//! `clamp(partitions / 10 000, 1, 100)`; Kafka's large test uses 500 × 2 000 partitions), every
+//! member subscribed to all of them. Two scenarios per size:
 //! - `fresh`: nobody owns anything (first assignment);
 //! - `sticky`: every member owns a balanced prior assignment, then one member leaves (the
 //!   common steady-state rebalance; exercises ownership resolution and the keep-up-to-quota
@@ -15,7 +17,9 @@
 //!   (a broker without a join barrier), so the leader's memory decides every owner;
 //! - `unequal`: like `sticky`, but member `i` subscribes only to topics `t` with
 //!   `(t + i) % 4 != 0` (with one topic that is everyone, i.e. equal), to time the general
-//!   path; the prior assignment it starts from is not balanced for those subscriptions.
+//!   path; the prior assignment it starts from is not balanced for those subscriptions;
+//! - `unequal-fresh`: those subscriptions with nothing owned (all of the general path's
+//!   placement work).
 //!
 //! Every (size, scenario) runs in a fresh child process (`--single`) so peak RSS (`VmHWM`)
 //! belongs to that run alone. Output is a markdown table.
@@ -33,12 +37,14 @@ fn main() {
     let mut assignor = "cooperative-sticky".to_string();
     let mut sizes = "10000x100,100000x1000,1000000x2000".to_string();
     let mut single: Option<(String, String)> = None;
+    let mut topics: Option<usize> = None;
     let mut i = 0;
     while i < args.len() {
         let value = args.get(i + 1).cloned();
         match (args[i].as_str(), value) {
             ("--assignor", Some(v)) => assignor = v,
             ("--sizes", Some(v)) => sizes = v,
+            ("--topics", Some(v)) => topics = Some(v.parse().unwrap_or_else(|_| usage())),
             ("--single", Some(v)) => {
                 let scenario = args.get(i + 2).cloned().unwrap_or_else(|| usage());
                 single = Some((v, scenario));
@@ -49,7 +55,7 @@ fn main() {
         i += 2;
     }
     if let Some((size, scenario)) = single {
-        run_single(&assignor, &size, &scenario);
+        run_single(&assignor, &size, &scenario, topics);
         return;
     }
 
@@ -57,11 +63,13 @@ fn main() {
     println!("|---|---|---|---|---:|---:|---|---:|---:|");
     let exe = std::env::current_exe().expect("current exe");
     for size in sizes.split(',').filter(|s| !s.is_empty()) {
-        for scenario in ["fresh", "sticky", "stale", "unequal"] {
-            let out = Command::new(&exe)
-                .args(["--assignor", &assignor, "--single", size, scenario])
-                .output()
-                .expect("spawn child");
+        for scenario in ["fresh", "sticky", "stale", "unequal", "unequal-fresh"] {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--assignor", &assignor, "--single", size, scenario]);
+            if let Some(t) = topics {
+                cmd.args(["--topics", &t.to_string()]);
+            }
+            let out = cmd.output().expect("spawn child");
             let line = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
                 eprintln!(
@@ -78,7 +86,7 @@ fn main() {
 fn usage() -> ! {
     eprintln!(
         "usage: scale_bench [--assignor cooperative-sticky|range] [--sizes PxM,...] \
-         [--single PxM fresh|sticky]"
+         [--topics N] [--single PxM fresh|sticky|stale|unequal]"
     );
     std::process::exit(2)
 }
@@ -91,9 +99,11 @@ fn parse_size(size: &str) -> (usize, usize) {
     }
 }
 
-fn run_single(assignor: &str, size: &str, scenario: &str) {
+fn run_single(assignor: &str, size: &str, scenario: &str, topics: Option<usize>) {
     let (partitions, members) = parse_size(size);
-    let topics = (partitions / 10_000).clamp(1, 100);
+    let topics = topics
+        .unwrap_or((partitions / 10_000).clamp(1, 100))
+        .clamp(1, partitions.max(1));
     let per_topic = partitions / topics;
     let mut view = GroupView {
         generation: 10,
@@ -115,7 +125,7 @@ fn run_single(assignor: &str, size: &str, scenario: &str) {
         now_ms: 0,
     };
     let total = per_topic * topics;
-    if scenario == "unequal" && topics > 1 {
+    if scenario.starts_with("unequal") && topics > 1 {
         for (i, m) in view.members.iter_mut().enumerate() {
             m.topics.retain(|&t| (t as usize + i) % 4 != 0);
         }

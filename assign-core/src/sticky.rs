@@ -12,14 +12,15 @@
 //!   are known up front (`n / m`, `n % m` members one more), so it is a few linear passes over
 //!   flat arrays — Kafka's 1 000 000 × 2 000 case in tens of milliseconds;
 //! - **general**: balance is solved on per-(member, topic) counts as a flow problem — start from
-//!   what members keep, give the rest to the least-loaded subscriber, then shift load along
+//!   what members keep, let the least-loaded members take the rest (each from its topic with
+//!   the most unplaced partitions per subscriber), then shift load along
 //!   augmenting paths (member → topic it holds → other subscriber → …) while some member holds
 //!   two or more partitions more than a member it can reach. When no such path exists the
 //!   counts are optimal for every convex balance measure, which is stronger than Kafka's
 //!   single-move rebalancing. Paths are searched cheapest-first (0-1 BFS) where moving a
 //!   partition nobody has to revoke is free, so balance costs as few revocations as the search
-//!   can find. Partitions are then placed per topic, owners first. Cost: about 1 s at
-//!   1 000 000 × 2 000 with unequal subscriptions, nearly all of it the initial placement.
+//!   can find. Partitions are then placed per topic, owners first. Cost at 1 000 000 × 2 000
+//!   with unequal subscriptions: 0.15–0.65 s (100–500 topics; the scale_bench example).
 
 // Loops here walk several parallel flat arrays (keeper, owned, assigned_to) by partition index;
 // an index is clearer than zipping three iterators over sub-ranges.
@@ -303,51 +304,39 @@ impl<'a> Ctx<'a> {
             }
         }
 
-        // Give each unplaced partition to its least-loaded subscriber. Topics are interleaved
-        // one partition at a time (most constrained first within a sweep, as Kafka orders by
-        // fewest subscribers) so no topic fills up members before later topics can see them;
-        // filling topic by topic leaves far more for the balancer to repair. Heaps are lazy:
-        // a popped entry whose load is stale (another topic raised it) is pushed back.
-        let mut topic_order: Vec<usize> = (0..topics)
-            .filter(|&t| !subscribers[t].is_empty() && unplaced[t] > 0)
+        // Hand out what nobody keeps: the least-loaded member that can still take something
+        // takes a partition of the topic under most pressure among its topics (unplaced
+        // partitions per subscriber: the topic that will be hardest to drain). Only the
+        // taker's load changes, so one exact heap of members suffices; the scan over the
+        // taker's topics reads two small arrays. The balancer repairs what this greedy gets
+        // wrong, which in the scale benchmark is a few milliseconds of work.
+        let mut heap: BinaryHeap<Reverse<(u64, u32)>> = (0..members)
+            .filter(|&m| self.subs[m].iter().any(|&t| unplaced[t as usize] > 0))
+            .map(|m| Reverse((total[m], m as u32)))
             .collect();
-        topic_order.sort_by_key(|&t| (subscribers[t].len(), t));
-        let mut heaps: Vec<BinaryHeap<Reverse<(u64, u32)>>> = topic_order
-            .iter()
-            .map(|&t| {
-                subscribers[t]
-                    .iter()
-                    .map(|&m| Reverse((total[m as usize], m)))
-                    .collect()
-            })
-            .collect();
-        while !topic_order.is_empty() {
-            let mut still = 0;
-            for k in 0..topic_order.len() {
-                let t = topic_order[k];
-                let heap = &mut heaps[k];
-                while let Some(Reverse((load, m))) = heap.pop() {
-                    let mu = m as usize;
-                    if load != total[mu] {
-                        heap.push(Reverse((total[mu], m)));
-                        continue;
-                    }
-                    if let Ok(i) = self.subs[mu].binary_search(&(t as u32)) {
-                        x[mu][i] += 1;
-                    }
-                    total[mu] += 1;
-                    heap.push(Reverse((total[mu], m)));
-                    break;
+        while let Some(Reverse((_, m))) = heap.pop() {
+            let mu = m as usize;
+            // Highest unplaced/subscribers, compared by cross-multiplying; ties → lowest topic.
+            let mut pick: Option<(usize, u64, u64)> = None;
+            for (i, &t) in self.subs[mu].iter().enumerate() {
+                let (left, subs_t) = (
+                    u64::from(unplaced[t as usize]),
+                    subscribers[t as usize].len() as u64,
+                );
+                if left == 0 {
+                    continue;
                 }
-                unplaced[t] -= 1;
-                if unplaced[t] > 0 {
-                    topic_order[still] = t;
-                    heaps.swap(still, k);
-                    still += 1;
+                if pick.is_none_or(|(_, bl, bs)| left * bs > bl * subs_t) {
+                    pick = Some((i, left, subs_t));
                 }
             }
-            topic_order.truncate(still);
-            heaps.truncate(still);
+            let Some((i, _, _)) = pick else {
+                continue; // everything it could take is placed: it leaves the heap
+            };
+            unplaced[self.subs[mu][i] as usize] -= 1;
+            x[mu][i] += 1;
+            total[mu] += 1;
+            heap.push(Reverse((total[mu], m)));
         }
 
         Balancer {
