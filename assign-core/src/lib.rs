@@ -5,6 +5,33 @@
 //! on dense integer indices (topics by [`TopicIdx`], partitions by a flat index from
 //! [`GroupView::flat_index`]) so that Kafka's large case (1 000 000 partitions × 2 000 members)
 //! stays within a second.
+//!
+//! Modules: [`model`] (the group model), [`cooperative`] (KIP-429 ownership rules, withholding,
+//! plan validation — shared by every assignor), [`range`] and [`sticky`] (Kafka's `range` and
+//! `cooperative-sticky`).
+//!
+//! ```
+//! use lagbalance_assign::{Assignor, CooperativeStickyAssignor, GroupView, MemberView, TopicInfo, Tp};
+//!
+//! let member = |id: &str, owned: Vec<Tp>| MemberView {
+//!     member_id: id.into(),
+//!     topics: vec![0],
+//!     owned,
+//!     generation: 4,
+//!     ..MemberView::default()
+//! };
+//! // "a" owns all four partitions; "b" just joined.
+//! let view = GroupView {
+//!     generation: 5,
+//!     topics: vec![TopicInfo { name: "orders".into(), partitions: 4 }],
+//!     members: vec![member("a", (0..4).map(|p| Tp::new(0, p)).collect()), member("b", vec![])],
+//!     ..GroupView::default()
+//! };
+//! let plan = CooperativeStickyAssignor.assign(&view, None).unwrap();
+//! // "a" keeps two and revokes two; they reach "b" next round, once "a" has let go.
+//! assert_eq!(plan.assignments[0].len(), 2);
+//! assert!(plan.assignments[1].is_empty());
+//! ```
 
 pub mod cooperative;
 pub mod model;
@@ -15,9 +42,9 @@ pub mod sticky;
 pub(crate) mod testutil;
 
 pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
-pub use range::RangeAssignor;
-pub use sticky::CooperativeStickyAssignor;
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,
 };
+pub use range::RangeAssignor;
+pub use sticky::CooperativeStickyAssignor;
