@@ -8,6 +8,7 @@
 
 pub mod cooperative;
 pub mod model;
+pub mod userdata;
 
 #[cfg(test)]
 pub(crate) mod testutil;
