@@ -6,6 +6,7 @@
 //! [`GroupView::flat_index`]) so that Kafka's large case (1 000 000 partitions × 2 000 members)
 //! stays within a second.
 
+pub mod capacity;
 pub mod cooperative;
 pub mod model;
 pub mod userdata;
