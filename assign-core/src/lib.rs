@@ -8,6 +8,7 @@
 
 pub mod capacity;
 pub mod cooperative;
+pub mod lagbalance;
 pub mod model;
 pub mod userdata;
 
