@@ -340,6 +340,9 @@ struct Work {
     sum: Vec<f64>,
     ver: Vec<u32>,
     heaps_live: bool,
+    /// The global max-heap only matters to local search; the greedy placement of a million
+    /// partitions would otherwise push a million entries nobody reads.
+    max_live: bool,
     max_heap: BinaryHeap<(u64, Reverse<u32>, u32)>,
     class_heaps: Vec<BinaryHeap<Reverse<(u64, usize, u32, u32)>>>,
 }
@@ -401,6 +404,7 @@ impl Work {
             sum: vec![0.0; m],
             ver: vec![0; m],
             heaps_live: false,
+            max_live: false,
             max_heap: BinaryHeap::new(),
             class_heaps: (0..classes).map(|_| BinaryHeap::new()).collect(),
         }
@@ -515,7 +519,9 @@ impl Work {
         self.ver[m] = self.ver[m].wrapping_add(1);
         if self.heaps_live {
             let k = key(self.util(m));
-            self.max_heap.push((k, Reverse(m as u32), self.ver[m]));
+            if self.max_live {
+                self.max_heap.push((k, Reverse(m as u32), self.ver[m]));
+            }
             self.class_heaps[self.class_of[m] as usize].push(Reverse((
                 k,
                 self.parts[m].len(),
@@ -677,7 +683,7 @@ impl Work {
                 let class = self.topic_classes[topic][ci] as usize;
                 // The least utilised member is not always the one that finishes lowest when
                 // capacities differ, so look at a few of the least utilised.
-                for _ in 0..3 {
+                for _ in 0..2 {
                     let Some(m) = self.class_min(class, None) else {
                         break;
                     };
@@ -756,6 +762,14 @@ impl Work {
     fn local_search(&mut self, movable: impl Fn(usize) -> bool, limit: usize) -> usize {
         if !self.heaps_live {
             self.start_heaps();
+        }
+        if !self.max_live {
+            self.max_live = true;
+            self.max_heap.clear();
+            for m in 0..self.m {
+                self.max_heap
+                    .push((key(self.util(m)), Reverse(m as u32), self.ver[m]));
+            }
         }
         let min_one = self.n >= self.m;
         let classes = self.class_topics.len();
@@ -1110,7 +1124,11 @@ mod tests {
         let plan = a.assign(&v, None).unwrap();
         assert_eq!(a.last_report().moved, 1, "{:?}", a.last_report());
         assert!(!a.last_report().rebalanced);
-        assert_eq!(counts(&plan), vec![3, 0], "the transfer is withheld this round");
+        assert_eq!(
+            counts(&plan),
+            vec![3, 0],
+            "the transfer is withheld this round"
+        );
         let mut v2 = v.clone();
         adopt(&mut v2, &plan);
         let plan = a.assign(&v2, None).unwrap();
