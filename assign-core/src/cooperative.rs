@@ -111,6 +111,27 @@ impl SubscriptionMask {
     }
 }
 
+/// Each member's subscription as the assignors use it: topic indices that exist, sorted and
+/// deduplicated. The decoder promises this already; hostile or buggy input must not be able to
+/// break an assignor's invariants, so they re-derive it (cost: one small sort per member).
+pub(crate) fn sanitized_topics(view: &GroupView) -> Vec<Vec<u32>> {
+    let topics = view.topics.len();
+    view.members
+        .iter()
+        .map(|m| {
+            let mut t: Vec<u32> = m
+                .topics
+                .iter()
+                .copied()
+                .filter(|&t| (t as usize) < topics)
+                .collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        })
+        .collect()
+}
+
 /// Feed every member's valid claims (in range, in a subscribed topic) to `offer`.
 fn for_each_valid_claim(
     view: &GroupView,

@@ -10,12 +10,16 @@ pub mod capacity;
 pub mod cooperative;
 pub mod lagbalance;
 pub mod model;
+pub mod range;
+pub mod sticky;
 pub mod userdata;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
+pub use range::RangeAssignor;
+pub use sticky::CooperativeStickyAssignor;
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,
