@@ -57,6 +57,9 @@ pub struct LagBalanceSettings {
     pub max_partitions_per_member: Option<usize>,
     /// Capacity claims are clamped into `[median / f, median × f]`. Default 10.
     pub capacity_clamp_factor: f64,
+    /// When the balanced plan is adopted, only the moves needed to come within this relative
+    /// distance of the best objective found are made. Default 0.01 (1 %).
+    pub balance_tolerance: f64,
     /// How each member learns its own capacity.
     pub capacity: CapacitySettings,
 }
@@ -69,6 +72,7 @@ impl Default for LagBalanceSettings {
             stabilisation_window_ms: 120_000,
             max_partitions_per_member: None,
             capacity_clamp_factor: 10.0,
+            balance_tolerance: 0.01,
             capacity: CapacitySettings::default(),
         }
     }
@@ -190,18 +194,32 @@ impl Assignor for LagBalanceAssignor {
         let sticky_target = work.target.clone();
 
         // Balanced plan: also move owned partitions that are outside their stabilisation window.
+        work.log.clear();
         let moved_for_balance = work.local_search(
             |p| !owned(p) || !pinned.get(p).copied().unwrap_or(false),
             limit,
         );
-        let mut objective = work.objective();
+        let best = work.objective();
         let significant =
-            sticky_objective - objective > self.settings.min_improvement * sticky_objective;
+            sticky_objective - best > self.settings.min_improvement * sticky_objective;
         let rebalanced = moved_for_balance > 0 && significant;
-        if !rebalanced {
-            work.target = sticky_target;
-            objective = sticky_objective;
+        // Local search lowers the maximum monotonically; its last moves often buy fractions of
+        // a percent. Keep only the prefix of moves needed to come within `balance_tolerance`
+        // of the best objective found: the rest is churn (each move pauses a partition).
+        let keep = if rebalanced {
+            let good_enough = best * (1.0 + self.settings.balance_tolerance.max(0.0));
+            work.log
+                .iter()
+                .position(|&(before, _, _)| before <= good_enough)
+                .unwrap_or(work.log.len())
+        } else {
+            0
+        };
+        work.target = sticky_target;
+        for &(_, p, to) in &work.log[..keep] {
+            work.target[p as usize] = to;
         }
+        let objective = work.target_objective();
 
         let mut plan = work.plan(view);
         let withheld = withhold_transfers(view, &owners, &mut plan);
@@ -344,6 +362,8 @@ struct Work {
     /// partitions would otherwise push a million entries nobody reads.
     max_live: bool,
     max_heap: BinaryHeap<(u64, Reverse<u32>, u32)>,
+    /// Moves made by local search: (objective before the move, partition, new member).
+    log: Vec<(f64, u32, u32)>,
     class_heaps: Vec<BinaryHeap<Reverse<(u64, usize, u32, u32)>>>,
 }
 
@@ -406,6 +426,7 @@ impl Work {
             heaps_live: false,
             max_live: false,
             max_heap: BinaryHeap::new(),
+            log: Vec::new(),
             class_heaps: (0..classes).map(|_| BinaryHeap::new()).collect(),
         }
     }
@@ -602,6 +623,15 @@ impl Work {
 
     fn objective(&self) -> f64 {
         (0..self.m).map(|m| self.util(m)).fold(0.0, f64::max)
+    }
+
+    /// Objective of `target` (which may have been edited without updating `sum`).
+    fn target_objective(&self) -> f64 {
+        self.member_loads()
+            .iter()
+            .zip(&self.cap)
+            .map(|(l, c)| l / c)
+            .fold(0.0, f64::max)
     }
 
     fn member_loads(&self) -> Vec<f64> {
@@ -804,12 +834,71 @@ impl Work {
                     }
                 }
             }
-            let Some((_, p, b)) = best else { break };
+            if let Some((_, p, b)) = best {
+                self.log.push((ua, p as u32, b as u32));
+                self.unplace(p);
+                self.place(p, b);
+                moves += 1;
+                continue;
+            }
+            // No single move helps: try exchanging a partition of `a` for a lighter one of
+            // the least utilised member (what lets discrete loads settle near the ideal).
+            let Some((p, q, b)) = self.best_swap(a, &movable) else {
+                break;
+            };
+            self.log.push((ua, p as u32, b as u32));
+            self.log.push((ua, q as u32, a as u32));
             self.unplace(p);
+            self.unplace(q);
             self.place(p, b);
-            moves += 1;
+            self.place(q, a);
+            moves += 2;
         }
         moves
+    }
+
+    /// Best exchange of `p` (on `a`, the most utilised member) with a lighter `q` on the least
+    /// utilised member of some class, if it lowers the pair's maximum. Skipped when the pair
+    /// holds too many partitions to compare all pairs cheaply.
+    fn best_swap(
+        &mut self,
+        a: usize,
+        movable: &impl Fn(usize) -> bool,
+    ) -> Option<(usize, usize, usize)> {
+        const MAX_PAIRS: usize = 1 << 16;
+        let ua = self.util(a);
+        let threshold = ua * (1.0 - 1e-9);
+        let mut best: Option<(f64, usize, usize, usize)> = None;
+        for class in 0..self.class_topics.len() {
+            let Some(b) = self.class_min(class, Some(a)) else {
+                continue;
+            };
+            let ub = self.util(b);
+            if ub >= threshold || self.parts[a].len() * self.parts[b].len() > MAX_PAIRS {
+                continue;
+            }
+            let (ca, cb) = (self.cap[a], self.cap[b]);
+            for &p in &self.parts[a] {
+                let p = p as usize;
+                if !movable(p) || !self.eligible(b, p) {
+                    continue;
+                }
+                for &q in &self.parts[b] {
+                    let q = q as usize;
+                    let d = self.load[p] - self.load[q];
+                    if d <= 0.0 || !movable(q) || !self.eligible(a, q) {
+                        continue;
+                    }
+                    let pair = (ua - d / ca).max(ub + d / cb);
+                    if pair < threshold
+                        && best.is_none_or(|(bp, bpp, bq, _)| (pair, p, q) < (bp, bpp, bq))
+                    {
+                        best = Some((pair, p, q, b));
+                    }
+                }
+            }
+        }
+        best.map(|(_, p, q, b)| (p, q, b))
     }
 
     fn plan(&self, view: &GroupView) -> Plan {
