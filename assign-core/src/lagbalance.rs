@@ -303,7 +303,7 @@ impl LagBalanceAssignor {
             let count = work.offsets[t + 1] - base;
             let times = self.last_move.entry(topic.name.clone()).or_default();
             times.resize(count, NEVER);
-            for i in 0..count {
+            for (i, last) in times.iter_mut().enumerate() {
                 let p = base + i;
                 let target = work.target[p];
                 if target == NONE {
@@ -312,7 +312,7 @@ impl LagBalanceAssignor {
                 match owners[p] {
                     Some(o) if o != target => {
                         moved += 1;
-                        times[i] = view.now_ms;
+                        *last = view.now_ms;
                         if target != NONE {
                             self.pending.insert(
                                 (topic.name.clone(), i as i32),
@@ -337,6 +337,10 @@ fn key(u: f64) -> u64 {
         0
     }
 }
+
+/// Class min-heap entry: (utilisation key, partition count, member, member version). The count
+/// breaks utilisation ties toward members with fewer partitions.
+type ClassEntry = (u64, usize, u32, u32);
 
 /// Working state of one assignment: dense arrays over partitions (`n`) and members (`m`).
 struct Work {
@@ -364,7 +368,7 @@ struct Work {
     max_heap: BinaryHeap<(u64, Reverse<u32>, u32)>,
     /// Moves made by local search: (objective before the move, partition, new member).
     log: Vec<(f64, u32, u32)>,
-    class_heaps: Vec<BinaryHeap<Reverse<(u64, usize, u32, u32)>>>,
+    class_heaps: Vec<BinaryHeap<Reverse<ClassEntry>>>,
 }
 
 impl Work {
@@ -703,7 +707,7 @@ impl Work {
                 .total_cmp(&self.load[a as usize])
                 .then(a.cmp(&b))
         });
-        let mut popped: Vec<Reverse<(u64, usize, u32, u32)>> = Vec::new();
+        let mut popped: Vec<Reverse<ClassEntry>> = Vec::new();
         for p in free {
             let p = p as usize;
             let l = self.load[p];

@@ -254,11 +254,7 @@ impl<'a> Sim<'a> {
             sample_n: 0,
         };
         // records/s per unit weight so that mean work input = load × total capacity.
-        sim.total_weight_cost = sim
-            .parts
-            .iter()
-            .map(|p| sim.mean_weight(p) * p.cost)
-            .sum();
+        sim.total_weight_cost = sim.parts.iter().map(|p| sim.mean_weight(p) * p.cost).sum();
         sim.scale = load * sc.total_capacity() / sim.total_weight_cost;
         sim
     }
@@ -313,7 +309,9 @@ impl<'a> Sim<'a> {
                 if self.hot_period != Some(period) {
                     // A new hot set each period, drawn from its own seed so it does not depend
                     // on how many random numbers anything else consumed.
-                    let mut r = Rng::new(self.sc.seed ^ (period as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+                    let mut r = Rng::new(
+                        self.sc.seed ^ (period as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    );
                     let mut idx: Vec<usize> = (0..self.parts.len()).collect();
                     r.shuffle(&mut idx);
                     self.hot_mask = vec![false; self.parts.len()];
@@ -341,7 +339,10 @@ impl<'a> Sim<'a> {
         let dt = self.sc.dt_s;
         let warm = steps / 4;
         let last_quarter = steps - steps / 4;
-        let pre_event_from = self.sc.event_s.map(|e| ((e - 300.0) / dt).max(0.0) as usize);
+        let pre_event_from = self
+            .sc
+            .event_s
+            .map(|e| ((e - 300.0) / dt).max(0.0) as usize);
         let event_step = self.sc.event_s.map(|e| (e / dt) as usize);
         let mut pre_event_max: f64 = 0.0;
         let mut ma_window: VecDeque<f64> = VecDeque::new();
@@ -636,7 +637,10 @@ impl<'a> Sim<'a> {
                 if part.owner == Some(mi) {
                     continue;
                 }
-                assert!(part.owner.is_none(), "partition {p} handed to two consumers");
+                assert!(
+                    part.owner.is_none(),
+                    "partition {p} handed to two consumers"
+                );
                 part.owner = Some(mi);
                 if part.last_consumer != Some(mi) {
                     if part.last_consumer.is_some() {
@@ -658,9 +662,20 @@ impl<'a> Sim<'a> {
             let lags: Vec<f64> = self
                 .members
                 .iter()
-                .map(|m| m.owned.iter().map(|&p| self.parts[p].arrived - self.parts[p].consumed).sum::<f64>().round())
+                .map(|m| {
+                    m.owned
+                        .iter()
+                        .map(|&p| self.parts[p].arrived - self.parts[p].consumed)
+                        .sum::<f64>()
+                        .round()
+                })
                 .collect();
-            eprintln!("t={:>6.0} {} gen={} counts={counts:?} lag={lags:?}", self.t, self.strategy.name(), self.generation);
+            eprintln!(
+                "t={:>6.0} {} gen={} counts={counts:?} lag={lags:?}",
+                self.t,
+                self.strategy.name(),
+                self.generation
+            );
         }
         self.generation += 1;
         self.last_round_end = self.t;
@@ -770,8 +785,18 @@ impl<'a> Sim<'a> {
         }
         let un = self.util_n.max(1) as f64;
         self.result.util_mean = self.util_acc.iter().map(|a| a / un).collect();
-        let max = self.result.util_mean.iter().cloned().fold(f64::MIN, f64::max);
-        let min = self.result.util_mean.iter().cloned().fold(f64::MAX, f64::min);
+        let max = self
+            .result
+            .util_mean
+            .iter()
+            .cloned()
+            .fold(f64::MIN, f64::max);
+        let min = self
+            .result
+            .util_mean
+            .iter()
+            .cloned()
+            .fold(f64::MAX, f64::min);
         self.result.util_spread_pp = (max - min) * 100.0;
         let mut worst = 0;
         for (i, &t0) in self.trigger_times.iter().enumerate() {

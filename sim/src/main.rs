@@ -17,14 +17,20 @@ fn main() -> Result<()> {
             "--scenario" => scenario = args.next(),
             "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
             "-h" | "--help" => {
-                println!("usage: lagbalance-sim --scenario NAME|all [--out DIR]\nscenarios: {}", NAMES.join(", "));
+                println!(
+                    "usage: lagbalance-sim --scenario NAME|all [--out DIR]\nscenarios: {}",
+                    NAMES.join(", ")
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
     let Some(scenario) = scenario else {
-        bail!("--scenario NAME|all is required; scenarios: {}", NAMES.join(", "));
+        bail!(
+            "--scenario NAME|all is required; scenarios: {}",
+            NAMES.join(", ")
+        );
     };
     let names: Vec<&str> = if scenario == "all" {
         NAMES.to_vec()
@@ -40,12 +46,20 @@ fn main() -> Result<()> {
         let started = Instant::now();
         let rep = evaluate(&sc, &Strategy::ALL);
         println!("{}", rep.markdown);
-        eprintln!("{name}: evaluated in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "{name}: evaluated in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         std::fs::write(out.join(format!("{name}.md")), &rep.markdown)?;
         for (file, svg) in &rep.svgs {
             std::fs::write(out.join(file), svg)?;
         }
-        failed.extend(rep.checks.iter().filter(|c| !c.1).map(|c| format!("{name}: {}", c.0)));
+        failed.extend(
+            rep.checks
+                .iter()
+                .filter(|c| !c.1)
+                .map(|c| format!("{name}: {}", c.0)),
+        );
     }
     if !failed.is_empty() {
         eprintln!("acceptance checks not met:");

@@ -166,14 +166,21 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         "| strategy | protocol | max sustainable (% of capacity) | bounded at {:.0} % | p50 lag | p99 lag | max lag | p99 latency (s) | rebalances | rounds | moves | util spread (pp) |",
         sc.load * 100.0
     );
-    let _ = writeln!(s, "|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &rep.rows {
         let d = &r.detail;
         let _ = writeln!(
             s,
             "| {} | {} | {:.1} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {:.1} |",
             r.strategy.name(),
-            if r.cooperative { "cooperative" } else { "eager" },
+            if r.cooperative {
+                "cooperative"
+            } else {
+                "eager"
+            },
             r.max_sustainable * 100.0,
             if d.bounded { "yes" } else { "no" },
             d.lag_p50,
@@ -202,7 +209,12 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         }
     }
     if sc.name == "oscillating" {
-        let _ = writeln!(s, "\nRebalance budget {} per hour; stabilisation window {} s:\n", sc.triggers.budget_per_hour, sc.settings.stabilisation_window_ms / 1000);
+        let _ = writeln!(
+            s,
+            "\nRebalance budget {} per hour; stabilisation window {} s:\n",
+            sc.triggers.budget_per_hour,
+            sc.settings.stabilisation_window_ms / 1000
+        );
         for r in &rep.rows {
             let _ = writeln!(
                 s,
@@ -239,7 +251,11 @@ fn plots(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, String)> {
     out.push((
         format!("{}-lag.svg", sc.name),
         line_chart(
-            &format!("{}: total group lag at {:.0} % load", sc.name, sc.load * 100.0),
+            &format!(
+                "{}: total group lag at {:.0} % load",
+                sc.name,
+                sc.load * 100.0
+            ),
             "time (s)",
             "lag (records, log scale)",
             &series,
@@ -266,7 +282,11 @@ fn plots(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, String)> {
         out.push((
             format!("{}-util-{}.svg", sc.name, strat.name()),
             line_chart(
-                &format!("{}: CPU utilisation per consumer, {}", sc.name, strat.name()),
+                &format!(
+                    "{}: CPU utilisation per consumer, {}",
+                    sc.name,
+                    strat.name()
+                ),
                 "time (s)",
                 "utilisation (%)",
                 &series,

@@ -7,9 +7,14 @@ use lagbalance_assign::lagbalance::LagBalanceSettings;
 pub enum Weights {
     Uniform,
     /// Weight of the partition of rank `k` (1-based, ranks shuffled over partitions) is `k^-s`.
-    Zipf { s: f64 },
+    Zipf {
+        s: f64,
+    },
     /// Listed partitions carry `factor` × the weight of the others.
-    Hot { hot: Vec<usize>, factor: f64 },
+    Hot {
+        hot: Vec<usize>,
+        factor: f64,
+    },
 }
 
 /// How rates vary over time. Every modulation has mean 1 over time, so `load` stays the mean
@@ -19,11 +24,22 @@ pub enum Modulation {
     None,
     /// Each partition flips independently between normal and burst (× `factor`), with
     /// exponentially distributed burst and gap lengths.
-    Bursty { factor: f64, mean_burst_s: f64, mean_gap_s: f64 },
+    Bursty {
+        factor: f64,
+        mean_burst_s: f64,
+        mean_gap_s: f64,
+    },
     /// Whole-group sinusoid `1 + amplitude·sin(2πt/period)`.
-    Diurnal { amplitude: f64, period_s: f64 },
+    Diurnal {
+        amplitude: f64,
+        period_s: f64,
+    },
     /// `count` partitions, drawn at random, are hot (× `factor`); a new set every `period_s`.
-    MovingHot { count: usize, factor: f64, period_s: f64 },
+    MovingHot {
+        count: usize,
+        factor: f64,
+        period_s: f64,
+    },
 }
 
 /// Per-record processing cost: each partition's mean cost is drawn once.
@@ -31,7 +47,9 @@ pub enum Modulation {
 pub enum Cost {
     Constant,
     /// Log-normal with mean 1.
-    LogNormal { sigma: f64 },
+    LogNormal {
+        sigma: f64,
+    },
 }
 
 /// A consumer: its true speed (work units/s; 1.0 = one core processing unit-cost records at
@@ -146,7 +164,9 @@ impl Scenario {
 }
 
 fn topics(n: usize, per_topic: usize) -> Vec<(String, usize)> {
-    (0..n).map(|i| (format!("topic-{i:02}"), per_topic)).collect()
+    (0..n)
+        .map(|i| (format!("topic-{i:02}"), per_topic))
+        .collect()
 }
 
 fn default_triggers() -> Triggers {
@@ -188,7 +208,13 @@ fn base(name: &'static str, description: &'static str) -> Scenario {
     }
 }
 
-pub const NAMES: [&str; 5] = ["agoda", "hermes", "hot-partitions", "noisy-neighbour", "oscillating"];
+pub const NAMES: [&str; 5] = [
+    "agoda",
+    "hermes",
+    "hot-partitions",
+    "noisy-neighbour",
+    "oscillating",
+];
 
 pub fn by_name(name: &str) -> Option<Scenario> {
     Some(match name {

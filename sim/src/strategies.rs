@@ -55,7 +55,11 @@ fn subscribers(view: &GroupView, topic: u32) -> Vec<usize> {
 }
 
 /// Run the cooperative adjustment and validation shared by every assignor.
-fn finish(view: &GroupView, previous: Option<&IssuedPlan>, mut plan: Plan) -> Result<Plan, AssignError> {
+fn finish(
+    view: &GroupView,
+    previous: Option<&IssuedPlan>,
+    mut plan: Plan,
+) -> Result<Plan, AssignError> {
     let owners = resolve_owners(view, previous);
     withhold_transfers(view, &owners, &mut plan);
     validate(view, &owners, &plan)?;
@@ -76,7 +80,11 @@ impl Assignor for RoundRobinAssignor {
         false
     }
 
-    fn assign(&mut self, view: &GroupView, previous: Option<&IssuedPlan>) -> Result<Plan, AssignError> {
+    fn assign(
+        &mut self,
+        view: &GroupView,
+        previous: Option<&IssuedPlan>,
+    ) -> Result<Plan, AssignError> {
         let m = view.members.len();
         let mut plan = Plan {
             assignments: vec![Vec::new(); m],
@@ -119,7 +127,11 @@ impl Assignor for LagOnlyAssignor {
         false
     }
 
-    fn assign(&mut self, view: &GroupView, previous: Option<&IssuedPlan>) -> Result<Plan, AssignError> {
+    fn assign(
+        &mut self,
+        view: &GroupView,
+        previous: Option<&IssuedPlan>,
+    ) -> Result<Plan, AssignError> {
         let m = view.members.len();
         let mut plan = Plan {
             assignments: vec![Vec::new(); m],
@@ -151,5 +163,69 @@ impl Assignor for LagOnlyAssignor {
             list.sort();
         }
         finish(view, previous, plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lagbalance_assign::model::{MemberView, PartitionStats, TopicInfo};
+
+    fn view(members: usize, topics: &[(&str, i32)], lag: Option<Vec<f64>>) -> GroupView {
+        GroupView {
+            generation: 1,
+            topics: topics
+                .iter()
+                .map(|&(n, p)| TopicInfo {
+                    name: n.into(),
+                    partitions: p,
+                })
+                .collect(),
+            members: (0..members)
+                .map(|i| MemberView {
+                    member_id: format!("m{i}"),
+                    topics: (0..topics.len() as u32).collect(),
+                    generation: -1,
+                    ..MemberView::default()
+                })
+                .collect(),
+            stats: lag.map(|lag| PartitionStats {
+                rate: vec![1.0; lag.len()],
+                lag,
+            }),
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn round_robin_deals_in_order() {
+        let v = view(3, &[("a", 4), ("b", 3)], None);
+        let plan = RoundRobinAssignor.assign(&v, None).unwrap();
+        let names: Vec<Vec<(u32, i32)>> = plan
+            .assignments
+            .iter()
+            .map(|l| l.iter().map(|tp| (tp.topic, tp.partition)).collect())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                vec![(0, 0), (0, 3), (1, 2)],
+                vec![(0, 1), (1, 0)],
+                vec![(0, 2), (1, 1)]
+            ]
+        );
+    }
+
+    #[test]
+    fn lag_only_gives_equal_counts_and_spreads_the_laggiest() {
+        let v = view(2, &[("a", 6)], Some(vec![100.0, 90.0, 0.0, 0.0, 5.0, 6.0]));
+        let plan = LagOnlyAssignor.assign(&v, None).unwrap();
+        assert_eq!(plan.assignments[0].len(), 3);
+        assert_eq!(plan.assignments[1].len(), 3);
+        let has = |m: usize, p: i32| plan.assignments[m].contains(&Tp::new(0, p));
+        assert!(
+            has(0, 0) && has(1, 1),
+            "the two laggiest go to different members"
+        );
     }
 }

@@ -14,11 +14,19 @@ const PALETTE: [&str; 12] = [
 ];
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A line chart. With `log_y`, values are plotted as log10(1 + y) with decade ticks.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool) -> String {
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> String {
     let (w, h) = (900.0, 420.0);
     let (left, right, top, bottom) = (80.0, 190.0, 40.0, 50.0);
     let pw = w - left - right;
@@ -117,7 +125,13 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
             if !y.is_finite() {
                 continue;
             }
-            let _ = write!(d, "{}{:.1},{:.1}", if j == 0 { "M" } else { " L" }, px(x), py(y));
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if j == 0 { "M" } else { " L" },
+                px(x),
+                py(y)
+            );
         }
         let _ = writeln!(
             s,
@@ -168,7 +182,17 @@ mod tests {
     fn chart_is_well_formed_svg() {
         let xs = [0.0, 10.0, 20.0];
         let ys = [0.0, 5.0, 1e4];
-        let svg = line_chart("t<1>", "x", "y", &[Series { name: "a&b", xs: &xs, ys: &ys }], true);
+        let svg = line_chart(
+            "t<1>",
+            "x",
+            "y",
+            &[Series {
+                name: "a&b",
+                xs: &xs,
+                ys: &ys,
+            }],
+            true,
+        );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("t&lt;1&gt;") && svg.contains("a&amp;b"));
         assert_eq!(svg.matches("<path").count(), 1);
