@@ -338,9 +338,116 @@ fn key(u: f64) -> u64 {
     }
 }
 
-/// Class min-heap entry: (utilisation key, partition count, member, member version). The count
-/// breaks utilisation ties toward members with fewer partitions.
-type ClassEntry = (u64, usize, u32, u32);
+/// Class heap entry: (utilisation key, partition count, member). The count breaks utilisation
+/// ties toward members with fewer partitions.
+type ClassEntry = (u64, u32, u32);
+
+/// One min-heap of members per subscription class, with every member's position tracked (a
+/// member is in exactly one class, so one position array serves all heaps). A load change is
+/// one sift instead of a stale entry, and the two least utilised members are the root and its
+/// smaller child — no popping and pushing back.
+struct ClassHeaps {
+    heaps: Vec<Vec<ClassEntry>>,
+    pos: Vec<u32>,
+}
+
+impl ClassHeaps {
+    fn new(classes: usize, members: usize) -> Self {
+        ClassHeaps {
+            heaps: vec![Vec::new(); classes],
+            pos: vec![NONE; members],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.heaps.iter_mut().for_each(Vec::clear);
+        self.pos.iter_mut().for_each(|p| *p = NONE);
+    }
+
+    /// Insert, update or (with `None`) remove member `m` of `class`.
+    fn set(&mut self, class: usize, m: usize, entry: Option<ClassEntry>) {
+        let h = &mut self.heaps[class];
+        let at = self.pos[m];
+        match (at, entry) {
+            (NONE, None) => {}
+            (NONE, Some(e)) => {
+                h.push(e);
+                let i = h.len() - 1;
+                self.pos[m] = i as u32;
+                Self::sift_up(h, &mut self.pos, i);
+            }
+            (i, Some(e)) => {
+                let i = i as usize;
+                let old = h[i];
+                h[i] = e;
+                if e < old {
+                    Self::sift_up(h, &mut self.pos, i);
+                } else {
+                    Self::sift_down(h, &mut self.pos, i);
+                }
+            }
+            (i, None) => {
+                let i = i as usize;
+                self.pos[m] = NONE;
+                let last = h.pop().expect("member is in the heap");
+                if i < h.len() {
+                    let old = h[i];
+                    h[i] = last;
+                    self.pos[last.2 as usize] = i as u32;
+                    if last < old {
+                        Self::sift_up(h, &mut self.pos, i);
+                    } else {
+                        Self::sift_down(h, &mut self.pos, i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn sift_up(h: &mut [ClassEntry], pos: &mut [u32], mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if h[i] >= h[parent] {
+                break;
+            }
+            h.swap(i, parent);
+            pos[h[i].2 as usize] = i as u32;
+            pos[h[parent].2 as usize] = parent as u32;
+            i = parent;
+        }
+    }
+
+    fn sift_down(h: &mut [ClassEntry], pos: &mut [u32], mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut min = i;
+            if l < h.len() && h[l] < h[min] {
+                min = l;
+            }
+            if r < h.len() && h[r] < h[min] {
+                min = r;
+            }
+            if min == i {
+                break;
+            }
+            h.swap(i, min);
+            pos[h[i].2 as usize] = i as u32;
+            pos[h[min].2 as usize] = min as u32;
+            i = min;
+        }
+    }
+
+    /// The least utilised member, and the second least (the root's smaller child).
+    fn two_smallest(&self, class: usize) -> (Option<usize>, Option<usize>) {
+        let h = &self.heaps[class];
+        let second = match (h.get(1), h.get(2)) {
+            (Some(a), Some(b)) => Some(if a < b { a.2 } else { b.2 }),
+            (Some(a), None) => Some(a.2),
+            _ => None,
+        };
+        (h.first().map(|e| e.2 as usize), second.map(|m| m as usize))
+    }
+}
 
 /// Working state of one assignment: dense arrays over partitions (`n`) and members (`m`).
 struct Work {
@@ -368,7 +475,7 @@ struct Work {
     max_heap: BinaryHeap<(u64, Reverse<u32>, u32)>,
     /// Moves made by local search: (objective before the move, partition, new member).
     log: Vec<(f64, u32, u32)>,
-    class_heaps: Vec<BinaryHeap<Reverse<ClassEntry>>>,
+    class_heaps: ClassHeaps,
 }
 
 impl Work {
@@ -431,7 +538,7 @@ impl Work {
             max_live: false,
             max_heap: BinaryHeap::new(),
             log: Vec::new(),
-            class_heaps: (0..classes).map(|_| BinaryHeap::new()).collect(),
+            class_heaps: ClassHeaps::new(classes, m),
         }
     }
 
@@ -547,12 +654,12 @@ impl Work {
             if self.max_live {
                 self.max_heap.push((k, Reverse(m as u32), self.ver[m]));
             }
-            self.class_heaps[self.class_of[m] as usize].push(Reverse((
+            let entry = (self.parts[m].len() < self.max_parts).then_some((
                 k,
-                self.parts[m].len(),
+                self.parts[m].len() as u32,
                 m as u32,
-                self.ver[m],
-            )));
+            ));
+            self.class_heaps.set(self.class_of[m] as usize, m, entry);
         }
     }
 
@@ -582,37 +689,19 @@ impl Work {
     fn start_heaps(&mut self) {
         self.heaps_live = true;
         self.max_heap.clear();
-        for h in &mut self.class_heaps {
-            h.clear();
-        }
+        self.class_heaps.clear();
         for m in 0..self.m {
             self.ver[m] = self.ver[m].wrapping_sub(1);
             self.touch(m);
         }
     }
 
-    /// Least-utilised member of `class` under its cap, other than `exclude`; the entry stays.
-    fn class_min(&mut self, class: usize, exclude: Option<usize>) -> Option<usize> {
-        let mut skipped = None;
-        let mut found = None;
-        while let Some(&Reverse(e)) = self.class_heaps[class].peek() {
-            let (_, _, m, v) = e;
-            let m = m as usize;
-            if v != self.ver[m] || self.parts[m].len() >= self.max_parts {
-                self.class_heaps[class].pop();
-                continue;
-            }
-            if Some(m) == exclude && skipped.is_none() {
-                skipped = self.class_heaps[class].pop();
-                continue;
-            }
-            found = Some(m);
-            break;
+    /// Least-utilised member of `class` under its cap, other than `exclude`.
+    fn class_min(&self, class: usize, exclude: Option<usize>) -> Option<usize> {
+        match self.class_heaps.two_smallest(class) {
+            (Some(first), second) if Some(first) == exclude => second,
+            (first, _) => first,
         }
-        if let Some(e) = skipped {
-            self.class_heaps[class].push(e);
-        }
-        found
     }
 
     fn global_max(&mut self) -> Option<usize> {
@@ -699,38 +788,28 @@ impl Work {
                 }
             }
         }
-        let mut free: Vec<u32> = (0..self.n as u32)
-            .filter(|&p| self.target[p as usize] == NONE)
+        // Sort (load, partition, topic) records rather than indices: the greedy loop then reads
+        // them sequentially instead of missing the cache on two random lookups per partition
+        // (that was half the time at 1 000 000 partitions). Loads are finite and positive, so
+        // their bit patterns order like the numbers; inverting them sorts largest first.
+        let mut free: Vec<(u64, u32, u32)> = (0..self.n)
+            .filter(|&p| self.target[p] == NONE)
+            .map(|p| (!self.load[p].to_bits(), p as u32, self.topic_of[p]))
             .collect();
-        free.sort_unstable_by(|&a, &b| {
-            self.load[b as usize]
-                .total_cmp(&self.load[a as usize])
-                .then(a.cmp(&b))
-        });
-        let mut popped: Vec<Reverse<ClassEntry>> = Vec::new();
-        for p in free {
-            let p = p as usize;
-            let l = self.load[p];
-            let topic = self.topic_of[p] as usize;
+        free.sort_unstable();
+        for (k, p, topic) in free {
+            let (p, topic) = (p as usize, topic as usize);
+            let l = f64::from_bits(!k);
             let mut best: Option<(f64, usize)> = None;
-            for ci in 0..self.topic_classes[topic].len() {
-                let class = self.topic_classes[topic][ci] as usize;
+            for &class in &self.topic_classes[topic] {
                 // The least utilised member is not always the one that finishes lowest when
-                // capacities differ, so look at a few of the least utilised.
-                for _ in 0..2 {
-                    let Some(m) = self.class_min(class, None) else {
-                        break;
-                    };
+                // capacities differ, so the runner-up is considered too.
+                let (first, second) = self.class_heaps.two_smallest(class as usize);
+                for m in [first, second].into_iter().flatten() {
                     let finish = (self.sum[m] + l) / self.cap[m];
                     if best.is_none_or(|(b, bm)| finish < b || (finish == b && m < bm)) {
                         best = Some((finish, m));
                     }
-                    if let Some(e) = self.class_heaps[class].pop() {
-                        popped.push(e);
-                    }
-                }
-                for e in popped.drain(..) {
-                    self.class_heaps[class].push(e);
                 }
             }
             if let Some((_, m)) = best {
