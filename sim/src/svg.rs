@@ -67,11 +67,10 @@ pub fn line_chart(
         r##"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
     );
     let yticks: Vec<(f64, String)> = if log_y {
-        (0..=ymax as i32)
-            .map(|d| {
-                let v = 10f64.powi(d) - 1.0;
-                (top + ph * (1.0 - d as f64 / ymax), format_num(v.max(0.0)))
-            })
+        // Ticks at 0, 1, 10, 100, … placed where log10(1 + v) puts them.
+        std::iter::once(0.0)
+            .chain((0..ymax as i32).map(|d| 10f64.powi(d)))
+            .map(|v| (py(v), format_num(v)))
             .collect()
     } else {
         (0..=5)
@@ -163,11 +162,19 @@ fn nice_ceiling(v: f64) -> f64 {
 }
 
 fn format_num(v: f64) -> String {
+    // Shortest of: whole number, or one decimal, with a k/M suffix for large values.
+    let short = |x: f64, suffix: &str| {
+        if (x - x.round()).abs() < 1e-9 {
+            format!("{x:.0}{suffix}")
+        } else {
+            format!("{x:.1}{suffix}")
+        }
+    };
     if v >= 1e6 {
-        format!("{:.0}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.0}k", v / 1e3)
-    } else if v >= 10.0 || v == 0.0 {
+        short(v / 1e6, "M")
+    } else if v >= 1e4 {
+        short(v / 1e3, "k")
+    } else if v >= 10.0 || v == v.round() {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")

@@ -104,3 +104,56 @@ fn runs_are_deterministic() {
     assert_eq!(a.moves, b.moves);
     assert_eq!(a.util_mean, b.util_mean);
 }
+
+#[test]
+fn every_rate_model_delivers_the_requested_mean_load() {
+    use lagbalance_sim::scenario::{Modulation, Weights};
+    let mut sc = scenario("noisy-neighbour", 1.0);
+    sc.consumers.iter_mut().for_each(|c| c.changes.clear());
+    let capacity = sc.total_capacity();
+    let models = [
+        (Weights::Uniform, Modulation::None),
+        (Weights::Zipf { s: 1.0 }, Modulation::None),
+        (
+            Weights::Uniform,
+            Modulation::Diurnal {
+                amplitude: 0.5,
+                period_s: 150.0,
+            },
+        ),
+        (
+            Weights::Uniform,
+            Modulation::MovingHot {
+                count: 6,
+                factor: 5.0,
+                period_s: 120.0,
+            },
+        ),
+        (
+            Weights::Hot {
+                hot: vec![1, 2],
+                factor: 10.0,
+            },
+            Modulation::Bursty {
+                factor: 3.0,
+                mean_burst_s: 10.0,
+                mean_gap_s: 50.0,
+            },
+        ),
+    ];
+    for (w, m) in models {
+        sc.weights = w.clone();
+        sc.modulation = m.clone();
+        sc.cost = lagbalance_sim::scenario::Cost::Constant;
+        let r = run(&sc, Strategy::LagBalance, 0.5, false);
+        // input_rate is the mean over the last quarter (450 s = three diurnal periods; bursty
+        // and moving-hot sets average out within a few percent).
+        let expected = 0.5 * capacity;
+        assert!(
+            (r.input_rate - expected).abs() < 0.1 * expected,
+            "{w:?}/{m:?}: {} vs {expected}",
+            r.input_rate
+        );
+        assert!(r.bounded, "{w:?}/{m:?} at 50 %");
+    }
+}
