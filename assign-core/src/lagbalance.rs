@@ -102,6 +102,42 @@ pub struct AssignReport {
 /// The lag- and capacity-aware assignor. One instance per member process: the member side
 /// learns its capacity and encodes user data; when the member leads, the same instance keeps
 /// the leader-side memory (last move per partition, pending transfers).
+///
+/// ```
+/// use lagbalance_assign::lagbalance::LagBalanceAssignor;
+/// use lagbalance_assign::model::{Assignor, GroupView, MemberStats, MemberView, TopicInfo};
+///
+/// // Member side: each member measures itself and publishes it in its subscription.
+/// let mut fast = LagBalanceAssignor::default();
+/// let mut slow = LagBalanceAssignor::default();
+/// let stats = |rate: f64| MemberStats {
+///     processed_rate: rate,
+///     cpu_used_cores: Some(0.5),
+///     cpu_limit_cores: Some(1.0),
+///     measured_at_ms: 1_000,
+///     ..MemberStats::default()
+/// };
+/// let member = |id: &str, ud| MemberView {
+///     member_id: id.into(),
+///     topics: vec![0],
+///     user_data: ud,
+///     ..MemberView::default()
+/// };
+/// let view = GroupView {
+///     generation: 1,
+///     topics: vec![TopicInfo { name: "orders".into(), partitions: 9 }],
+///     members: vec![
+///         member("a", fast.subscription_user_data(&stats(200.0))), // capacity 400/s
+///         member("b", slow.subscription_user_data(&stats(100.0))), // capacity 200/s
+///     ],
+///     stats: None,
+///     now_ms: 0,
+/// };
+/// // Leader side: equal partition rates, so the faster member gets twice the partitions.
+/// let plan = fast.assign(&view, None).unwrap();
+/// assert_eq!(plan.assignments[0].len(), 6);
+/// assert_eq!(plan.assignments[1].len(), 3);
+/// ```
 #[derive(Debug)]
 pub struct LagBalanceAssignor {
     settings: LagBalanceSettings,
@@ -1460,6 +1496,33 @@ mod tests {
             adopt(&mut v, &p1);
             v.now_ms += 30_000;
         }
+    }
+
+    #[test]
+    fn degenerate_groups() {
+        let mut a = LagBalanceAssignor::default();
+        // No members.
+        let v = view(&[("t", 3)], Vec::new(), None);
+        assert!(a.assign(&v, None).unwrap().assignments.is_empty());
+        // No partitions, no topics, a member with no usable subscription.
+        let v = view(
+            &[("empty", 0)],
+            vec![mv("a", &[0], &[], None), mv("b", &[], &[(0, 0)], None)],
+            Some(Vec::new()),
+        );
+        assert_eq!(counts(&a.assign(&v, None).unwrap()), vec![0, 0]);
+        let v = view(&[], vec![mv("a", &[7], &[(7, 1)], None)], None);
+        assert_eq!(counts(&a.assign(&v, None).unwrap()), vec![0]);
+        // Stats of the wrong length are ignored per index, not trusted.
+        let mut v = view(
+            &[("t", 4)],
+            vec![mv("a", &[0], &[], None), mv("b", &[0], &[], None)],
+            Some(vec![1.0; 2]),
+        );
+        v.stats.as_mut().unwrap().lag = vec![f64::NAN, -1.0, f64::INFINITY];
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![2, 2]);
+        validate(&v, &resolve_owners(&v, None), &plan).unwrap();
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod userdata;
 pub(crate) mod testutil;
 
 pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
+pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use range::RangeAssignor;
 pub use sticky::CooperativeStickyAssignor;
 pub use model::{

@@ -94,6 +94,25 @@ pub struct TopicSamples {
 }
 
 /// Decoded (and sanitised) user data.
+///
+/// ```
+/// use lagbalance_assign::model::MemberStats;
+/// use lagbalance_assign::userdata::MemberUserData;
+///
+/// let stats = MemberStats {
+///     processed_rate: 850.0,
+///     backlogged: true,
+///     partitions: vec![("orders".into(), 3, 1200.0, 420.0)],
+///     measured_at_ms: 60_000,
+///     ..MemberStats::default()
+/// };
+/// let bytes = MemberUserData::from_stats(&stats, Some(850.0), 7).encode();
+/// let back = MemberUserData::decode(&bytes).unwrap();
+/// assert_eq!(back.capacity, Some(850.0));
+/// assert_eq!(back.topics[0].partitions[0].partition, 3);
+/// // Garbage is an error, never a claim.
+/// assert!(MemberUserData::decode(b"\x00\x01garbage").is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct MemberUserData {
     /// Version the blob declared (may be newer than [`USER_DATA_VERSION`]).

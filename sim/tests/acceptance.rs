@@ -157,3 +157,32 @@ fn every_rate_model_delivers_the_requested_mean_load() {
         assert!(r.bounded, "{w:?}/{m:?} at 50 %");
     }
 }
+
+/// Eager rounds stop every partition for the round; cooperative rounds stop only movers. With
+/// nothing to move (equal consumers, uniform partitions), periodic rebalances cost an eager
+/// group a lag spike of about `input × round` and a cooperative group nothing.
+#[test]
+fn eager_rounds_pause_everyone_cooperative_rounds_only_movers() {
+    let mut sc = scenario("agoda", 0.5);
+    sc.consumers.iter_mut().for_each(|c| c.speed = 20.0);
+    sc.triggers.outlier = None;
+    sc.triggers.periodic_s = Some(120.0);
+    let load = 0.5;
+    let input = load * sc.total_capacity();
+    let eager = run(&sc, Strategy::RoundRobin, load, true);
+    let coop = run(&sc, Strategy::CooperativeSticky, load, true);
+    assert!(eager.rebalances > 3 && coop.rebalances == eager.rebalances);
+    assert_eq!(coop.moves, 0);
+    assert!(
+        coop.lag_max <= input * 1.01,
+        "cooperative lag {}",
+        coop.lag_max
+    );
+    let round = sc.rebalance.round_s;
+    assert!(
+        eager.lag_max >= input * round,
+        "eager lag {} < {}",
+        eager.lag_max,
+        input * round
+    );
+}
