@@ -19,9 +19,9 @@ pub(crate) mod testutil;
 
 pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
-pub use range::RangeAssignor;
-pub use sticky::CooperativeStickyAssignor;
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,
 };
+pub use range::RangeAssignor;
+pub use sticky::CooperativeStickyAssignor;
