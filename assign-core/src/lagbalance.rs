@@ -278,7 +278,7 @@ impl Assignor for LagBalanceAssignor {
 
 impl LagBalanceAssignor {
     /// Per flat partition: moved within the stabilisation window.
-    fn pinned(&mut self, view: &GroupView, work: &Work) -> Vec<bool> {
+    fn pinned(&self, view: &GroupView, work: &Work) -> Vec<bool> {
         let mut pinned = vec![false; work.n];
         let window = self.settings.stabilisation_window_ms;
         for (t, topic) in view.topics.iter().enumerate() {

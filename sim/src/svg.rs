@@ -69,7 +69,7 @@ pub fn line_chart(
     let yticks: Vec<(f64, String)> = if log_y {
         // Ticks at 0, 1, 10, 100, … placed where log10(1 + v) puts them.
         std::iter::once(0.0)
-            .chain((0..ymax as i32).map(|d| 10f64.powi(d)))
+            .chain((0..=ymax as i32).map(|d| 10f64.powi(d)))
             .map(|v| (py(v), format_num(v)))
             .collect()
     } else {
