@@ -1498,6 +1498,128 @@ mod tests {
         }
     }
 
+    /// Random groups (subscriptions, capacities, caps, rates) driven through many rounds, each
+    /// adopting the previous plan: every plan validates, caps hold, members never get topics
+    /// they do not subscribe to, and after a follow-up round everyone who can have a partition
+    /// has one.
+    #[test]
+    fn invariants_hold_over_random_rounds_property() {
+        let mut rng = Rng::new(2024);
+        for case in 0..150 {
+            let topics: Vec<(String, i32)> = (0..1 + rng.below(3))
+                .map(|t| (format!("t{t}"), rng.below(25) as i32))
+                .collect();
+            let topics_ref: Vec<(&str, i32)> =
+                topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+            let n: usize = topics.iter().map(|t| t.1 as usize).sum();
+            let members = 1 + rng.below(7) as usize;
+            let cap = (rng.below(3) == 0).then(|| 1 + rng.below(8) as usize);
+            let ms: Vec<MemberView> = (0..members)
+                .map(|i| {
+                    let subs: Vec<u32> = (0..topics.len() as u32)
+                        .filter(|_| rng.below(3) != 0)
+                        .collect();
+                    mv(
+                        &format!("m{i}"),
+                        &subs,
+                        &[],
+                        ud(10.0 + rng.below(90) as f64),
+                    )
+                })
+                .collect();
+            let mut v = view(&topics_ref, ms, None);
+            let mut a = LagBalanceAssignor::new(LagBalanceSettings {
+                max_partitions_per_member: cap,
+                ..LagBalanceSettings::default()
+            });
+            for round in 0..8 {
+                v.stats = Some(PartitionStats {
+                    lag: (0..n).map(|_| rng.below(500) as f64).collect(),
+                    rate: (0..n).map(|_| rng.below(100) as f64).collect(),
+                });
+                let plan = a.assign(&v, None).unwrap();
+                validate(&v, &resolve_owners(&v, None), &plan).unwrap();
+                for (m, list) in plan.assignments.iter().enumerate() {
+                    if let Some(c) = cap {
+                        assert!(list.len() <= c, "case {case} round {round}");
+                    }
+                    assert!(list
+                        .iter()
+                        .all(|tp| v.members[m].topics.contains(&tp.topic)));
+                }
+                let settled = a.last_report().withheld == 0;
+                adopt(&mut v, &plan);
+                v.now_ms += rng.below(200_000);
+                if settled && n >= members {
+                    // Min-one, where it can hold: a member with a subscribed non-empty topic,
+                    // and some other member with two or more partitions it could give.
+                    for (m, list) in plan.assignments.iter().enumerate() {
+                        let can = v.members[m]
+                            .topics
+                            .iter()
+                            .any(|&t| topics[t as usize].1 > 0);
+                        let donor = plan.assignments.iter().enumerate().any(|(d, l)| {
+                            d != m
+                                && l.len() >= 2
+                                && l.iter().any(|tp| v.members[m].topics.contains(&tp.topic))
+                        });
+                        assert!(
+                            !can || !donor || !list.is_empty(),
+                            "case {case} round {round}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fixed membership, rates reshuffled every round: no partition is revoked twice within
+    /// the stabilisation window.
+    #[test]
+    fn stabilisation_window_holds_over_random_rounds_property() {
+        let mut rng = Rng::new(7);
+        let mut revokes = 0;
+        for _ in 0..40 {
+            let n = 8 + rng.below(40) as usize;
+            let members = 2 + rng.below(5) as usize;
+            let mut v = view(
+                &[("t", n as i32)],
+                (0..members)
+                    .map(|i| mv(&format!("m{i}"), &[0], &[], ud(50.0 + rng.below(50) as f64)))
+                    .collect(),
+                None,
+            );
+            let mut a = LagBalanceAssignor::default();
+            let window = a.settings().stabilisation_window_ms;
+            let mut last_revoke: Vec<Option<u64>> = vec![None; n];
+            for _ in 0..30 {
+                v.stats = Some(PartitionStats {
+                    lag: vec![0.0; n],
+                    rate: (0..n).map(|_| 1.0 + rng.below(30) as f64).collect(),
+                });
+                let plan = a.assign(&v, None).unwrap();
+                for (m, member) in v.members.iter().enumerate() {
+                    for tp in &member.owned {
+                        if !plan.assignments[m].contains(tp) {
+                            let p = tp.partition as usize;
+                            if let Some(prev) = last_revoke[p] {
+                                assert!(v.now_ms - prev >= window, "moved twice within window");
+                            }
+                            last_revoke[p] = Some(v.now_ms);
+                            revokes += 1;
+                        }
+                    }
+                }
+                adopt(&mut v, &plan);
+                v.now_ms += 10_000 + rng.below(90_000);
+            }
+        }
+        assert!(
+            revokes > 100,
+            "the property must be exercised ({revokes} revocations)"
+        );
+    }
+
     #[test]
     fn degenerate_groups() {
         let mut a = LagBalanceAssignor::default();
