@@ -1,5 +1,6 @@
 //! `lagbalance-sim --scenario NAME|all [--out DIR]`: run a scenario preset against every
 //! strategy, print the markdown table, and write it with SVG plots into DIR (default docs/sim).
+//! Exits with an error if any acceptance check of issue 4 is not met.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,10 +63,8 @@ fn main() -> Result<()> {
         );
     }
     if !failed.is_empty() {
-        eprintln!("acceptance checks not met:");
-        for f in &failed {
-            eprintln!("  {f}");
-        }
+        // The files are written either way; the exit status lets scripts notice a regression.
+        bail!("acceptance checks not met:\n  {}", failed.join("\n  "));
     }
     Ok(())
 }
