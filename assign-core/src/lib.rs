@@ -8,7 +8,8 @@
 //!
 //! Modules: [`model`] (the group model), [`cooperative`] (KIP-429 ownership rules, withholding,
 //! plan validation — shared by every assignor), [`range`] and [`sticky`] (Kafka's `range` and
-//! `cooperative-sticky`).
+//! `cooperative-sticky`), [`lagbalance`] (the lag- and capacity-aware assignor) with its
+//! [`userdata`] format and [`capacity`] estimator.
 //!
 //! ```
 //! use lagbalance_assign::{Assignor, CooperativeStickyAssignor, GroupView, MemberView, TopicInfo, Tp};
@@ -33,15 +34,19 @@
 //! assert!(plan.assignments[1].is_empty());
 //! ```
 
+pub mod capacity;
 pub mod cooperative;
+pub mod lagbalance;
 pub mod model;
 pub mod range;
 pub mod sticky;
+pub mod userdata;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
+pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,

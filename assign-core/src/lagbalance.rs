@@ -1,0 +1,1667 @@
+//! `lagbalance`: assign partitions by *work* — partition load against measured member capacity.
+//!
+//! Objective: minimise the maximum projected utilisation `Σ load(p) / capacity(m)` over
+//! members, where `load(p) = rate(p) + lag(p) / drain_target`. Constraints: cooperative
+//! validity (KIP-429 — transfers are withheld one round), every member gets at least one
+//! partition when partitions ≥ members, optional per-member partition caps, subscriptions.
+//!
+//! Stickiness: the plan that keeps every currently owned partition where it is (placing only
+//! unowned partitions, and making only the moves the constraints force) is the *sticky* plan.
+//! The *balanced* plan additionally moves owned partitions by local search. The balanced plan
+//! is adopted only if it lowers the objective by more than `min_improvement` (relative), and a
+//! partition that moved within `stabilisation_window_ms` does not move again (the leader keeps
+//! that memory, by topic name, across generations).
+//!
+//! Inputs, most trusted first: partition rate/lag from the leader's own measurement
+//! ([`GroupView::stats`]); otherwise what the partition's current owner reported in its user
+//! data (only the owner's report counts, so a member cannot inflate others' partitions);
+//! otherwise the mean of what is known. Member capacity comes from user data
+//! ([`crate::userdata`]); unknown or unreadable capacity counts as the group median, and claims
+//! are clamped to a band around the median so that one member cannot attract or repel the
+//! whole group.
+//!
+//! Performance: everything is flat arrays indexed by partition / member; member selection uses
+//! binary heaps with lazy invalidation (a version per member), so the large case (1 000 000
+//! partitions × 2 000 members) is a sort plus `O(P log M)` heap work.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use bytes::Bytes;
+
+use crate::capacity::{CapacityEstimator, CapacitySettings};
+use crate::cooperative::{resolve_owners, sticky_hints, validate, withhold_transfers};
+use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberStats, Plan, Tp};
+use crate::userdata::MemberUserData;
+
+/// Protocol name announced in JoinGroup.
+pub const PROTOCOL_NAME: &str = "lagbalance";
+
+const NONE: u32 = u32::MAX;
+const NEVER: u64 = u64::MAX;
+
+/// Tuning of [`LagBalanceAssignor`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LagBalanceSettings {
+    /// Lag is converted into load as `lag / drain_target`: the time in which we want a backlog
+    /// gone. Default 60 000 ms.
+    pub drain_target_ms: u64,
+    /// Relative improvement of the objective needed before owned partitions move (Hermes uses
+    /// 5 %). Default 0.05.
+    pub min_improvement: f64,
+    /// A partition that moved within this window is not moved again for balance.
+    /// Default 120 000 ms.
+    pub stabilisation_window_ms: u64,
+    /// Optional cap on partitions per member (values below 1 count as 1). Partitions that no
+    /// member can take under the caps stay unassigned. Default none.
+    pub max_partitions_per_member: Option<usize>,
+    /// Capacity claims are clamped into `[median / f, median × f]`. Default 10.
+    pub capacity_clamp_factor: f64,
+    /// When the balanced plan is adopted, only the moves needed to come within this relative
+    /// distance of the best objective found are made. Default 0.01 (1 %).
+    pub balance_tolerance: f64,
+    /// How each member learns its own capacity.
+    pub capacity: CapacitySettings,
+}
+
+impl Default for LagBalanceSettings {
+    fn default() -> Self {
+        LagBalanceSettings {
+            drain_target_ms: 60_000,
+            min_improvement: 0.05,
+            stabilisation_window_ms: 120_000,
+            max_partitions_per_member: None,
+            capacity_clamp_factor: 10.0,
+            balance_tolerance: 0.01,
+            capacity: CapacitySettings::default(),
+        }
+    }
+}
+
+/// What the last [`Assignor::assign`] call decided, for logs, metrics and the simulator.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AssignReport {
+    /// Max projected utilisation if no owned partition moved for balance.
+    pub sticky_objective: f64,
+    /// Max projected utilisation of the chosen target.
+    pub objective: f64,
+    /// Whether the balanced plan was adopted (owned partitions moved for balance).
+    pub rebalanced: bool,
+    /// Owned partitions whose target differs from their owner (they are revoked this round).
+    pub moved: usize,
+    /// Partitions withheld this round because their owner must revoke them first.
+    pub withheld: usize,
+    /// Partitions no member could take (caps).
+    pub unassigned: usize,
+    /// Capacity used for each member (records/s, or relative when nobody reported any).
+    pub capacities: Vec<f64>,
+    /// Projected load (records/s) of each member under the target.
+    pub member_load: Vec<f64>,
+}
+
+/// The lag- and capacity-aware assignor. One instance per member process: the member side
+/// learns its capacity and encodes user data; when the member leads, the same instance keeps
+/// the leader-side memory (last move per partition, pending transfers).
+///
+/// ```
+/// use lagbalance_assign::lagbalance::LagBalanceAssignor;
+/// use lagbalance_assign::model::{Assignor, GroupView, MemberStats, MemberView, TopicInfo};
+///
+/// // Member side: each member measures itself and publishes it in its subscription.
+/// let mut fast = LagBalanceAssignor::default();
+/// let mut slow = LagBalanceAssignor::default();
+/// let stats = |rate: f64| MemberStats {
+///     processed_rate: rate,
+///     cpu_used_cores: Some(0.5),
+///     cpu_limit_cores: Some(1.0),
+///     measured_at_ms: 1_000,
+///     ..MemberStats::default()
+/// };
+/// let member = |id: &str, ud| MemberView {
+///     member_id: id.into(),
+///     topics: vec![0],
+///     user_data: ud,
+///     ..MemberView::default()
+/// };
+/// let view = GroupView {
+///     generation: 1,
+///     topics: vec![TopicInfo { name: "orders".into(), partitions: 9 }],
+///     members: vec![
+///         member("a", fast.subscription_user_data(&stats(200.0))), // capacity 400/s
+///         member("b", slow.subscription_user_data(&stats(100.0))), // capacity 200/s
+///     ],
+///     stats: None,
+///     now_ms: 0,
+/// };
+/// // Leader side: equal partition rates, so the faster member gets twice the partitions.
+/// let plan = fast.assign(&view, None).unwrap();
+/// assert_eq!(plan.assignments[0].len(), 6);
+/// assert_eq!(plan.assignments[1].len(), 3);
+/// ```
+#[derive(Debug)]
+pub struct LagBalanceAssignor {
+    settings: LagBalanceSettings,
+    estimator: CapacityEstimator,
+    seq: u32,
+    /// topic name → per partition, leader clock of its last move (`NEVER` if none).
+    last_move: HashMap<String, Vec<u64>>,
+    /// Transfers withheld last round: (topic, partition) → intended member id.
+    pending: HashMap<(String, i32), String>,
+    report: AssignReport,
+}
+
+impl Default for LagBalanceAssignor {
+    fn default() -> Self {
+        LagBalanceAssignor::new(LagBalanceSettings::default())
+    }
+}
+
+impl LagBalanceAssignor {
+    pub fn new(settings: LagBalanceSettings) -> Self {
+        let estimator = CapacityEstimator::new(settings.capacity.clone());
+        LagBalanceAssignor {
+            settings,
+            estimator,
+            seq: 0,
+            last_move: HashMap::new(),
+            pending: HashMap::new(),
+            report: AssignReport::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &LagBalanceSettings {
+        &self.settings
+    }
+
+    /// This member's current capacity estimate (records/s).
+    pub fn capacity_estimate(&self) -> Option<f64> {
+        self.estimator.estimate()
+    }
+
+    /// What the last `assign` decided.
+    pub fn last_report(&self) -> &AssignReport {
+        &self.report
+    }
+
+    /// Leader clock of the last move of `(topic, partition)`, if it moved while we led.
+    pub fn last_move_ms(&self, topic: &str, partition: i32) -> Option<u64> {
+        let v = self.last_move.get(topic)?;
+        let t = *v.get(usize::try_from(partition).ok()?)?;
+        (t != NEVER).then_some(t)
+    }
+}
+
+impl Assignor for LagBalanceAssignor {
+    fn name(&self) -> &str {
+        PROTOCOL_NAME
+    }
+
+    fn cooperative(&self) -> bool {
+        true
+    }
+
+    fn subscription_user_data(&mut self, stats: &MemberStats) -> Option<Bytes> {
+        self.estimator.observe_stats(stats);
+        self.seq = self.seq.wrapping_add(1);
+        Some(MemberUserData::from_stats(stats, self.estimator.estimate(), self.seq).encode())
+    }
+
+    fn assign(
+        &mut self,
+        view: &GroupView,
+        previous: Option<&IssuedPlan>,
+    ) -> Result<Plan, AssignError> {
+        let owners = resolve_owners(view, previous);
+        let mut work = Work::new(view, &self.settings);
+        let pinned = self.pinned(view, &work);
+        work.load_inputs(view, &owners, &self.settings);
+        let pending = self.pending_targets(view, &work);
+        let hints = sticky_hints(view);
+
+        // Sticky plan: keep owners, place the free partitions, apply hard constraints, then
+        // improve by moving only partitions that nobody owns yet (free to place anywhere).
+        work.keep_owners(&owners, &pinned);
+        work.place_free(&pending, &hints);
+        work.ensure_min_one(&pinned, &owners);
+        let owned = |p: usize| owners[p].is_some();
+        let limit = 4 * work.n + 4 * work.m + 64;
+        work.local_search(|p| !owned(p), limit);
+        let sticky_objective = work.objective();
+        let sticky_target = work.target.clone();
+
+        // Balanced plan: also move owned partitions that are outside their stabilisation window.
+        work.log.clear();
+        let moved_for_balance = work.local_search(
+            |p| !owned(p) || !pinned.get(p).copied().unwrap_or(false),
+            limit,
+        );
+        let best = work.objective();
+        let significant =
+            sticky_objective - best > self.settings.min_improvement * sticky_objective;
+        let rebalanced = moved_for_balance > 0 && significant;
+        // Local search lowers the maximum monotonically; its last moves often buy fractions of
+        // a percent. Keep only the prefix of moves needed to come within `balance_tolerance`
+        // of the best objective found: the rest is churn (each move pauses a partition).
+        let keep = if rebalanced {
+            let good_enough = best * (1.0 + self.settings.balance_tolerance.max(0.0));
+            work.log
+                .iter()
+                .position(|&(before, _, _)| before <= good_enough)
+                .unwrap_or(work.log.len())
+        } else {
+            0
+        };
+        work.target = sticky_target;
+        for &(_, p, to) in &work.log[..keep] {
+            work.target[p as usize] = to;
+        }
+        let objective = work.target_objective();
+
+        let mut plan = work.plan(view);
+        let withheld = withhold_transfers(view, &owners, &mut plan);
+        validate(view, &owners, &plan)?;
+        let (moved, unassigned) = self.remember(view, &work, &owners);
+        let member_load = work.member_loads();
+        self.report = AssignReport {
+            sticky_objective,
+            objective,
+            rebalanced,
+            moved,
+            withheld,
+            unassigned,
+            capacities: work.cap.clone(),
+            member_load,
+        };
+        Ok(plan)
+    }
+}
+
+impl LagBalanceAssignor {
+    /// Per flat partition: moved within the stabilisation window.
+    fn pinned(&self, view: &GroupView, work: &Work) -> Vec<bool> {
+        let mut pinned = vec![false; work.n];
+        let window = self.settings.stabilisation_window_ms;
+        for (t, topic) in view.topics.iter().enumerate() {
+            let Some(times) = self.last_move.get(&topic.name) else {
+                continue;
+            };
+            let base = work.offsets[t];
+            let count = work.offsets[t + 1] - base;
+            for (i, &at) in times.iter().take(count).enumerate() {
+                if at != NEVER && view.now_ms.saturating_sub(at) < window {
+                    pinned[base + i] = true;
+                }
+            }
+        }
+        pinned
+    }
+
+    /// Last round's withheld transfers, as flat partition → member index.
+    fn pending_targets(&self, view: &GroupView, work: &Work) -> Vec<(u32, u32)> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let by_id: HashMap<&str, u32> = view
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.member_id.as_str(), i as u32))
+            .collect();
+        let mut out: Vec<(u32, u32)> = self
+            .pending
+            .iter()
+            .filter_map(|((topic, partition), member)| {
+                let t = view.topic_index(topic)?;
+                let p = view.flat_index(&work.offsets, Tp::new(t, *partition))?;
+                Some((p as u32, *by_id.get(member.as_str())?))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Record moves (for the stabilisation window) and withheld transfers (so they land where
+    /// intended next round). Returns (moved, unassigned).
+    fn remember(
+        &mut self,
+        view: &GroupView,
+        work: &Work,
+        owners: &[Option<u32>],
+    ) -> (usize, usize) {
+        // Forget topics that no longer exist; size the rest to the current partition counts.
+        self.last_move
+            .retain(|name, _| view.topic_index(name).is_some());
+        self.pending.clear();
+        let mut moved = 0;
+        let mut unassigned = 0;
+        for (t, topic) in view.topics.iter().enumerate() {
+            let base = work.offsets[t];
+            let count = work.offsets[t + 1] - base;
+            let times = self.last_move.entry(topic.name.clone()).or_default();
+            times.resize(count, NEVER);
+            for (i, last) in times.iter_mut().enumerate() {
+                let p = base + i;
+                let target = work.target[p];
+                if target == NONE {
+                    unassigned += 1;
+                }
+                match owners[p] {
+                    Some(o) if o != target => {
+                        moved += 1;
+                        *last = view.now_ms;
+                        if target != NONE {
+                            self.pending.insert(
+                                (topic.name.clone(), i as i32),
+                                view.members[target as usize].member_id.clone(),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (moved, unassigned)
+    }
+}
+
+/// Heap key for a non-negative finite utilisation: IEEE-754 bit patterns of non-negative
+/// doubles order like the numbers, which keeps heap entries small and `Ord`.
+fn key(u: f64) -> u64 {
+    if u.is_finite() && u > 0.0 {
+        u.to_bits()
+    } else {
+        0
+    }
+}
+
+/// Class heap entry: (utilisation key, partition count, member). The count breaks utilisation
+/// ties toward members with fewer partitions.
+type ClassEntry = (u64, u32, u32);
+
+/// One min-heap of members per subscription class, with every member's position tracked (a
+/// member is in exactly one class, so one position array serves all heaps). A load change is
+/// one sift instead of a stale entry, and the two least utilised members are the root and its
+/// smaller child — no popping and pushing back.
+struct ClassHeaps {
+    heaps: Vec<Vec<ClassEntry>>,
+    pos: Vec<u32>,
+}
+
+impl ClassHeaps {
+    fn new(classes: usize, members: usize) -> Self {
+        ClassHeaps {
+            heaps: vec![Vec::new(); classes],
+            pos: vec![NONE; members],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.heaps.iter_mut().for_each(Vec::clear);
+        self.pos.iter_mut().for_each(|p| *p = NONE);
+    }
+
+    /// Insert, update or (with `None`) remove member `m` of `class`.
+    fn set(&mut self, class: usize, m: usize, entry: Option<ClassEntry>) {
+        let h = &mut self.heaps[class];
+        let at = self.pos[m];
+        match (at, entry) {
+            (NONE, None) => {}
+            (NONE, Some(e)) => {
+                h.push(e);
+                let i = h.len() - 1;
+                self.pos[m] = i as u32;
+                Self::sift_up(h, &mut self.pos, i);
+            }
+            (i, Some(e)) => {
+                let i = i as usize;
+                let old = h[i];
+                h[i] = e;
+                if e < old {
+                    Self::sift_up(h, &mut self.pos, i);
+                } else {
+                    Self::sift_down(h, &mut self.pos, i);
+                }
+            }
+            (i, None) => {
+                let i = i as usize;
+                self.pos[m] = NONE;
+                let last = h.pop().expect("member is in the heap");
+                if i < h.len() {
+                    let old = h[i];
+                    h[i] = last;
+                    self.pos[last.2 as usize] = i as u32;
+                    if last < old {
+                        Self::sift_up(h, &mut self.pos, i);
+                    } else {
+                        Self::sift_down(h, &mut self.pos, i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn sift_up(h: &mut [ClassEntry], pos: &mut [u32], mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if h[i] >= h[parent] {
+                break;
+            }
+            h.swap(i, parent);
+            pos[h[i].2 as usize] = i as u32;
+            pos[h[parent].2 as usize] = parent as u32;
+            i = parent;
+        }
+    }
+
+    fn sift_down(h: &mut [ClassEntry], pos: &mut [u32], mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut min = i;
+            if l < h.len() && h[l] < h[min] {
+                min = l;
+            }
+            if r < h.len() && h[r] < h[min] {
+                min = r;
+            }
+            if min == i {
+                break;
+            }
+            h.swap(i, min);
+            pos[h[i].2 as usize] = i as u32;
+            pos[h[min].2 as usize] = min as u32;
+            i = min;
+        }
+    }
+
+    /// The least utilised member, and the second least (the root's smaller child).
+    fn two_smallest(&self, class: usize) -> (Option<usize>, Option<usize>) {
+        let h = &self.heaps[class];
+        let second = match (h.get(1), h.get(2)) {
+            (Some(a), Some(b)) => Some(if a < b { a.2 } else { b.2 }),
+            (Some(a), None) => Some(a.2),
+            _ => None,
+        };
+        (h.first().map(|e| e.2 as usize), second.map(|m| m as usize))
+    }
+}
+
+/// Working state of one assignment: dense arrays over partitions (`n`) and members (`m`).
+struct Work {
+    n: usize,
+    m: usize,
+    offsets: Vec<usize>,
+    topic_of: Vec<u32>,
+    load: Vec<f64>,
+    cap: Vec<f64>,
+    max_parts: usize,
+    /// Members with identical subscriptions form a class; heaps are per class so "least
+    /// loaded member that can take this topic" is a heap peek, not a scan.
+    class_of: Vec<u32>,
+    class_topics: Vec<Vec<u64>>,
+    topic_classes: Vec<Vec<u32>>,
+    target: Vec<u32>,
+    pos: Vec<u32>,
+    parts: Vec<Vec<u32>>,
+    sum: Vec<f64>,
+    ver: Vec<u32>,
+    heaps_live: bool,
+    /// The global max-heap only matters to local search; the greedy placement of a million
+    /// partitions would otherwise push a million entries nobody reads.
+    max_live: bool,
+    max_heap: BinaryHeap<(u64, Reverse<u32>, u32)>,
+    /// Moves made by local search: (objective before the move, partition, new member).
+    log: Vec<(f64, u32, u32)>,
+    class_heaps: ClassHeaps,
+}
+
+impl Work {
+    fn new(view: &GroupView, settings: &LagBalanceSettings) -> Self {
+        let offsets = view.topic_offsets();
+        let n = *offsets.last().unwrap_or(&0);
+        let m = view.members.len();
+        let mut topic_of = Vec::with_capacity(n);
+        for (t, w) in offsets.windows(2).enumerate() {
+            topic_of.extend(std::iter::repeat_n(t as u32, w[1] - w[0]));
+        }
+        let words = view.topics.len().div_ceil(64);
+        let mut class_by_topics: HashMap<Vec<u32>, u32> = HashMap::new();
+        let mut class_of = Vec::with_capacity(m);
+        let mut class_topics: Vec<Vec<u64>> = Vec::new();
+        let mut topic_classes: Vec<Vec<u32>> = vec![Vec::new(); view.topics.len()];
+        for member in &view.members {
+            // Hostile or sloppy input: out-of-range topics dropped, order and duplicates
+            // normalised, so equal subscriptions land in one class.
+            let mut topics: Vec<u32> = member
+                .topics
+                .iter()
+                .copied()
+                .filter(|&t| (t as usize) < view.topics.len())
+                .collect();
+            topics.sort_unstable();
+            topics.dedup();
+            let next = class_topics.len() as u32;
+            let class = *class_by_topics.entry(topics.clone()).or_insert_with(|| {
+                let mut bits = vec![0u64; words];
+                for &t in &topics {
+                    bits[t as usize / 64] |= 1 << (t % 64);
+                    topic_classes[t as usize].push(next);
+                }
+                class_topics.push(bits);
+                next
+            });
+            class_of.push(class);
+        }
+        let classes = class_topics.len();
+        Work {
+            n,
+            m,
+            offsets,
+            topic_of,
+            load: vec![0.0; n],
+            cap: vec![1.0; m],
+            max_parts: settings
+                .max_partitions_per_member
+                .map_or(usize::MAX, |c| c.max(1)),
+            class_of,
+            class_topics,
+            topic_classes,
+            target: vec![NONE; n],
+            pos: vec![0; n],
+            parts: vec![Vec::new(); m],
+            sum: vec![0.0; m],
+            ver: vec![0; m],
+            heaps_live: false,
+            max_live: false,
+            max_heap: BinaryHeap::new(),
+            log: Vec::new(),
+            class_heaps: ClassHeaps::new(classes, m),
+        }
+    }
+
+    /// Capacities from user data and partition loads from stats / owners' reports.
+    fn load_inputs(&mut self, view: &GroupView, owners: &[Option<u32>], s: &LagBalanceSettings) {
+        let decoded: Vec<Option<MemberUserData>> = view
+            .members
+            .iter()
+            .map(|mv| {
+                mv.user_data
+                    .as_ref()
+                    .and_then(|b| MemberUserData::decode(b).ok())
+            })
+            .collect();
+
+        // Capacity: unknown = median of known; known clamped into a band around the median.
+        let mut known: Vec<f64> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().and_then(|d| d.capacity))
+            .collect();
+        known.sort_unstable_by(f64::total_cmp);
+        let median = if known.is_empty() {
+            1.0
+        } else if known.len() % 2 == 1 {
+            known[known.len() / 2]
+        } else {
+            (known[known.len() / 2 - 1] + known[known.len() / 2]) / 2.0
+        };
+        let f = if s.capacity_clamp_factor.is_finite() && s.capacity_clamp_factor >= 1.0 {
+            s.capacity_clamp_factor
+        } else {
+            1.0
+        };
+        for (i, d) in decoded.iter().enumerate() {
+            let c = d.as_ref().and_then(|d| d.capacity).unwrap_or(median);
+            self.cap[i] = c.clamp(median / f, median * f);
+        }
+
+        // Partition rate and lag: leader stats first, then the owner's own report.
+        let mut rate = vec![f64::NAN; self.n];
+        let mut lag = vec![f64::NAN; self.n];
+        if let Some(st) = &view.stats {
+            for p in 0..self.n {
+                if let Some(&r) = st.rate.get(p) {
+                    if r.is_finite() && r >= 0.0 {
+                        rate[p] = r;
+                    }
+                }
+                if let Some(&l) = st.lag.get(p) {
+                    if l.is_finite() && l >= 0.0 {
+                        lag[p] = l;
+                    }
+                }
+            }
+        }
+        for (i, d) in decoded.iter().enumerate() {
+            let Some(d) = d else { continue };
+            for ts in &d.topics {
+                let Some(t) = view.topic_index(&ts.name) else {
+                    continue;
+                };
+                for ps in &ts.partitions {
+                    let Some(p) = view.flat_index(&self.offsets, Tp::new(t, ps.partition)) else {
+                        continue;
+                    };
+                    if owners[p] != Some(i as u32) {
+                        continue;
+                    }
+                    if rate[p].is_nan() && ps.rate.is_finite() {
+                        rate[p] = ps.rate;
+                    }
+                    if lag[p].is_nan() && ps.lag.is_finite() {
+                        lag[p] = ps.lag;
+                    }
+                }
+            }
+        }
+        let (known_sum, known_n) = rate
+            .iter()
+            .filter(|r| !r.is_nan())
+            .fold((0.0, 0usize), |(s, n), r| (s + r, n + 1));
+        let fill = if known_n > 0 && known_sum > 0.0 {
+            known_sum / known_n as f64
+        } else {
+            1.0
+        };
+        // A floor keeps idle partitions spread by count instead of piling on one member.
+        let floor = fill * 1e-6;
+        let drain_s = (s.drain_target_ms.max(1)) as f64 / 1000.0;
+        for p in 0..self.n {
+            let r = if rate[p].is_nan() { fill } else { rate[p] };
+            let l = if lag[p].is_nan() { 0.0 } else { lag[p] };
+            self.load[p] = (r + l / drain_s).max(floor);
+        }
+    }
+
+    fn util(&self, m: usize) -> f64 {
+        self.sum[m] / self.cap[m]
+    }
+
+    fn eligible(&self, m: usize, p: usize) -> bool {
+        self.class_has_topic(self.class_of[m] as usize, self.topic_of[p])
+    }
+
+    fn class_has_topic(&self, class: usize, topic: u32) -> bool {
+        self.class_topics[class][topic as usize / 64] & (1 << (topic % 64)) != 0
+    }
+
+    fn touch(&mut self, m: usize) {
+        self.ver[m] = self.ver[m].wrapping_add(1);
+        if self.heaps_live {
+            let k = key(self.util(m));
+            if self.max_live {
+                self.max_heap.push((k, Reverse(m as u32), self.ver[m]));
+            }
+            let entry = (self.parts[m].len() < self.max_parts).then_some((
+                k,
+                self.parts[m].len() as u32,
+                m as u32,
+            ));
+            self.class_heaps.set(self.class_of[m] as usize, m, entry);
+        }
+    }
+
+    fn place(&mut self, p: usize, m: usize) {
+        self.target[p] = m as u32;
+        self.pos[p] = self.parts[m].len() as u32;
+        self.parts[m].push(p as u32);
+        self.sum[m] += self.load[p];
+        self.touch(m);
+    }
+
+    fn unplace(&mut self, p: usize) {
+        let m = self.target[p] as usize;
+        let i = self.pos[p] as usize;
+        self.parts[m].swap_remove(i);
+        if let Some(&q) = self.parts[m].get(i) {
+            self.pos[q as usize] = i as u32;
+        }
+        self.sum[m] -= self.load[p];
+        if self.parts[m].is_empty() {
+            self.sum[m] = 0.0; // no floating residue on an empty member
+        }
+        self.target[p] = NONE;
+        self.touch(m);
+    }
+
+    fn start_heaps(&mut self) {
+        self.heaps_live = true;
+        self.max_heap.clear();
+        self.class_heaps.clear();
+        for m in 0..self.m {
+            self.ver[m] = self.ver[m].wrapping_sub(1);
+            self.touch(m);
+        }
+    }
+
+    /// Least-utilised member of `class` under its cap, other than `exclude`.
+    fn class_min(&self, class: usize, exclude: Option<usize>) -> Option<usize> {
+        match self.class_heaps.two_smallest(class) {
+            (Some(first), second) if Some(first) == exclude => second,
+            (first, _) => first,
+        }
+    }
+
+    fn global_max(&mut self) -> Option<usize> {
+        while let Some(&(_, Reverse(m), v)) = self.max_heap.peek() {
+            if v == self.ver[m as usize] {
+                return Some(m as usize);
+            }
+            self.max_heap.pop();
+        }
+        None
+    }
+
+    fn objective(&self) -> f64 {
+        (0..self.m).map(|m| self.util(m)).fold(0.0, f64::max)
+    }
+
+    /// Objective of `target` (which may have been edited without updating `sum`).
+    fn target_objective(&self) -> f64 {
+        self.member_loads()
+            .iter()
+            .zip(&self.cap)
+            .map(|(l, c)| l / c)
+            .fold(0.0, f64::max)
+    }
+
+    fn member_loads(&self) -> Vec<f64> {
+        let mut loads = vec![0.0; self.m];
+        for (p, &t) in self.target.iter().enumerate() {
+            if t != NONE {
+                loads[t as usize] += self.load[p];
+            }
+        }
+        loads
+    }
+
+    /// Keep each owned partition with its owner; shed what exceeds a member's cap
+    /// (unpinned partitions first, because shedding is a move).
+    fn keep_owners(&mut self, owners: &[Option<u32>], pinned: &[bool]) {
+        for (p, o) in owners.iter().enumerate() {
+            if let Some(o) = *o {
+                if (o as usize) < self.m && self.eligible(o as usize, p) {
+                    self.place(p, o as usize);
+                }
+            }
+        }
+        if self.max_parts == usize::MAX {
+            return;
+        }
+        for m in 0..self.m {
+            while self.parts[m].len() > self.max_parts {
+                let list = &self.parts[m];
+                let victim = list
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|&p| !pinned[p as usize])
+                    .unwrap_or(list[list.len() - 1]);
+                self.unplace(victim as usize);
+            }
+        }
+    }
+
+    /// Place unowned partitions: withheld transfers where they were headed, then sticky hints
+    /// (a claim that lost a conflict still says where the data is warm), then greedily —
+    /// largest load first, to the least utilised eligible member that finishes lowest.
+    fn place_free(&mut self, pending: &[(u32, u32)], hints: &[Option<u32>]) {
+        self.start_heaps();
+        for &(p, m) in pending {
+            let (p, m) = (p as usize, m as usize);
+            if self.target[p] == NONE && self.eligible(m, p) && self.parts[m].len() < self.max_parts
+            {
+                self.place(p, m);
+            }
+        }
+        for (p, h) in hints.iter().enumerate() {
+            if let Some(h) = *h {
+                let h = h as usize;
+                if self.target[p] == NONE
+                    && h < self.m
+                    && self.eligible(h, p)
+                    && self.parts[h].len() < self.max_parts
+                {
+                    self.place(p, h);
+                }
+            }
+        }
+        // Sort (load, partition, topic) records rather than indices: the greedy loop then reads
+        // them sequentially instead of missing the cache on two random lookups per partition
+        // (that was half the time at 1 000 000 partitions). Loads are finite and positive, so
+        // their bit patterns order like the numbers; inverting them sorts largest first.
+        let mut free: Vec<(u64, u32, u32)> = (0..self.n)
+            .filter(|&p| self.target[p] == NONE)
+            .map(|p| (!self.load[p].to_bits(), p as u32, self.topic_of[p]))
+            .collect();
+        free.sort_unstable();
+        for (k, p, topic) in free {
+            let (p, topic) = (p as usize, topic as usize);
+            let l = f64::from_bits(!k);
+            let mut best: Option<(f64, usize)> = None;
+            for &class in &self.topic_classes[topic] {
+                // The least utilised member is not always the one that finishes lowest when
+                // capacities differ, so the runner-up is considered too.
+                let (first, second) = self.class_heaps.two_smallest(class as usize);
+                for m in [first, second].into_iter().flatten() {
+                    let finish = (self.sum[m] + l) / self.cap[m];
+                    if best.is_none_or(|(b, bm)| finish < b || (finish == b && m < bm)) {
+                        best = Some((finish, m));
+                    }
+                }
+            }
+            if let Some((_, m)) = best {
+                self.place(p, m);
+            }
+        }
+    }
+
+    /// Every member that can take a partition gets one when partitions ≥ members: take it
+    /// from the most utilised member that has two or more (unpinned partitions first).
+    fn ensure_min_one(&mut self, pinned: &[bool], owners: &[Option<u32>]) {
+        if self.n < self.m {
+            return;
+        }
+        for e in 0..self.m {
+            if !self.parts[e].is_empty() {
+                continue;
+            }
+            let class = self.class_of[e] as usize;
+            let has_any = self.topic_classes.iter().enumerate().any(|(t, cs)| {
+                cs.contains(&(class as u32)) && self.offsets[t + 1] > self.offsets[t]
+            });
+            if !has_any {
+                continue;
+            }
+            let mut donors: Vec<usize> = (0..self.m)
+                .filter(|&d| d != e && self.parts[d].len() >= 2)
+                .collect();
+            donors.sort_by(|&a, &b| self.util(b).total_cmp(&self.util(a)).then(a.cmp(&b)));
+            let mut chosen = None;
+            for d in donors {
+                // Score: the pair's resulting max utilisation; pinned or owned-elsewhere
+                // partitions only as a last resort.
+                let mut best: Option<(bool, f64, usize)> = None;
+                for &p in &self.parts[d] {
+                    let p = p as usize;
+                    if !self.eligible(e, p) {
+                        continue;
+                    }
+                    let l = self.load[p];
+                    let pair = (self.util(d) - l / self.cap[d]).max(l / self.cap[e]);
+                    let costly = pinned[p] || owners[p].is_some();
+                    let cand = (costly, pair, p);
+                    if best.is_none_or(|b| (cand.0, cand.1) < (b.0, b.1)) {
+                        best = Some(cand);
+                    }
+                }
+                if let Some(b) = best {
+                    chosen = Some(b.2);
+                    break;
+                }
+            }
+            if let Some(p) = chosen {
+                self.unplace(p);
+                self.place(p, e);
+            }
+        }
+    }
+
+    /// Lower the maximum utilisation by moving single partitions from the most utilised member
+    /// to the least utilised eligible one, while that strictly helps. Only partitions for
+    /// which `movable` holds are considered. Returns the number of moves.
+    fn local_search(&mut self, movable: impl Fn(usize) -> bool, limit: usize) -> usize {
+        if !self.heaps_live {
+            self.start_heaps();
+        }
+        if !self.max_live {
+            self.max_live = true;
+            self.max_heap.clear();
+            for m in 0..self.m {
+                self.max_heap
+                    .push((key(self.util(m)), Reverse(m as u32), self.ver[m]));
+            }
+        }
+        let min_one = self.n >= self.m;
+        let classes = self.class_topics.len();
+        let mut moves = 0;
+        while moves < limit {
+            let Some(a) = self.global_max() else { break };
+            let ua = self.util(a);
+            if ua <= 0.0 || (min_one && self.parts[a].len() <= 1) {
+                break;
+            }
+            let ca = self.cap[a];
+            let threshold = ua * (1.0 - 1e-9);
+            let mut best: Option<(f64, usize, usize)> = None;
+            for class in 0..classes {
+                let Some(b) = self.class_min(class, Some(a)) else {
+                    continue;
+                };
+                let ub = self.util(b);
+                if ub >= threshold {
+                    continue;
+                }
+                let cb = self.cap[b];
+                for &p in &self.parts[a] {
+                    let p = p as usize;
+                    if !self.class_has_topic(class, self.topic_of[p]) || !movable(p) {
+                        continue;
+                    }
+                    let l = self.load[p];
+                    let pair = (ua - l / ca).max(ub + l / cb);
+                    if pair < threshold && best.is_none_or(|(bp, bq, _)| (pair, p) < (bp, bq)) {
+                        best = Some((pair, p, b));
+                    }
+                }
+            }
+            if let Some((_, p, b)) = best {
+                self.log.push((ua, p as u32, b as u32));
+                self.unplace(p);
+                self.place(p, b);
+                moves += 1;
+                continue;
+            }
+            // No single move helps: try exchanging a partition of `a` for a lighter one of
+            // the least utilised member (what lets discrete loads settle near the ideal).
+            let Some((p, q, b)) = self.best_swap(a, &movable) else {
+                break;
+            };
+            self.log.push((ua, p as u32, b as u32));
+            self.log.push((ua, q as u32, a as u32));
+            self.unplace(p);
+            self.unplace(q);
+            self.place(p, b);
+            self.place(q, a);
+            moves += 2;
+        }
+        moves
+    }
+
+    /// Best exchange of `p` (on `a`, the most utilised member) with a lighter `q` on the least
+    /// utilised member of some class, if it lowers the pair's maximum. Skipped when the pair
+    /// holds too many partitions to compare all pairs cheaply.
+    fn best_swap(
+        &mut self,
+        a: usize,
+        movable: &impl Fn(usize) -> bool,
+    ) -> Option<(usize, usize, usize)> {
+        const MAX_PAIRS: usize = 1 << 16;
+        let ua = self.util(a);
+        let threshold = ua * (1.0 - 1e-9);
+        let mut best: Option<(f64, usize, usize, usize)> = None;
+        for class in 0..self.class_topics.len() {
+            let Some(b) = self.class_min(class, Some(a)) else {
+                continue;
+            };
+            let ub = self.util(b);
+            if ub >= threshold || self.parts[a].len() * self.parts[b].len() > MAX_PAIRS {
+                continue;
+            }
+            let (ca, cb) = (self.cap[a], self.cap[b]);
+            for &p in &self.parts[a] {
+                let p = p as usize;
+                if !movable(p) || !self.eligible(b, p) {
+                    continue;
+                }
+                for &q in &self.parts[b] {
+                    let q = q as usize;
+                    let d = self.load[p] - self.load[q];
+                    if d <= 0.0 || !movable(q) || !self.eligible(a, q) {
+                        continue;
+                    }
+                    let pair = (ua - d / ca).max(ub + d / cb);
+                    if pair < threshold
+                        && best.is_none_or(|(bp, bpp, bq, _)| (pair, p, q) < (bp, bpp, bq))
+                    {
+                        best = Some((pair, p, q, b));
+                    }
+                }
+            }
+        }
+        best.map(|(_, p, q, b)| (p, q, b))
+    }
+
+    fn plan(&self, view: &GroupView) -> Plan {
+        let mut assignments: Vec<Vec<Tp>> = self
+            .parts
+            .iter()
+            .map(|l| Vec::with_capacity(l.len()))
+            .collect();
+        // Flat order is (topic, partition) order, so lists come out sorted.
+        for (p, &m) in self.target.iter().enumerate() {
+            if m != NONE {
+                let t = self.topic_of[p];
+                let partition = (p - self.offsets[t as usize]) as i32;
+                assignments[m as usize].push(Tp::new(t, partition));
+            }
+        }
+        Plan {
+            assignments,
+            user_data: vec![None; view.members.len()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cooperative::resolve_owners;
+    use crate::model::{MemberView, PartitionStats, TopicInfo};
+    use crate::userdata::Rng;
+
+    fn ud(capacity: f64) -> Option<Bytes> {
+        let d = MemberUserData {
+            version: 1,
+            capacity: Some(capacity),
+            ..MemberUserData::default()
+        };
+        Some(d.encode())
+    }
+
+    fn mv(id: &str, topics: &[u32], owned: &[(u32, i32)], user_data: Option<Bytes>) -> MemberView {
+        MemberView {
+            member_id: id.to_string(),
+            topics: topics.to_vec(),
+            owned: owned.iter().map(|&(t, p)| Tp::new(t, p)).collect(),
+            generation: 1,
+            user_data,
+            ..MemberView::default()
+        }
+    }
+
+    fn view(
+        topics: &[(&str, i32)],
+        members: Vec<MemberView>,
+        rates: Option<Vec<f64>>,
+    ) -> GroupView {
+        let n: i32 = topics.iter().map(|t| t.1).sum();
+        GroupView {
+            generation: 2,
+            topics: topics
+                .iter()
+                .map(|&(name, partitions)| TopicInfo {
+                    name: name.into(),
+                    partitions,
+                })
+                .collect(),
+            members,
+            stats: rates.map(|rate| PartitionStats {
+                lag: vec![0.0; n as usize],
+                rate,
+            }),
+            now_ms: 1_000_000,
+        }
+    }
+
+    fn counts(plan: &Plan) -> Vec<usize> {
+        plan.assignments.iter().map(Vec::len).collect()
+    }
+
+    /// Hand a plan's target to the owners (as if every member revoked and rejoined).
+    fn adopt(view: &mut GroupView, plan: &Plan) {
+        for (m, list) in view.members.iter_mut().zip(&plan.assignments) {
+            m.owned = list.clone();
+            m.generation = view.generation;
+        }
+        view.generation += 1;
+    }
+
+    #[test]
+    fn heterogeneous_capacities_get_proportional_load() {
+        let v = view(
+            &[("t", 30)],
+            vec![
+                mv("a", &[0], &[], ud(200.0)),
+                mv("b", &[0], &[], ud(200.0)),
+                mv("c", &[0], &[], ud(100.0)),
+            ],
+            Some(vec![10.0; 30]),
+        );
+        let mut a = LagBalanceAssignor::default();
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![12, 12, 6]);
+        assert!((a.last_report().objective - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn without_any_information_partitions_spread_evenly() {
+        let v = view(
+            &[("a", 7), ("b", 13)],
+            (0..4)
+                .map(|i| mv(&format!("m{i}"), &[0, 1], &[], None))
+                .collect(),
+            None,
+        );
+        let plan = LagBalanceAssignor::default().assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![5, 5, 5, 5]);
+        // Idle partitions (rate 0) spread by count too.
+        let v = view(
+            &[("a", 20)],
+            (0..4)
+                .map(|i| mv(&format!("m{i}"), &[0], &[], None))
+                .collect(),
+            Some(vec![0.0; 20]),
+        );
+        let plan = LagBalanceAssignor::default().assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![5, 5, 5, 5]);
+    }
+
+    #[test]
+    fn hot_partitions_are_spread_and_lag_counts_as_load() {
+        let mut rates = vec![1.0; 40];
+        for p in [3, 11, 19, 27, 35] {
+            rates[p] = 10.0;
+        }
+        let v = view(
+            &[("t", 40)],
+            (0..8)
+                .map(|i| mv(&format!("m{i}"), &[0], &[], None))
+                .collect(),
+            Some(rates),
+        );
+        let mut a = LagBalanceAssignor::default();
+        let plan = a.assign(&v, None).unwrap();
+        let ideal = 85.0 / 8.0;
+        assert!(
+            a.last_report().objective <= ideal * 1.1,
+            "{:?}",
+            a.last_report()
+        );
+        for list in &plan.assignments {
+            let hot = list
+                .iter()
+                .filter(|tp| [3, 11, 19, 27, 35].contains(&tp.partition));
+            assert!(hot.count() <= 1);
+        }
+        // A partition with a big backlog weighs like a hot one.
+        let mut v2 = view(
+            &[("t", 4)],
+            (0..2)
+                .map(|i| mv(&format!("m{i}"), &[0], &[], None))
+                .collect(),
+            Some(vec![1.0; 4]),
+        );
+        v2.stats.as_mut().unwrap().lag[2] = 6000.0; // 100 records/s over the 60 s target
+        let plan = LagBalanceAssignor::default().assign(&v2, None).unwrap();
+        let with_lag = plan
+            .assignments
+            .iter()
+            .find(|l| l.contains(&Tp::new(0, 2)))
+            .unwrap();
+        assert_eq!(with_lag.len(), 1, "{plan:?}");
+    }
+
+    #[test]
+    fn stickiness_threshold() {
+        // 3 members own 7/7/6 partitions of equal rate: moving one would improve the max by
+        // 7→6.67 (4.8 %), below the 5 % threshold, so nothing moves.
+        let own = |r: std::ops::Range<i32>| r.map(|p| (0, p)).collect::<Vec<_>>();
+        let v = view(
+            &[("t", 20)],
+            vec![
+                mv("a", &[0], &own(0..7), None),
+                mv("b", &[0], &own(7..14), None),
+                mv("c", &[0], &own(14..20), None),
+            ],
+            Some(vec![1.0; 20]),
+        );
+        let mut a = LagBalanceAssignor::default();
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![7, 7, 6]);
+        assert!(!a.last_report().rebalanced);
+        assert_eq!(a.last_report().moved, 0);
+
+        // 10/5/5: the best plan (7/7/6) is 30 % better: partitions move, and because they are
+        // owned, they are withheld this round (revoked by a, added next round).
+        let v = view(
+            &[("t", 20)],
+            vec![
+                mv("a", &[0], &own(0..10), None),
+                mv("b", &[0], &own(10..15), None),
+                mv("c", &[0], &own(15..20), None),
+            ],
+            Some(vec![1.0; 20]),
+        );
+        let mut a = LagBalanceAssignor::default();
+        let plan = a.assign(&v, None).unwrap();
+        let r = a.last_report().clone();
+        assert!(r.rebalanced);
+        assert_eq!(r.moved, 3);
+        assert_eq!(r.withheld, 3);
+        assert_eq!(counts(&plan), vec![7, 5, 5]);
+        validate(&v, &resolve_owners(&v, None), &plan).unwrap();
+
+        // Follow-up round: a revoked them; the pending transfers land where intended.
+        let mut v2 = v.clone();
+        adopt(&mut v2, &plan);
+        v2.now_ms += 3_000;
+        let plan2 = a.assign(&v2, None).unwrap();
+        assert_eq!(counts(&plan2), vec![7, 7, 6]);
+        assert_eq!(a.last_report().moved, 0);
+    }
+
+    #[test]
+    fn stabilisation_window_blocks_a_second_move() {
+        let mut a = LagBalanceAssignor::default();
+        let rates = vec![1.0; 4];
+        // Round 1: a owns everything; b joins; two partitions move to b.
+        let mut v = view(
+            &[("t", 4)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], None),
+                mv("b", &[0], &[], None),
+            ],
+            Some(rates.clone()),
+        );
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(a.last_report().moved, 2);
+        let moved: Vec<i32> = (0..4)
+            .filter(|&p| !plan.assignments[0].contains(&Tp::new(0, p)))
+            .collect();
+        adopt(&mut v, &plan);
+        v.now_ms += 1_000;
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![2, 2]);
+        adopt(&mut v, &plan);
+
+        // Round 3, 60 s later: the moved partitions become hot on b; moving one back would
+        // halve the objective, but both are inside the 120 s window: nothing moves.
+        let mut hot = rates.clone();
+        for &p in &moved {
+            hot[p as usize] = 20.0;
+        }
+        v.stats = Some(PartitionStats {
+            lag: vec![0.0; 4],
+            rate: hot,
+        });
+        v.now_ms += 60_000;
+        a.assign(&v, None).unwrap();
+        assert_eq!(a.last_report().moved, 0);
+        assert!(a.last_move_ms("t", moved[0]).is_some());
+
+        // After the window, moves are allowed: one hot back to a, one idle over to b.
+        v.now_ms += 61_000;
+        a.assign(&v, None).unwrap();
+        assert_eq!(a.last_report().moved, 2);
+        assert!(a.last_report().rebalanced);
+        assert!((a.last_report().objective - 21.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn caps_are_honoured() {
+        let v = view(
+            &[("t", 10)],
+            vec![mv("a", &[0], &[], None), mv("b", &[0], &[], None)],
+            None,
+        );
+        let mut a = LagBalanceAssignor::new(LagBalanceSettings {
+            max_partitions_per_member: Some(3),
+            ..LagBalanceSettings::default()
+        });
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![3, 3]);
+        assert_eq!(a.last_report().unassigned, 4);
+
+        // An owner above its cap sheds the excess (withheld: revoked this round).
+        let v = view(
+            &[("t", 6)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3), (0, 4)], None),
+                mv("b", &[0], &[(0, 5)], None),
+            ],
+            None,
+        );
+        let plan = a.assign(&v, None).unwrap();
+        assert!(plan.assignments.iter().all(|l| l.len() <= 3));
+        assert_eq!(a.last_report().moved, 2);
+    }
+
+    #[test]
+    fn every_member_gets_one_when_partitions_suffice() {
+        // One hot partition and three idle ones all owned by a; no plan beats a max of 100, so
+        // nothing moves for balance, but b must still get one: the constraint moves the hot
+        // one (that leaves the pair's max lowest).
+        let v = view(
+            &[("t", 4)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], None),
+                mv("b", &[0], &[], None),
+            ],
+            Some(vec![100.0, 0.1, 0.1, 0.1]),
+        );
+        let mut a = LagBalanceAssignor::default();
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(a.last_report().moved, 1, "{:?}", a.last_report());
+        assert!(!a.last_report().rebalanced);
+        assert_eq!(
+            counts(&plan),
+            vec![3, 0],
+            "the transfer is withheld this round"
+        );
+        let mut v2 = v.clone();
+        adopt(&mut v2, &plan);
+        let plan = a.assign(&v2, None).unwrap();
+        assert!(plan.assignments.iter().all(|l| !l.is_empty()));
+        // More members than partitions: no rule to satisfy, nothing breaks.
+        let v = view(
+            &[("t", 2)],
+            (0..5)
+                .map(|i| mv(&format!("m{i}"), &[0], &[], None))
+                .collect(),
+            None,
+        );
+        let plan = LagBalanceAssignor::default().assign(&v, None).unwrap();
+        assert_eq!(counts(&plan).iter().sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn subscriptions_are_respected() {
+        let v = view(
+            &[("a", 6), ("b", 6)],
+            vec![
+                mv("x", &[0], &[], None),
+                mv("y", &[0, 1], &[], None),
+                mv("z", &[1], &[], None),
+            ],
+            None,
+        );
+        let mut a = LagBalanceAssignor::default();
+        let plan = a.assign(&v, None).unwrap();
+        assert!(plan.assignments[0].iter().all(|tp| tp.topic == 0));
+        assert!(plan.assignments[2].iter().all(|tp| tp.topic == 1));
+        assert_eq!(counts(&plan), vec![4, 4, 4]);
+    }
+
+    #[test]
+    fn rates_from_user_data_count_only_for_the_owner() {
+        let report = |member: &str, partition: i32, rate: f64, cap: f64| {
+            let stats = MemberStats {
+                partitions: vec![("t".into(), partition, 0.0, rate)],
+                ..MemberStats::default()
+            };
+            let _ = member;
+            Some(MemberUserData::from_stats(&stats, Some(cap), 1).encode())
+        };
+        // b owns partition 1 and reports it hot; c lies that partition 0 (owned by a) is hot.
+        let v = view(
+            &[("t", 4)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 2)], report("a", 0, 1.0, 10.0)),
+                mv("b", &[0], &[(0, 1), (0, 3)], report("b", 1, 50.0, 10.0)),
+                mv("c", &[0], &[], report("c", 0, 1000.0, 10.0)),
+            ],
+            None,
+        );
+        let mut a = LagBalanceAssignor::default();
+        a.assign(&v, None).unwrap();
+        let r = a.last_report();
+        // Partition 1 is 50 (b's report); 0 is 1 (a's); unknown ones the mean of known (25.5).
+        let total: f64 = r.member_load.iter().sum();
+        assert!((total - (50.0 + 1.0 + 25.5 + 25.5)).abs() < 1e-6, "{r:?}");
+    }
+
+    /// Random groups; one member's user data replaced by hostile bytes (random, truncated,
+    /// bit-flipped, huge counts). The plan must equal the plan with that member sending no
+    /// user data at all: garbage is "unknown", never a claim.
+    #[test]
+    fn hostile_user_data_never_affects_assignments_property() {
+        let mut rng = Rng::new(77);
+        for case in 0..300 {
+            let topics = 1 + rng.below(3) as usize;
+            let tps: Vec<(String, i32)> = (0..topics)
+                .map(|t| (format!("t{t}"), rng.below(30) as i32))
+                .collect();
+            let n: usize = tps.iter().map(|t| t.1 as usize).sum();
+            let members = 1 + rng.below(6) as usize;
+            let ms: Vec<MemberView> = (0..members)
+                .map(|i| {
+                    let subs: Vec<u32> = (0..topics as u32).filter(|_| rng.below(4) != 0).collect();
+                    let cap = (rng.below(3) != 0).then(|| 10.0 + rng.below(100) as f64);
+                    mv(&format!("m{i}"), &subs, &[], cap.and_then(ud))
+                })
+                .collect();
+            let rates = (rng.below(2) == 0)
+                .then(|| (0..n).map(|_| rng.below(50) as f64).collect::<Vec<_>>());
+            let topics_ref: Vec<(&str, i32)> = tps.iter().map(|(s, p)| (s.as_str(), *p)).collect();
+            let base = view(&topics_ref, ms, rates);
+            let victim = rng.below(members as u64) as usize;
+
+            let mut clean = base.clone();
+            clean.members[victim].user_data = None;
+            let expected = LagBalanceAssignor::default().assign(&clean, None).unwrap();
+
+            let valid = ud(50.0).unwrap().to_vec();
+            let hostile: Vec<u8> = match case % 4 {
+                0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+                1 => valid[..rng.below(valid.len() as u64) as usize].to_vec(),
+                2 => {
+                    let mut b = valid.clone();
+                    let i = 6 + rng.below((b.len() - 6) as u64) as usize;
+                    b[i] ^= 1 << rng.below(8);
+                    b
+                }
+                _ => {
+                    let mut b = vec![0, 1, 0xff, 0xff, 0xff, 0xff];
+                    b.extend((0..20).map(|_| 0xff));
+                    b
+                }
+            };
+            let mut dirty = base.clone();
+            dirty.members[victim].user_data = Some(Bytes::from(hostile));
+            let got = LagBalanceAssignor::default().assign(&dirty, None).unwrap();
+            assert_eq!(got, expected, "case {case}");
+        }
+    }
+
+    /// Claims that decode (valid checksum) but are absurd are clamped: a member claiming
+    /// 1e30 records/s gets at most `capacity_clamp_factor` × the median's share.
+    #[test]
+    fn absurd_capacity_claims_are_clamped() {
+        let v = view(
+            &[("t", 120)],
+            vec![
+                mv("a", &[0], &[], ud(100.0)),
+                mv("b", &[0], &[], ud(100.0)),
+                mv("liar", &[0], &[], ud(1e30)),
+            ],
+            Some(vec![1.0; 120]),
+        );
+        let plan = LagBalanceAssignor::default().assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![10, 10, 100]);
+    }
+
+    #[test]
+    fn deterministic_and_valid_over_many_rounds() {
+        // Drive a random group through rounds with changing rates; every plan validates and
+        // two leaders with the same history produce the same plans.
+        let mut rng = Rng::new(9);
+        let mut a1 = LagBalanceAssignor::default();
+        let mut a2 = LagBalanceAssignor::default();
+        let mut v = view(
+            &[("x", 37), ("y", 11)],
+            (0..5)
+                .map(|i| mv(&format!("m{i}"), &[0, 1], &[], ud(50.0 + 10.0 * i as f64)))
+                .collect(),
+            Some(vec![1.0; 48]),
+        );
+        for _ in 0..30 {
+            let rates: Vec<f64> = (0..48).map(|_| rng.below(20) as f64).collect();
+            v.stats = Some(PartitionStats {
+                lag: vec![0.0; 48],
+                rate: rates,
+            });
+            let p1 = a1.assign(&v, None).unwrap();
+            let p2 = a2.assign(&v, None).unwrap();
+            assert_eq!(p1, p2);
+            validate(&v, &resolve_owners(&v, None), &p1).unwrap();
+            adopt(&mut v, &p1);
+            v.now_ms += 30_000;
+        }
+    }
+
+    /// Random groups (subscriptions, capacities, caps, rates) driven through many rounds, each
+    /// adopting the previous plan: every plan validates, caps hold, members never get topics
+    /// they do not subscribe to, and after a follow-up round everyone who can have a partition
+    /// has one.
+    #[test]
+    fn invariants_hold_over_random_rounds_property() {
+        let mut rng = Rng::new(2024);
+        for case in 0..150 {
+            let topics: Vec<(String, i32)> = (0..1 + rng.below(3))
+                .map(|t| (format!("t{t}"), rng.below(25) as i32))
+                .collect();
+            let topics_ref: Vec<(&str, i32)> =
+                topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+            let n: usize = topics.iter().map(|t| t.1 as usize).sum();
+            let members = 1 + rng.below(7) as usize;
+            let cap = (rng.below(3) == 0).then(|| 1 + rng.below(8) as usize);
+            let ms: Vec<MemberView> = (0..members)
+                .map(|i| {
+                    let subs: Vec<u32> = (0..topics.len() as u32)
+                        .filter(|_| rng.below(3) != 0)
+                        .collect();
+                    mv(
+                        &format!("m{i}"),
+                        &subs,
+                        &[],
+                        ud(10.0 + rng.below(90) as f64),
+                    )
+                })
+                .collect();
+            let mut v = view(&topics_ref, ms, None);
+            let mut a = LagBalanceAssignor::new(LagBalanceSettings {
+                max_partitions_per_member: cap,
+                ..LagBalanceSettings::default()
+            });
+            for round in 0..8 {
+                v.stats = Some(PartitionStats {
+                    lag: (0..n).map(|_| rng.below(500) as f64).collect(),
+                    rate: (0..n).map(|_| rng.below(100) as f64).collect(),
+                });
+                let plan = a.assign(&v, None).unwrap();
+                validate(&v, &resolve_owners(&v, None), &plan).unwrap();
+                for (m, list) in plan.assignments.iter().enumerate() {
+                    if let Some(c) = cap {
+                        assert!(list.len() <= c, "case {case} round {round}");
+                    }
+                    assert!(list
+                        .iter()
+                        .all(|tp| v.members[m].topics.contains(&tp.topic)));
+                }
+                let settled = a.last_report().withheld == 0;
+                adopt(&mut v, &plan);
+                v.now_ms += rng.below(200_000);
+                if settled && n >= members {
+                    // Min-one, where it can hold: a member with a subscribed non-empty topic,
+                    // and some other member with two or more partitions it could give.
+                    for (m, list) in plan.assignments.iter().enumerate() {
+                        let can = v.members[m]
+                            .topics
+                            .iter()
+                            .any(|&t| topics[t as usize].1 > 0);
+                        let donor = plan.assignments.iter().enumerate().any(|(d, l)| {
+                            d != m
+                                && l.len() >= 2
+                                && l.iter().any(|tp| v.members[m].topics.contains(&tp.topic))
+                        });
+                        assert!(
+                            !can || !donor || !list.is_empty(),
+                            "case {case} round {round}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fixed membership, rates reshuffled every round: no partition is revoked twice within
+    /// the stabilisation window.
+    #[test]
+    fn stabilisation_window_holds_over_random_rounds_property() {
+        let mut rng = Rng::new(7);
+        let mut revokes = 0;
+        for _ in 0..40 {
+            let n = 8 + rng.below(40) as usize;
+            let members = 2 + rng.below(5) as usize;
+            let mut v = view(
+                &[("t", n as i32)],
+                (0..members)
+                    .map(|i| mv(&format!("m{i}"), &[0], &[], ud(50.0 + rng.below(50) as f64)))
+                    .collect(),
+                None,
+            );
+            let mut a = LagBalanceAssignor::default();
+            let window = a.settings().stabilisation_window_ms;
+            let mut last_revoke: Vec<Option<u64>> = vec![None; n];
+            for _ in 0..30 {
+                v.stats = Some(PartitionStats {
+                    lag: vec![0.0; n],
+                    rate: (0..n).map(|_| 1.0 + rng.below(30) as f64).collect(),
+                });
+                let plan = a.assign(&v, None).unwrap();
+                for (m, member) in v.members.iter().enumerate() {
+                    for tp in &member.owned {
+                        if !plan.assignments[m].contains(tp) {
+                            let p = tp.partition as usize;
+                            if let Some(prev) = last_revoke[p] {
+                                assert!(v.now_ms - prev >= window, "moved twice within window");
+                            }
+                            last_revoke[p] = Some(v.now_ms);
+                            revokes += 1;
+                        }
+                    }
+                }
+                adopt(&mut v, &plan);
+                v.now_ms += 10_000 + rng.below(90_000);
+            }
+        }
+        assert!(
+            revokes > 100,
+            "the property must be exercised ({revokes} revocations)"
+        );
+    }
+
+    #[test]
+    fn degenerate_groups() {
+        let mut a = LagBalanceAssignor::default();
+        // No members.
+        let v = view(&[("t", 3)], Vec::new(), None);
+        assert!(a.assign(&v, None).unwrap().assignments.is_empty());
+        // No partitions, no topics, a member with no usable subscription.
+        let v = view(
+            &[("empty", 0)],
+            vec![mv("a", &[0], &[], None), mv("b", &[], &[(0, 0)], None)],
+            Some(Vec::new()),
+        );
+        assert_eq!(counts(&a.assign(&v, None).unwrap()), vec![0, 0]);
+        let v = view(&[], vec![mv("a", &[7], &[(7, 1)], None)], None);
+        assert_eq!(counts(&a.assign(&v, None).unwrap()), vec![0]);
+        // Stats of the wrong length are ignored per index, not trusted.
+        let mut v = view(
+            &[("t", 4)],
+            vec![mv("a", &[0], &[], None), mv("b", &[0], &[], None)],
+            Some(vec![1.0; 2]),
+        );
+        v.stats.as_mut().unwrap().lag = vec![f64::NAN, -1.0, f64::INFINITY];
+        let plan = a.assign(&v, None).unwrap();
+        assert_eq!(counts(&plan), vec![2, 2]);
+        validate(&v, &resolve_owners(&v, None), &plan).unwrap();
+    }
+
+    #[test]
+    fn user_data_carries_the_capacity_estimate() {
+        let mut a = LagBalanceAssignor::default();
+        let stats = MemberStats {
+            processed_rate: 300.0,
+            cpu_used_cores: Some(0.5),
+            cpu_limit_cores: Some(2.0),
+            measured_at_ms: 10,
+            ..MemberStats::default()
+        };
+        let bytes = a.subscription_user_data(&stats).unwrap();
+        let d = MemberUserData::decode(&bytes).unwrap();
+        assert_eq!(d.capacity, Some(1200.0));
+        assert_eq!(d.seq, 1);
+        assert_eq!(a.name(), "lagbalance");
+        assert!(a.cooperative());
+    }
+}

@@ -1,0 +1,31 @@
+//! One detailed `lagbalance` run of a scenario at its nominal load, printing mean utilisation
+//! per consumer; with `LAGBALANCE_SIM_TRACE=1` every join/sync round is printed too.
+//!
+//! ```text
+//! LAGBALANCE_SIM_TRACE=1 cargo run --release -p lagbalance-sim --example trace -- oscillating
+//! ```
+
+fn main() {
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "agoda".to_string());
+    let Some(sc) = lagbalance_sim::by_name(&name) else {
+        eprintln!(
+            "unknown scenario {name:?}; known: {:?}",
+            lagbalance_sim::NAMES
+        );
+        std::process::exit(2);
+    };
+    let r = lagbalance_sim::run(&sc, lagbalance_sim::Strategy::LagBalance, sc.load, true);
+    println!(
+        "{:?}",
+        r.util_mean
+            .iter()
+            .map(|u| (u * 1000.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "moves {} rounds {} rebalances {}",
+        r.moves, r.rounds, r.rebalances
+    );
+}

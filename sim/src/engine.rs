@@ -1,0 +1,850 @@
+//! The discrete-time group model.
+//!
+//! Fluid model, one step every `dt`: each partition receives `rate·dt` records (they become
+//! visible to the consumer the next step, like a poll loop), and each consumer spends its
+//! work budget `speed·dt` on its active partitions, shared equally (water-filling: a partition
+//! that needs less gives the rest to the others), as a consumer polling its partitions in turn.
+//!
+//! The assignors see only what a real group shows them: members publish their own
+//! measurements (throughput, busy CPU, backlog flag, per-partition rates) through the real
+//! `subscription_user_data`, the leader adds lag and smoothed rates per partition
+//! (`GroupView::stats`, as ListOffsets + committed offsets would give it), and true consumer
+//! speeds stay hidden. Rebalances follow the protocol: under eager, every partition is
+//! revoked when the round starts; under cooperative, members keep consuming, revoke what the
+//! plan takes away, and rejoin at once for a follow-up round that hands the withheld
+//! partitions over. Every plan is checked with `cooperative::validate`.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use lagbalance_assign::cooperative::{resolve_owners, to_issued, validate};
+use lagbalance_assign::model::{
+    Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, TopicInfo, Tp,
+};
+
+use crate::rng::Rng;
+use crate::scenario::{Cost, Modulation, Scenario, Weights};
+use crate::strategies::Strategy;
+
+/// Per-step consumer measurement kept for the trailing measurement window.
+#[derive(Clone, Copy, Debug, Default)]
+struct StepStat {
+    records: f64,
+    work: f64,
+    budget: f64,
+    backlogged: bool,
+}
+
+struct Member {
+    id: String,
+    assignor: Box<dyn Assignor>,
+    /// Flat partition indices it owns (sorted).
+    owned: Vec<usize>,
+    generation: i32,
+    window: VecDeque<StepStat>,
+}
+
+struct Partition {
+    topic: u32,
+    index: i32,
+    base_rate: f64,
+    cost: f64,
+    arrived: f64,
+    /// Arrived before this step (what a consumer can see).
+    visible: f64,
+    consumed: f64,
+    owner: Option<usize>,
+    pause_until: f64,
+    last_consumer: Option<usize>,
+    released_at: f64,
+    last_move_at: f64,
+    rate_ewma: f64,
+    processed_ewma: f64,
+    burst: bool,
+    /// Cumulative arrivals at the end of every step (latency computation).
+    cum: Vec<f64>,
+    /// Index into `cum` of the oldest not-yet-consumed step (monotone).
+    cursor: usize,
+}
+
+/// Everything a run reports.
+#[derive(Clone, Debug, Default)]
+pub struct RunResult {
+    pub strategy: String,
+    pub load: f64,
+    pub bounded: bool,
+    /// Slope of total lag over the last quarter, records/s.
+    pub lag_slope: f64,
+    /// Mean input rate over the last quarter, records/s.
+    pub input_rate: f64,
+    pub lag_p50: f64,
+    pub lag_p99: f64,
+    pub lag_max: f64,
+    pub latency_p99_s: f64,
+    /// Triggered rebalances, including the initial join.
+    pub rebalances: usize,
+    /// Join/sync rounds (cooperative follow-ups included).
+    pub rounds: usize,
+    pub moves: usize,
+    /// Moves of a partition that had already moved less than the stabilisation window ago.
+    pub double_moves: usize,
+    /// Most triggered rebalances (initial join excluded) in any rolling hour.
+    pub max_rebalances_per_hour: usize,
+    pub plans_validated: usize,
+    /// Mean CPU utilisation per consumer over the last quarter.
+    pub util_mean: Vec<f64>,
+    pub util_spread_pp: f64,
+    /// Seconds from the event until group lag was back under its pre-event level.
+    pub recovery_s: Option<f64>,
+    /// Whether the event pushed group lag above its pre-event level at all.
+    pub disturbed: bool,
+    pub pre_event_lag: Option<f64>,
+    /// Sampled series for plots: time (s), total lag, per-consumer utilisation.
+    pub series_t: Vec<f64>,
+    pub series_lag: Vec<f64>,
+    pub series_util: Vec<Vec<f64>>,
+}
+
+pub struct Sim<'a> {
+    sc: &'a Scenario,
+    strategy: Strategy,
+    cooperative: bool,
+    view_topics: Vec<TopicInfo>,
+    parts: Vec<Partition>,
+    members: Vec<Member>,
+    rng: Rng,
+    hot_mask: Vec<bool>,
+    hot_period: Option<usize>,
+    t: f64,
+    step: usize,
+    generation: i32,
+    issued: Option<IssuedPlan>,
+    round_at: Option<f64>,
+    last_round_end: f64,
+    trigger_times: Vec<f64>,
+    next_periodic: f64,
+    next_check: f64,
+    streak: Vec<u32>,
+    total_weight_cost: f64,
+    scale: f64,
+    result: RunResult,
+    latencies: Vec<(f64, f64)>,
+    lag_series: Vec<f64>,
+    input_series: Vec<f64>,
+    util_acc: Vec<f64>,
+    util_n: usize,
+    sample_acc: Vec<f64>,
+    sample_lag: f64,
+    sample_n: usize,
+}
+
+const SAMPLE_S: f64 = 10.0;
+
+impl<'a> Sim<'a> {
+    pub fn new(sc: &'a Scenario, strategy: Strategy, load: f64) -> Self {
+        let mut rng = Rng::new(sc.seed);
+        let n = sc.partitions();
+        // Weights.
+        let mut w: Vec<f64> = match &sc.weights {
+            Weights::Uniform => vec![1.0; n],
+            Weights::Zipf { s } => {
+                let mut ranks: Vec<usize> = (1..=n).collect();
+                rng.shuffle(&mut ranks);
+                ranks.iter().map(|&k| (k as f64).powf(-s)).collect()
+            }
+            Weights::Hot { hot, factor } => {
+                let mut w = vec![1.0; n];
+                for &h in hot {
+                    if h < n {
+                        w[h] = *factor;
+                    }
+                }
+                w
+            }
+        };
+        if let Modulation::MovingHot { count, factor, .. } = &sc.modulation {
+            // Time-averaged weight of the moving block is folded in by `modulation`; base stays 1.
+            let _ = (count, factor);
+            w.iter_mut().for_each(|x| *x = 1.0);
+        }
+        let costs: Vec<f64> = (0..n)
+            .map(|_| match sc.cost {
+                Cost::Constant => 1.0,
+                Cost::LogNormal { sigma } => rng.lognormal_mean1(sigma),
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(n);
+        for (t, (_, count)) in sc.topics.iter().enumerate() {
+            for i in 0..*count {
+                let p = parts.len();
+                parts.push(Partition {
+                    topic: t as u32,
+                    index: i as i32,
+                    base_rate: w[p],
+                    cost: costs[p],
+                    arrived: 0.0,
+                    visible: 0.0,
+                    consumed: 0.0,
+                    owner: None,
+                    pause_until: 0.0,
+                    last_consumer: None,
+                    released_at: 0.0,
+                    last_move_at: f64::NEG_INFINITY,
+                    rate_ewma: f64::NAN,
+                    processed_ewma: 0.0,
+                    burst: false,
+                    cum: Vec::new(),
+                    cursor: 0,
+                });
+            }
+        }
+        let m = sc.consumers.len();
+        let members = (0..m)
+            .map(|i| Member {
+                id: format!("consumer-{i:02}"),
+                assignor: strategy.make(&sc.settings),
+                owned: Vec::new(),
+                generation: -1,
+                window: VecDeque::new(),
+            })
+            .collect::<Vec<_>>();
+        let cooperative = members[0].assignor.cooperative();
+        let view_topics = sc
+            .topics
+            .iter()
+            .map(|(name, p)| TopicInfo {
+                name: name.clone(),
+                partitions: *p as i32,
+            })
+            .collect();
+        let mut sim = Sim {
+            sc,
+            strategy,
+            cooperative,
+            view_topics,
+            parts,
+            members,
+            rng,
+            hot_mask: Vec::new(),
+            hot_period: None,
+            t: 0.0,
+            step: 0,
+            generation: 1,
+            issued: None,
+            round_at: None,
+            last_round_end: f64::NEG_INFINITY,
+            trigger_times: Vec::new(),
+            next_periodic: sc.triggers.periodic_s.unwrap_or(f64::INFINITY),
+            next_check: 0.0,
+            streak: vec![0; m],
+            total_weight_cost: 0.0,
+            scale: 0.0,
+            result: RunResult {
+                strategy: strategy.name().to_string(),
+                load,
+                ..RunResult::default()
+            },
+            latencies: Vec::new(),
+            lag_series: Vec::new(),
+            input_series: Vec::new(),
+            util_acc: vec![0.0; m],
+            util_n: 0,
+            sample_acc: vec![0.0; m],
+            sample_lag: 0.0,
+            sample_n: 0,
+        };
+        // records/s per unit weight so that mean work input = load × total capacity.
+        sim.total_weight_cost = sim.parts.iter().map(|p| sim.mean_weight(p) * p.cost).sum();
+        sim.scale = load * sc.total_capacity() / sim.total_weight_cost;
+        sim
+    }
+
+    /// Time-averaged weight of a partition (its modulation has mean 1, except the moving hot
+    /// block, which spends `count / n` of the time on each partition).
+    fn mean_weight(&self, p: &Partition) -> f64 {
+        match &self.sc.modulation {
+            Modulation::MovingHot { count, factor, .. } => {
+                let n = self.parts.len() as f64;
+                1.0 + (*count as f64 / n) * (factor - 1.0)
+            }
+            _ => p.base_rate,
+        }
+    }
+
+    fn rate_multiplier(&mut self, p: usize) -> f64 {
+        let t = self.t;
+        match &self.sc.modulation {
+            Modulation::None => 1.0,
+            Modulation::Diurnal {
+                amplitude,
+                period_s,
+            } => 1.0 + amplitude * (2.0 * std::f64::consts::PI * t / period_s).sin(),
+            Modulation::Bursty {
+                factor,
+                mean_burst_s,
+                mean_gap_s,
+            } => {
+                let dt = self.sc.dt_s;
+                let (factor, b, g) = (*factor, *mean_burst_s, *mean_gap_s);
+                let u = self.rng.unit();
+                let part = &mut self.parts[p];
+                if part.burst {
+                    if u < dt / b {
+                        part.burst = false;
+                    }
+                } else if u < dt / g {
+                    part.burst = true;
+                }
+                // Normalise so the long-run mean is 1.
+                let pi = b / (b + g);
+                let mean = 1.0 + pi * (factor - 1.0);
+                (if part.burst { factor } else { 1.0 }) / mean
+            }
+            Modulation::MovingHot {
+                count,
+                factor,
+                period_s,
+            } => {
+                let period = (t / period_s) as usize;
+                if self.hot_period != Some(period) {
+                    // A new hot set each period, drawn from its own seed so it does not depend
+                    // on how many random numbers anything else consumed.
+                    let mut r = Rng::new(
+                        self.sc.seed ^ (period as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    );
+                    let mut idx: Vec<usize> = (0..self.parts.len()).collect();
+                    r.shuffle(&mut idx);
+                    self.hot_mask = vec![false; self.parts.len()];
+                    for &i in idx.iter().take(*count) {
+                        self.hot_mask[i] = true;
+                    }
+                    self.hot_period = Some(period);
+                }
+                if self.hot_mask[p] {
+                    *factor
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.t * 1000.0).round() as u64
+    }
+
+    /// Run the whole scenario.
+    pub fn run(mut self, detailed: bool) -> RunResult {
+        let steps = (self.sc.duration_s / self.sc.dt_s).round() as usize;
+        let dt = self.sc.dt_s;
+        let warm = steps / 4;
+        let last_quarter = steps - steps / 4;
+        let pre_event_from = self
+            .sc
+            .event_s
+            .map(|e| ((e - 300.0) / dt).max(0.0) as usize);
+        let event_step = self.sc.event_s.map(|e| (e / dt) as usize);
+        let mut pre_event_max: f64 = 0.0;
+        let mut ma_window: VecDeque<f64> = VecDeque::new();
+        let mut ma_sum = 0.0;
+        // Initial join of every member.
+        self.trigger(true);
+        for step in 0..steps {
+            self.step = step;
+            self.t = step as f64 * dt;
+            if let Some(at) = self.round_at {
+                if self.t >= at {
+                    self.complete_round();
+                }
+            }
+            let input = self.arrivals(detailed);
+            let utils = self.consume(dt, detailed && step >= warm);
+            let lag: f64 = self.parts.iter().map(|p| p.arrived - p.consumed).sum();
+            self.lag_series.push(lag);
+            self.input_series.push(input / dt);
+            if step >= last_quarter {
+                for (a, u) in self.util_acc.iter_mut().zip(&utils) {
+                    *a += u;
+                }
+                self.util_n += 1;
+            }
+            if let (Some(from), Some(ev)) = (pre_event_from, event_step) {
+                // Recovery is judged on a 30 s moving average so that one burst neither hides
+                // nor fakes it: the event must first push the average above its pre-event
+                // maximum ("disturbed"); recovery is when it is back at or under that level.
+                ma_window.push_back(lag);
+                ma_sum += lag;
+                if ma_window.len() as f64 * dt > 30.0 {
+                    ma_sum -= ma_window.pop_front().unwrap_or(0.0);
+                }
+                let ma = ma_sum / ma_window.len() as f64;
+                if step >= from && step < ev {
+                    pre_event_max = pre_event_max.max(ma);
+                }
+                if step >= ev && self.result.recovery_s.is_none() {
+                    if ma > pre_event_max {
+                        self.result.disturbed = true;
+                    } else if self.result.disturbed {
+                        self.result.recovery_s = Some((step - ev) as f64 * dt);
+                    }
+                }
+            }
+            if detailed {
+                for (a, u) in self.sample_acc.iter_mut().zip(&utils) {
+                    *a += u;
+                }
+                self.sample_lag += lag;
+                self.sample_n += 1;
+                if self.sample_n as f64 * dt >= SAMPLE_S {
+                    let k = self.sample_n as f64;
+                    self.result.series_t.push(self.t);
+                    self.result.series_lag.push(self.sample_lag / k);
+                    self.result
+                        .series_util
+                        .push(self.sample_acc.iter().map(|a| a / k).collect());
+                    self.sample_acc.iter_mut().for_each(|a| *a = 0.0);
+                    self.sample_lag = 0.0;
+                    self.sample_n = 0;
+                }
+            }
+            self.check_triggers();
+        }
+        if event_step.is_some() {
+            self.result.pre_event_lag = Some(pre_event_max);
+        }
+        self.finish(warm, last_quarter)
+    }
+
+    /// Add this step's arrivals; returns records arrived.
+    fn arrivals(&mut self, detailed: bool) -> f64 {
+        let dt = self.sc.dt_s;
+        let alpha = 1.0 - (-dt / self.sc.rate_window_s).exp();
+        let mut total = 0.0;
+        for p in 0..self.parts.len() {
+            let mult = self.rate_multiplier(p);
+            let part = &mut self.parts[p];
+            part.visible = part.arrived;
+            let rate = self.scale * part.base_rate * mult;
+            let a = rate * dt;
+            part.arrived += a;
+            total += a;
+            part.rate_ewma = if part.rate_ewma.is_nan() {
+                rate
+            } else {
+                part.rate_ewma + alpha * (rate - part.rate_ewma)
+            };
+            if detailed {
+                part.cum.push(part.arrived);
+            }
+        }
+        total
+    }
+
+    /// Every consumer works on its active partitions; returns per-consumer utilisation.
+    fn consume(&mut self, dt: f64, record_latency: bool) -> Vec<f64> {
+        let alpha = 1.0 - (-dt / self.sc.measure_window_s).exp();
+        let t = self.t;
+        let mut utils = vec![0.0; self.members.len()];
+        let mut processed = vec![0.0; self.parts.len()];
+        for (mi, member) in self.members.iter_mut().enumerate() {
+            let speed = self.sc.consumers[mi].speed_at(t);
+            let budget = speed * dt;
+            // Demands in work units.
+            let mut active: Vec<(usize, f64)> = member
+                .owned
+                .iter()
+                .copied()
+                .filter(|&p| self.parts[p].pause_until <= t)
+                .map(|p| {
+                    let part = &self.parts[p];
+                    (p, (part.visible - part.consumed).max(0.0) * part.cost)
+                })
+                .collect();
+            active.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let mut left = budget;
+            let mut k = active.len();
+            let mut work = 0.0;
+            let mut backlog = false;
+            for &(p, demand) in &active {
+                let share = left / k as f64;
+                let give = demand.min(share);
+                if demand > share + 1e-9 {
+                    backlog = true;
+                }
+                left -= give;
+                k -= 1;
+                work += give;
+                processed[p] = give / self.parts[p].cost;
+            }
+            utils[mi] = if budget > 0.0 { work / budget } else { 0.0 };
+            member.window.push_back(StepStat {
+                records: active.iter().map(|&(p, _)| processed[p]).sum(),
+                work,
+                budget,
+                backlogged: backlog,
+            });
+            let max_len = (self.sc.measure_window_s / dt).round().max(1.0) as usize;
+            while member.window.len() > max_len {
+                member.window.pop_front();
+            }
+        }
+        for (p, part) in self.parts.iter_mut().enumerate() {
+            let x = processed[p];
+            if x > 0.0 && record_latency {
+                // Latency of the middle record of this batch: now − when it arrived.
+                let mid = part.consumed + x / 2.0;
+                while part.cursor + 1 < part.cum.len() && part.cum[part.cursor] < mid {
+                    part.cursor += 1;
+                }
+                let arrived_step = part.cursor as f64;
+                self.latencies.push(((t - arrived_step * dt).max(dt), x));
+            }
+            part.consumed += x;
+            part.processed_ewma += alpha * (x / dt - part.processed_ewma);
+        }
+        utils
+    }
+
+    fn member_stats(&self, mi: usize) -> MemberStats {
+        let m = &self.members[mi];
+        let dt = self.sc.dt_s;
+        let span = m.window.len() as f64 * dt;
+        let records: f64 = m.window.iter().map(|s| s.records).sum();
+        let work: f64 = m.window.iter().map(|s| s.work).sum();
+        let budget: f64 = m.window.iter().map(|s| s.budget).sum();
+        let backlogged = !m.window.is_empty() && m.window.iter().all(|s| s.backlogged);
+        MemberStats {
+            processed_rate: if span > 0.0 { records / span } else { 0.0 },
+            backlogged,
+            // One core per consumer; busy fraction of it is what a cgroup meter reports.
+            cpu_used_cores: Some(if budget > 0.0 { work / budget } else { 0.0 }),
+            cpu_limit_cores: Some(1.0),
+            partitions: m
+                .owned
+                .iter()
+                .map(|&p| {
+                    let part = &self.parts[p];
+                    (
+                        self.sc.topics[part.topic as usize].0.clone(),
+                        part.index,
+                        part.arrived - part.consumed,
+                        part.processed_ewma,
+                    )
+                })
+                .collect(),
+            measured_at_ms: self.now_ms(),
+        }
+    }
+
+    /// Start a rebalance (if none is running). `initial` = the first join.
+    fn trigger(&mut self, initial: bool) {
+        if self.round_at.is_some() {
+            return;
+        }
+        self.result.rebalances += 1;
+        if !initial {
+            self.trigger_times.push(self.t);
+        }
+        if !self.cooperative {
+            // Eager: everyone revokes everything before rejoining.
+            for mi in 0..self.members.len() {
+                let owned = std::mem::take(&mut self.members[mi].owned);
+                for p in owned {
+                    self.parts[p].owner = None;
+                    self.parts[p].released_at = self.t;
+                }
+            }
+        }
+        self.round_at = Some(self.t + self.sc.rebalance.round_s);
+    }
+
+    fn complete_round(&mut self) {
+        self.round_at = None;
+        self.result.rounds += 1;
+        let now_ms = self.now_ms();
+        let user_data: Vec<Option<Bytes>> = (0..self.members.len())
+            .map(|mi| {
+                let stats = self.member_stats(mi);
+                self.members[mi].assignor.subscription_user_data(&stats)
+            })
+            .collect();
+        let all_topics: Vec<u32> = (0..self.view_topics.len() as u32).collect();
+        let members: Vec<MemberView> = self
+            .members
+            .iter()
+            .zip(user_data)
+            .map(|(m, ud)| MemberView {
+                member_id: m.id.clone(),
+                instance_id: None,
+                topics: all_topics.clone(),
+                owned: m
+                    .owned
+                    .iter()
+                    .map(|&p| Tp::new(self.parts[p].topic, self.parts[p].index))
+                    .collect(),
+                generation: m.generation,
+                user_data: ud,
+                rack: None,
+            })
+            .collect();
+        let stats = (self.t >= 10.0).then(|| PartitionStats {
+            lag: self.parts.iter().map(|p| p.arrived - p.consumed).collect(),
+            rate: self.parts.iter().map(|p| p.rate_ewma).collect(),
+        });
+        let view = GroupView {
+            generation: self.generation,
+            topics: self.view_topics.clone(),
+            members,
+            stats,
+            now_ms,
+        };
+        let previous = self.issued.clone();
+        let owners = resolve_owners(&view, previous.as_ref());
+        // The leader is the first member (member ids sort, so always consumer-00).
+        let plan = self.members[0]
+            .assignor
+            .assign(&view, previous.as_ref())
+            .unwrap_or_else(|e| panic!("{} failed to assign: {e}", self.strategy.name()));
+        if let Err(e) = validate(&view, &owners, &plan) {
+            panic!(
+                "{}: invalid cooperative plan at t={}: {e}",
+                self.strategy.name(),
+                self.t
+            );
+        }
+        self.result.plans_validated += 1;
+        self.issued = Some(to_issued(&view, &plan));
+
+        let offsets = view.topic_offsets();
+        let mut any_revoked = false;
+        let window_s = self.sc.settings.stabilisation_window_ms as f64 / 1000.0;
+        for mi in 0..self.members.len() {
+            let mut new: Vec<usize> = plan.assignments[mi]
+                .iter()
+                .filter_map(|&tp| view.flat_index(&offsets, tp))
+                .collect();
+            new.sort_unstable();
+            let old = std::mem::take(&mut self.members[mi].owned);
+            for &p in &old {
+                if new.binary_search(&p).is_err() {
+                    any_revoked = true;
+                    self.parts[p].owner = None;
+                    self.parts[p].released_at = self.t;
+                }
+            }
+            for &p in &new {
+                let part = &mut self.parts[p];
+                if part.owner == Some(mi) {
+                    continue;
+                }
+                assert!(
+                    part.owner.is_none(),
+                    "partition {p} handed to two consumers"
+                );
+                part.owner = Some(mi);
+                if part.last_consumer != Some(mi) {
+                    if part.last_consumer.is_some() {
+                        self.result.moves += 1;
+                        if part.released_at - part.last_move_at < window_s {
+                            self.result.double_moves += 1;
+                        }
+                        part.last_move_at = part.released_at;
+                    }
+                    part.pause_until = self.t + self.sc.rebalance.move_pause_s;
+                }
+                part.last_consumer = Some(mi);
+            }
+            self.members[mi].owned = new;
+            self.members[mi].generation = self.generation;
+        }
+        if std::env::var_os("LAGBALANCE_SIM_TRACE").is_some() {
+            let counts: Vec<usize> = self.members.iter().map(|m| m.owned.len()).collect();
+            let lags: Vec<f64> = self
+                .members
+                .iter()
+                .map(|m| {
+                    m.owned
+                        .iter()
+                        .map(|&p| self.parts[p].arrived - self.parts[p].consumed)
+                        .sum::<f64>()
+                        .round()
+                })
+                .collect();
+            eprintln!(
+                "t={:>6.0} {} gen={} counts={counts:?} lag={lags:?}",
+                self.t,
+                self.strategy.name(),
+                self.generation
+            );
+        }
+        self.generation += 1;
+        self.last_round_end = self.t;
+        if self.cooperative && any_revoked {
+            // KIP-429: a member that revoked something rejoins at once; the follow-up round
+            // hands the withheld partitions to their new owners.
+            self.round_at = Some(self.t + self.sc.rebalance.round_s);
+        }
+    }
+
+    fn budget_left(&self) -> bool {
+        let hour_ago = self.t - 3600.0;
+        let recent = self.trigger_times.iter().filter(|&&x| x > hour_ago).count();
+        recent < self.sc.triggers.budget_per_hour
+    }
+
+    fn check_triggers(&mut self) {
+        let tr = &self.sc.triggers;
+        let gate_open = self.round_at.is_none()
+            && self.t - self.last_round_end >= tr.cooldown_s
+            && self.budget_left();
+        if self.t >= self.next_periodic {
+            if let Some(p) = tr.periodic_s {
+                self.next_periodic += p;
+            }
+            if gate_open {
+                self.trigger(false);
+                return;
+            }
+        }
+        let Some(rule) = tr.outlier.clone() else {
+            return;
+        };
+        if self.t < self.next_check {
+            return;
+        }
+        self.next_check = self.t + rule.check_s;
+        let m = self.members.len();
+        let lags: Vec<f64> = self
+            .members
+            .iter()
+            .map(|mb| {
+                mb.owned
+                    .iter()
+                    .map(|&p| self.parts[p].arrived - self.parts[p].consumed)
+                    .sum()
+            })
+            .collect();
+        let mut sorted = lags.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[m / 2];
+        let fair_rate = self.input_series.last().copied().unwrap_or(0.0) / m as f64;
+        let floor = rule.floor_s * fair_rate;
+        let mut fire = false;
+        for (i, &l) in lags.iter().enumerate() {
+            if l > floor && l > rule.multiple * median {
+                self.streak[i] += 1;
+                if self.streak[i] >= rule.sustain {
+                    fire = true;
+                }
+            } else {
+                self.streak[i] = 0;
+            }
+        }
+        if fire && gate_open {
+            self.streak.iter_mut().for_each(|s| *s = 0);
+            self.trigger(false);
+        }
+    }
+
+    fn finish(mut self, warm: usize, last_quarter: usize) -> RunResult {
+        let dt = self.sc.dt_s;
+        let n = self.lag_series.len();
+        // Bounded lag: least-squares slope of total lag over the last quarter of the run.
+        let ys = &self.lag_series[last_quarter..n];
+        let k = ys.len() as f64;
+        let xm = (k - 1.0) / 2.0;
+        let ym = ys.iter().sum::<f64>() / k;
+        let (mut sxy, mut sxx) = (0.0, 0.0);
+        for (i, y) in ys.iter().enumerate() {
+            let dx = i as f64 - xm;
+            sxy += dx * (y - ym);
+            sxx += dx * dx;
+        }
+        let slope = if sxx > 0.0 { sxy / sxx / dt } else { 0.0 };
+        let input = self.input_series[last_quarter..n].iter().sum::<f64>() / k;
+        self.result.lag_slope = slope;
+        self.result.input_rate = input;
+        self.result.bounded = slope <= BOUNDED_SLOPE * input;
+
+        let mut lags: Vec<f64> = self.lag_series[warm..].to_vec();
+        lags.sort_by(f64::total_cmp);
+        self.result.lag_p50 = percentile(&lags, 0.50);
+        self.result.lag_p99 = percentile(&lags, 0.99);
+        self.result.lag_max = lags.last().copied().unwrap_or(0.0);
+        if !self.latencies.is_empty() {
+            self.latencies.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let total: f64 = self.latencies.iter().map(|l| l.1).sum();
+            let mut acc = 0.0;
+            for &(lat, w) in &self.latencies {
+                acc += w;
+                if acc >= 0.99 * total {
+                    self.result.latency_p99_s = lat;
+                    break;
+                }
+            }
+        }
+        let un = self.util_n.max(1) as f64;
+        self.result.util_mean = self.util_acc.iter().map(|a| a / un).collect();
+        let max = self
+            .result
+            .util_mean
+            .iter()
+            .cloned()
+            .fold(f64::MIN, f64::max);
+        let min = self
+            .result
+            .util_mean
+            .iter()
+            .cloned()
+            .fold(f64::MAX, f64::min);
+        self.result.util_spread_pp = (max - min) * 100.0;
+        let mut worst = 0;
+        for (i, &t0) in self.trigger_times.iter().enumerate() {
+            let c = self.trigger_times[i..]
+                .iter()
+                .take_while(|&&t| t < t0 + 3600.0)
+                .count();
+            worst = worst.max(c);
+        }
+        self.result.max_rebalances_per_hour = worst;
+        self.result
+    }
+}
+
+/// Lag counts as bounded when its least-squares slope over the last quarter of the run is at
+/// most this fraction of the input rate (i.e. at most 0.5 % of arriving records pile up).
+pub const BOUNDED_SLOPE: f64 = 0.005;
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// One run of `strategy` at `load` (fraction of total capacity).
+pub fn run(sc: &Scenario, strategy: Strategy, load: f64, detailed: bool) -> RunResult {
+    Sim::new(sc, strategy, load).run(detailed)
+}
+
+/// Highest load (fraction of total initial capacity) with bounded lag, by bisection
+/// (10 steps: ±0.1 % of capacity).
+pub fn max_sustainable(sc: &Scenario, strategy: Strategy) -> f64 {
+    let (mut lo, mut hi) = (0.05, 1.25);
+    if run(sc, strategy, hi, false).bounded {
+        return hi;
+    }
+    if !run(sc, strategy, lo, false).bounded {
+        return 0.0;
+    }
+    for _ in 0..10 {
+        let mid = (lo + hi) / 2.0;
+        if run(sc, strategy, mid, false).bounded {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}

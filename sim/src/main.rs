@@ -1,0 +1,70 @@
+//! `lagbalance-sim --scenario NAME|all [--out DIR]`: run a scenario preset against every
+//! strategy, print the markdown table, and write it with SVG plots into DIR (default docs/sim).
+//! Exits with an error if any acceptance check of issue 4 is not met.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use lagbalance_sim::report::evaluate;
+use lagbalance_sim::{by_name, Strategy, NAMES};
+
+fn main() -> Result<()> {
+    let mut scenario = None;
+    let mut out = PathBuf::from("docs/sim");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--scenario" => scenario = args.next(),
+            "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: lagbalance-sim --scenario NAME|all [--out DIR]\nscenarios: {}",
+                    NAMES.join(", ")
+                );
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    let Some(scenario) = scenario else {
+        bail!(
+            "--scenario NAME|all is required; scenarios: {}",
+            NAMES.join(", ")
+        );
+    };
+    let names: Vec<&str> = if scenario == "all" {
+        NAMES.to_vec()
+    } else {
+        vec![scenario.as_str()]
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut failed = Vec::new();
+    for name in names {
+        let Some(sc) = by_name(name) else {
+            bail!("unknown scenario {name:?}; scenarios: {}", NAMES.join(", "));
+        };
+        let started = Instant::now();
+        let rep = evaluate(&sc, &Strategy::ALL);
+        println!("{}", rep.markdown);
+        eprintln!(
+            "{name}: evaluated in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::write(out.join(format!("{name}.md")), &rep.markdown)?;
+        for (file, svg) in &rep.svgs {
+            std::fs::write(out.join(file), svg)?;
+        }
+        failed.extend(
+            rep.checks
+                .iter()
+                .filter(|c| !c.1)
+                .map(|c| format!("{name}: {}", c.0)),
+        );
+    }
+    if !failed.is_empty() {
+        // The files are written either way; the exit status lets scripts notice a regression.
+        bail!("acceptance checks not met:\n  {}", failed.join("\n  "));
+    }
+    Ok(())
+}

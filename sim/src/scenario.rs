@@ -1,0 +1,300 @@
+//! Scenario presets: the model group each strategy is run against.
+
+use lagbalance_assign::lagbalance::LagBalanceSettings;
+
+/// Relative partition weights (before time modulation).
+#[derive(Clone, Debug)]
+pub enum Weights {
+    Uniform,
+    /// Weight of the partition of rank `k` (1-based, ranks shuffled over partitions) is `k^-s`.
+    Zipf {
+        s: f64,
+    },
+    /// Listed partitions carry `factor` × the weight of the others.
+    Hot {
+        hot: Vec<usize>,
+        factor: f64,
+    },
+}
+
+/// How rates vary over time. Every modulation has mean 1 over time, so `load` stays the mean
+/// input as a fraction of capacity.
+#[derive(Clone, Debug)]
+pub enum Modulation {
+    None,
+    /// Each partition flips independently between normal and burst (× `factor`), with
+    /// exponentially distributed burst and gap lengths.
+    Bursty {
+        factor: f64,
+        mean_burst_s: f64,
+        mean_gap_s: f64,
+    },
+    /// Whole-group sinusoid `1 + amplitude·sin(2πt/period)`.
+    Diurnal {
+        amplitude: f64,
+        period_s: f64,
+    },
+    /// `count` partitions, drawn at random, are hot (× `factor`); a new set every `period_s`.
+    MovingHot {
+        count: usize,
+        factor: f64,
+        period_s: f64,
+    },
+}
+
+/// Per-record processing cost: each partition's mean cost is drawn once.
+#[derive(Clone, Debug)]
+pub enum Cost {
+    Constant,
+    /// Log-normal with mean 1.
+    LogNormal {
+        sigma: f64,
+    },
+}
+
+/// A consumer: its true speed (work units/s; 1.0 = one core processing unit-cost records at
+/// 1 record/s per unit) — hidden from the assignors — and speed changes over time.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    pub speed: f64,
+    /// `(time_s, new speed factor relative to `speed`)`.
+    pub changes: Vec<(f64, f64)>,
+}
+
+impl ConsumerSpec {
+    pub fn new(speed: f64) -> Self {
+        ConsumerSpec {
+            speed,
+            changes: Vec::new(),
+        }
+    }
+
+    pub fn speed_at(&self, t: f64) -> f64 {
+        let mut f = 1.0;
+        for &(at, factor) in &self.changes {
+            if t >= at {
+                f = factor;
+            }
+        }
+        self.speed * f
+    }
+}
+
+/// Lag-outlier trigger, modelled on the agent's rule (DESIGN §3).
+#[derive(Clone, Debug)]
+pub struct OutlierRule {
+    /// How often the agent looks.
+    pub check_s: f64,
+    /// A member's lag must exceed this many seconds of its fair share of input...
+    pub floor_s: f64,
+    /// ...and this multiple of the group's median member lag...
+    pub multiple: f64,
+    /// ...for this many consecutive checks.
+    pub sustain: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Triggers {
+    /// Periodic rebalance (e.g. a member rejoining with fresh capacity data).
+    pub periodic_s: Option<f64>,
+    pub outlier: Option<OutlierRule>,
+    /// No trigger within this long after the previous rebalance completed.
+    pub cooldown_s: f64,
+    /// At most this many triggered rebalances in any rolling hour.
+    pub budget_per_hour: usize,
+}
+
+/// Cost of rebalancing.
+#[derive(Clone, Debug)]
+pub struct RebalanceCost {
+    /// Duration of one JoinGroup/SyncGroup round. Under eager every partition is paused for
+    /// it; under cooperative members keep consuming during the round.
+    pub round_s: f64,
+    /// Extra pause of a partition that changed consumer (offset fetch, cache warm-up).
+    pub move_pause_s: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub duration_s: f64,
+    pub dt_s: f64,
+    /// `(topic name, partitions)`, names sorted.
+    pub topics: Vec<(String, usize)>,
+    pub weights: Weights,
+    pub modulation: Modulation,
+    pub cost: Cost,
+    pub consumers: Vec<ConsumerSpec>,
+    /// Mean input as a fraction of the initial total capacity, for the detailed run.
+    pub load: f64,
+    pub rebalance: RebalanceCost,
+    pub triggers: Triggers,
+    /// Members measure themselves over this trailing window.
+    pub measure_window_s: f64,
+    /// The leader's EWMA window for partition rates.
+    pub rate_window_s: f64,
+    pub settings: LagBalanceSettings,
+    /// Time of the event the scenario is about (noisy-neighbour), for the recovery metric.
+    pub event_s: Option<f64>,
+    pub seed: u64,
+}
+
+impl Scenario {
+    pub fn partitions(&self) -> usize {
+        self.topics.iter().map(|t| t.1).sum()
+    }
+
+    pub fn total_capacity(&self) -> f64 {
+        self.consumers.iter().map(|c| c.speed).sum()
+    }
+
+    /// The same scenario, shorter (tests), keeping events at the same fraction of the run.
+    pub fn shortened(&self, factor: f64) -> Scenario {
+        let mut s = self.clone();
+        s.duration_s *= factor;
+        s.event_s = s.event_s.map(|e| e * factor);
+        for c in &mut s.consumers {
+            for ch in &mut c.changes {
+                ch.0 *= factor;
+            }
+        }
+        s
+    }
+}
+
+fn topics(n: usize, per_topic: usize) -> Vec<(String, usize)> {
+    (0..n)
+        .map(|i| (format!("topic-{i:02}"), per_topic))
+        .collect()
+}
+
+fn default_triggers() -> Triggers {
+    Triggers {
+        periodic_s: Some(300.0),
+        outlier: Some(OutlierRule {
+            check_s: 10.0,
+            floor_s: 10.0,
+            multiple: 3.0,
+            sustain: 3,
+        }),
+        cooldown_s: 60.0,
+        budget_per_hour: 12,
+    }
+}
+
+fn base(name: &'static str, description: &'static str) -> Scenario {
+    Scenario {
+        name,
+        description,
+        duration_s: 1800.0,
+        dt_s: 1.0,
+        topics: topics(1, 30),
+        weights: Weights::Uniform,
+        modulation: Modulation::None,
+        cost: Cost::Constant,
+        consumers: Vec::new(),
+        load: 0.7,
+        rebalance: RebalanceCost {
+            round_s: 3.0,
+            move_pause_s: 5.0,
+        },
+        triggers: default_triggers(),
+        measure_window_s: 30.0,
+        rate_window_s: 60.0,
+        settings: LagBalanceSettings::default(),
+        event_s: None,
+        seed: 42,
+    }
+}
+
+pub const NAMES: [&str; 5] = [
+    "agoda",
+    "hermes",
+    "hot-partitions",
+    "noisy-neighbour",
+    "oscillating",
+];
+
+pub fn by_name(name: &str) -> Option<Scenario> {
+    Some(match name {
+        "agoda" => Scenario {
+            topics: topics(1, 30),
+            consumers: [20.0, 20.0, 10.0].into_iter().map(ConsumerSpec::new).collect(),
+            load: 0.9,
+            ..base(
+                "agoda",
+                "3 consumers with capacities 20/20/10, 30 partitions, uniform rates",
+            )
+        },
+        "hermes" => Scenario {
+            topics: topics(4, 30),
+            weights: Weights::Zipf { s: 0.6 },
+            consumers: [1.0, 0.8, 0.5]
+                .iter()
+                .flat_map(|&s| std::iter::repeat_n(s, 4))
+                .map(ConsumerSpec::new)
+                .collect(),
+            load: 0.7,
+            ..base(
+                "hermes",
+                "12 consumers on 3 hardware generations (1.0/0.8/0.5), 120 partitions (4 topics, Zipf rates), 70 % load",
+            )
+        },
+        "hot-partitions" => Scenario {
+            topics: topics(1, 40),
+            weights: Weights::Hot {
+                hot: vec![3, 11, 19, 27, 35],
+                factor: 10.0,
+            },
+            consumers: (0..8).map(|_| ConsumerSpec::new(1.0)).collect(),
+            load: 0.85,
+            ..base(
+                "hot-partitions",
+                "40 partitions of which 5 (every 8th) carry 10x the rate, 8 equal consumers, 85 % load",
+            )
+        },
+        "noisy-neighbour" => Scenario {
+            topics: topics(1, 60),
+            modulation: Modulation::Bursty {
+                factor: 2.0,
+                mean_burst_s: 20.0,
+                mean_gap_s: 180.0,
+            },
+            cost: Cost::LogNormal { sigma: 0.2 },
+            consumers: (0..6)
+                .map(|i| ConsumerSpec {
+                    speed: 1.0,
+                    changes: if i == 2 { vec![(900.0, 0.5)] } else { Vec::new() },
+                })
+                .collect(),
+            load: 0.7,
+            event_s: Some(900.0),
+            ..base(
+                "noisy-neighbour",
+                "6 equal consumers, 60 partitions (bursty rates, log-normal record cost); consumer 2 slows 2x at mid-run, 70 % load",
+            )
+        },
+        "oscillating" => Scenario {
+            duration_s: 3600.0,
+            topics: topics(1, 48),
+            modulation: Modulation::MovingHot {
+                count: 8,
+                factor: 6.0,
+                period_s: 240.0,
+            },
+            consumers: (0..8).map(|_| ConsumerSpec::new(1.0)).collect(),
+            load: 0.7,
+            triggers: Triggers {
+                periodic_s: None,
+                budget_per_hour: 8,
+                ..default_triggers()
+            },
+            ..base(
+                "oscillating",
+                "8 equal consumers, 48 partitions; 8 random partitions run 6x hot and the hot set changes every 4 minutes, for an hour; 70 % load; rebalance budget 8/h",
+            )
+        },
+        _ => return None,
+    })
+}
