@@ -216,7 +216,15 @@ impl Fetcher {
         if o.high_watermark >= 0 {
             state.high_watermark = Some(o.high_watermark);
         }
-        match o.error {
+        // A position past the high watermark is out of range even when the broker does not
+        // say so (tansu 0.6.0 answers such fetches with no error and no records).
+        let past_end = o.error == 0 && o.high_watermark >= 0 && o.fetched_at > o.high_watermark;
+        let error = if past_end {
+            ResponseError::OffsetOutOfRange.code()
+        } else {
+            o.error
+        };
+        match error {
             0 => {}
             c if c == ResponseError::OffsetOutOfRange.code() => {
                 if self.config.auto_offset_reset == OffsetReset::None {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cluster;
 pub mod error;
 pub mod fetcher;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;

@@ -247,6 +247,7 @@ impl Producer {
         let unkeyed = record.key.is_none();
         let batch_size = self.shared.config.batch_size;
         let queue = acc.queues.entry((topic.clone(), partition)).or_default();
+        let opened = queue.open.is_none();
         let batch = queue.open.get_or_insert_with(|| Batch {
             records: Vec::new(),
             waiters: Vec::new(),
@@ -271,7 +272,8 @@ impl Producer {
             }
         }
         drop(acc);
-        if full {
+        // A new batch gives the sender a new linger deadline; a full one is due now.
+        if full || opened {
             self.shared.wake.notify_one();
         }
         Ok(DeliveryFuture(rx))

@@ -2,8 +2,9 @@
 //!
 //! On connect we send ApiVersions and, per API, use the highest version both sides support.
 //! Our ceiling per API is the newest version whose semantics this client implements (not
-//! merely what `kafka-protocol` can encode): e.g. Fetch stops at v12 because v13 addresses
-//! topics by id.
+//! merely what `kafka-protocol` can encode): e.g. Fetch would stop at v12 because v13 addresses
+//! topics by id, and v12 stops at v11 because tansu 0.6.0 sends a v16-only tagged field
+//! (node endpoints) in v12 responses, which `kafka-protocol` rejects.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,7 @@ pub fn client_range(api: ApiKey) -> Option<(i16, i16)> {
         ApiVersions => (0, 3),
         Metadata => (1, 12),
         Produce => (3, 11),
-        Fetch => (4, 12),
+        Fetch => (4, 11),
         ListOffsets => (1, 7),
         OffsetCommit => (2, 8),
         OffsetFetch => (1, 7),

@@ -1,0 +1,1114 @@
+//! Consumer-group membership as a sans-IO state machine (classic protocol, KIP-429).
+//!
+//! The machine takes [`Input`]s — responses, timer ticks, user requests — stamped with the
+//! caller's clock in milliseconds, and queues [`Output`]s: requests to send and partition
+//! callbacks to run. It never sleeps or touches a socket, so every rule of Kafka's
+//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`tests` below), and the
+//! async driver in [`crate::consumer`] is a thin loop around it.
+//!
+//! Rules, as in DESIGN.md §1:
+//! - every JoinGroup carries the owned partitions and the generation they belong to;
+//! - before joining, partitions are *lost* if the generation or member id was reset, otherwise a
+//!   cooperative member keeps them (only partitions of unsubscribed topics are revoked);
+//! - after SyncGroup, `revoked = owned − assigned` is revoked (committing first when auto-commit
+//!   is on), `added = assigned − owned` is assigned, and any revocation triggers an immediate
+//!   rejoin so the leader can hand those partitions out;
+//! - the leader validates every plan (no partition both revoked and added in one round) and
+//!   remembers what it issued, to survive brokers without a join barrier.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use lagbalance_assign::{
+    resolve_owners, to_issued, validate, Assignor, GroupView, IssuedPlan, MemberStats, MemberView,
+    PartitionStats, TopicInfo, Tp as DenseTp,
+};
+
+use super::codec::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
+    Subscription,
+};
+
+/// A partition by name.
+pub type Tp = (String, i32);
+
+/// Settings of the membership, named after the Java consumer's.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub group_id: String,
+    /// `group.instance.id` (KIP-345 static membership).
+    pub instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// `max.poll.interval.ms`; also the rebalance timeout sent in JoinGroup, as Java does.
+    pub max_poll_interval_ms: u64,
+    pub retry_backoff_ms: u64,
+    /// `enable.auto.commit`: commit before revoking.
+    pub auto_commit: bool,
+    /// `client.rack`.
+    pub rack: Option<String>,
+}
+
+impl Default for MemberConfig {
+    fn default() -> Self {
+        MemberConfig {
+            group_id: String::new(),
+            instance_id: None,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            max_poll_interval_ms: 300_000,
+            retry_backoff_ms: 100,
+            auto_commit: true,
+            rack: None,
+        }
+    }
+}
+
+/// A request for the driver to send to the coordinator (or any broker for FindCoordinator).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    FindCoordinator,
+    Join {
+        member_id: String,
+        instance_id: Option<String>,
+        session_timeout_ms: i32,
+        rebalance_timeout_ms: i32,
+        /// `(assignor name, subscription blob)` in preference order.
+        protocols: Vec<(String, Bytes)>,
+        reason: String,
+    },
+    Sync {
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        protocol: String,
+        /// Leader only: `(member id, assignment blob)`.
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+    },
+    Leave {
+        member_id: String,
+        instance_id: Option<String>,
+        reason: String,
+    },
+}
+
+/// One member in a JoinGroup response (leader only).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    /// Subscription blob for the chosen protocol.
+    pub metadata: Bytes,
+}
+
+/// A response, already decoded from the wire by the driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Coordinator {
+        node_id: i32,
+        addr: String,
+    },
+    Join {
+        error: i16,
+        generation: i32,
+        protocol: Option<String>,
+        leader: String,
+        member_id: String,
+        members: Vec<JoinedMember>,
+    },
+    Sync {
+        error: i16,
+        assignment: Bytes,
+    },
+    Heartbeat {
+        error: i16,
+    },
+    Leave {
+        error: i16,
+    },
+    /// FindCoordinator answered with an error.
+    CoordinatorError {
+        error: i16,
+    },
+}
+
+/// Everything the machine reacts to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Time passed; check timers.
+    Tick,
+    /// Set the subscription (topics).
+    Subscribe(Vec<String>),
+    /// The application polled (resets the `max.poll.interval.ms` timer).
+    Polled,
+    /// Ask for a rebalance with fresh user data (e.g. new capacity figures).
+    RequestRejoin(String),
+    /// New self-measurements for the subscription user data.
+    Stats(MemberStats),
+    /// Voluntarily unsubscribe: revoke everything, LeaveGroup, rejoin after `cooldown_ms`.
+    LeaveAndRejoin { cooldown_ms: u64, reason: String },
+    /// Commit, revoke and leave for good.
+    Close,
+    /// The driver ran the partition callbacks it was given.
+    CallbacksDone,
+    /// The answer to request `id`.
+    Response { id: u64, response: Response },
+    /// Request `id` failed in transport (connection lost, timeout).
+    RequestFailed { id: u64, reason: String },
+    /// Leader inputs asked for with [`Output::LeaderInputsNeeded`].
+    LeaderInputs {
+        id: u64,
+        /// Topics that exist, with partition counts.
+        topics: Vec<(String, i32)>,
+        /// Lag/rate per partition, indexed like the view the machine builds (optional).
+        stats: Option<Vec<(String, i32, f64, f64)>>,
+    },
+    /// An OffsetCommit failed with this error code.
+    CommitFailed { error: i16 },
+}
+
+/// Everything the machine asks of its driver, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Send {
+        id: u64,
+        request: Request,
+    },
+    /// Leader: fetch metadata (and lag) for these topics, then answer with
+    /// [`Input::LeaderInputs`].
+    LeaderInputsNeeded {
+        id: u64,
+        topics: Vec<String>,
+    },
+    /// Stop fetching these partitions; commit them first when `commit` is set.
+    Revoke {
+        partitions: Vec<Tp>,
+        commit: bool,
+    },
+    /// Start fetching these partitions (may be empty, like Java's callback).
+    Assign {
+        partitions: Vec<Tp>,
+        generation: i32,
+    },
+    /// These partitions now belong to someone else already: drop them, no commit.
+    Lost {
+        partitions: Vec<Tp>,
+    },
+    /// The member cannot continue (fenced static member, unknown assignor, …).
+    Fatal(String),
+    /// LeaveGroup finished after [`Input::Close`].
+    Closed,
+}
+
+/// Where the member is in the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Not subscribed, cooling down after a voluntary leave, or waiting for a poll after a
+    /// poll timeout.
+    Idle,
+    /// Looking for the coordinator.
+    Discovering,
+    /// Ready to (re)join.
+    NeedJoin,
+    Joining,
+    /// Leader: waiting for metadata to compute the plan.
+    Assigning,
+    Syncing,
+    Stable,
+    Leaving,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    Find,
+    Join,
+    Sync,
+    Leave,
+    LeaderInputs,
+}
+
+/// What wakes an idle member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wake {
+    /// A non-empty subscription (a new member).
+    OnSubscribe,
+    /// This time (end of the cooldown after a voluntary leave).
+    At(u64),
+    /// The next poll (after `max.poll.interval.ms` expired).
+    OnPoll,
+}
+
+/// What to do once a LeaveGroup completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterLeave {
+    Close,
+    RejoinAt(u64),
+}
+
+/// The membership state machine. See the module docs.
+pub struct Membership {
+    config: MemberConfig,
+    assignors: Vec<Box<dyn Assignor>>,
+    phase: Phase,
+    /// Phase to resume once the coordinator is found again.
+    resume: Phase,
+    coordinator: Option<(i32, String)>,
+    member_id: String,
+    generation: i32,
+    protocol: Option<String>,
+    leader: String,
+    subscription: BTreeSet<String>,
+    owned: BTreeSet<Tp>,
+    stats: MemberStats,
+    rejoin_reason: Option<String>,
+    /// Outputs not yet taken by the driver.
+    out: VecDeque<Output>,
+    next_id: u64,
+    pending: Option<(u64, Pending)>,
+    heartbeat_pending: Option<u64>,
+    awaiting_callbacks: bool,
+    after_leave: AfterLeave,
+    wake: Wake,
+    /// Not before this time (backoff after errors, cooldown after a voluntary leave).
+    not_before: u64,
+    next_heartbeat: u64,
+    last_heartbeat_ok: u64,
+    last_poll: u64,
+    /// Leader: the members of the current join, kept until the plan is computed.
+    join_members: Vec<JoinedMember>,
+    /// Leader: the plan issued last time this member led (stale-metadata defence).
+    issued: Option<IssuedPlan>,
+    now: u64,
+}
+
+fn is(code: i16, e: ResponseError) -> bool {
+    code == e.code()
+}
+
+fn is_coordinator_error(code: i16) -> bool {
+    is(code, ResponseError::NotCoordinator)
+        || is(code, ResponseError::CoordinatorNotAvailable)
+        || is(code, ResponseError::CoordinatorLoadInProgress)
+}
+
+impl Membership {
+    /// A member that offers `assignors` in preference order (the first is preferred).
+    pub fn new(config: MemberConfig, assignors: Vec<Box<dyn Assignor>>, now_ms: u64) -> Self {
+        Membership {
+            config,
+            assignors,
+            phase: Phase::Idle,
+            resume: Phase::NeedJoin,
+            coordinator: None,
+            member_id: String::new(),
+            generation: -1,
+            protocol: None,
+            leader: String::new(),
+            subscription: BTreeSet::new(),
+            owned: BTreeSet::new(),
+            stats: MemberStats::default(),
+            rejoin_reason: None,
+            out: VecDeque::new(),
+            next_id: 1,
+            pending: None,
+            heartbeat_pending: None,
+            awaiting_callbacks: false,
+            after_leave: AfterLeave::Close,
+            wake: Wake::OnSubscribe,
+            not_before: 0,
+            next_heartbeat: 0,
+            last_heartbeat_ok: now_ms,
+            last_poll: now_ms,
+            join_members: Vec::new(),
+            issued: None,
+            now: now_ms,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+    pub fn generation(&self) -> i32 {
+        self.generation
+    }
+    pub fn is_leader(&self) -> bool {
+        !self.member_id.is_empty() && self.leader == self.member_id
+    }
+    pub fn owned(&self) -> &BTreeSet<Tp> {
+        &self.owned
+    }
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+    pub fn coordinator(&self) -> Option<&(i32, String)> {
+        self.coordinator.as_ref()
+    }
+    pub fn config(&self) -> &MemberConfig {
+        &self.config
+    }
+
+    /// Take the next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When the machine next wants a [`Input::Tick`], in the caller's milliseconds.
+    pub fn next_timer(&self) -> Option<u64> {
+        let mut t: Option<u64> = None;
+        let mut at = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
+        if self.not_before > self.now {
+            at(self.not_before);
+        }
+        if let (Phase::Idle, Wake::At(w)) = (self.phase, self.wake) {
+            at(w);
+        }
+        if self.joined() {
+            at(self.next_heartbeat);
+            at(self.last_heartbeat_ok + self.config.session_timeout_ms);
+            if self.phase == Phase::Stable {
+                at(self.last_poll + self.config.max_poll_interval_ms);
+            }
+        }
+        t
+    }
+
+    /// Feed one input at time `now_ms`; outputs queue up for [`Self::poll_output`].
+    pub fn handle(&mut self, now_ms: u64, input: Input) {
+        self.now = self.now.max(now_ms);
+        match input {
+            Input::Tick => {}
+            Input::Subscribe(topics) => self.subscribe(topics),
+            Input::Polled => {
+                self.last_poll = self.now;
+                if self.phase == Phase::Idle && self.wake == Wake::OnPoll {
+                    self.phase = Phase::NeedJoin;
+                }
+            }
+            Input::RequestRejoin(reason) => self.request_rejoin(reason),
+            Input::Stats(s) => self.stats = s,
+            Input::LeaveAndRejoin {
+                cooldown_ms,
+                reason,
+            } => self.begin_leave(AfterLeave::RejoinAt(cooldown_ms), reason),
+            Input::Close => self.begin_leave(AfterLeave::Close, "consumer closed".into()),
+            Input::CallbacksDone => self.awaiting_callbacks = false,
+            Input::Response { id, response } => self.on_response(id, response),
+            Input::RequestFailed { id, reason } => self.on_transport_failure(id, reason),
+            Input::LeaderInputs { id, topics, stats } => self.on_leader_inputs(id, topics, stats),
+            Input::CommitFailed { error } => self.on_commit_failed(error),
+        }
+        self.drive();
+    }
+
+    fn joined(&self) -> bool {
+        self.generation >= 0
+            && !self.member_id.is_empty()
+            && matches!(
+                self.phase,
+                Phase::Assigning | Phase::Syncing | Phase::Stable
+            )
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn send(&mut self, kind: Pending, request: Request) {
+        let id = self.id();
+        self.pending = Some((id, kind));
+        self.out.push_back(Output::Send { id, request });
+    }
+
+    fn backoff(&mut self) {
+        self.not_before = self.now + self.config.retry_backoff_ms;
+    }
+
+    fn subscribe(&mut self, topics: Vec<String>) {
+        let topics: BTreeSet<String> = topics.into_iter().collect();
+        if topics == self.subscription {
+            return;
+        }
+        self.subscription = topics;
+        match self.phase {
+            Phase::Idle => {
+                if self.wake == Wake::OnSubscribe && !self.subscription.is_empty() {
+                    self.phase = Phase::NeedJoin;
+                }
+            }
+            Phase::Closed | Phase::Leaving => {}
+            _ => self.request_rejoin("subscription changed".into()),
+        }
+    }
+
+    fn request_rejoin(&mut self, reason: String) {
+        match self.phase {
+            Phase::Stable => {
+                self.rejoin_reason = Some(reason);
+                self.phase = Phase::NeedJoin;
+            }
+            // Mid-rebalance: rejoin once this round completes.
+            Phase::Joining | Phase::Assigning | Phase::Syncing | Phase::Discovering => {
+                self.rejoin_reason = Some(reason)
+            }
+            _ => {}
+        }
+    }
+
+    /// Forget the member id and generation (the coordinator no longer knows us).
+    fn reset_member(&mut self) {
+        self.member_id.clear();
+        self.generation = -1;
+    }
+
+    fn lose_coordinator(&mut self, why: &str) {
+        tracing::info!(group = %self.config.group_id, why, "coordinator lost; rediscovering");
+        self.coordinator = None;
+        if self.phase != Phase::Discovering {
+            self.resume = match self.phase {
+                Phase::Stable => Phase::Stable,
+                Phase::Leaving => Phase::Leaving,
+                _ => Phase::NeedJoin,
+            };
+            self.phase = Phase::Discovering;
+        }
+        self.pending = None;
+        self.heartbeat_pending = None;
+        self.backoff();
+    }
+
+    /// Decide what to send now.
+    fn drive(&mut self) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.check_timers();
+        if let (Phase::Idle, Wake::At(w)) = (self.phase, self.wake) {
+            if self.now >= w && !self.subscription.is_empty() {
+                // The cooldown after a voluntary leave is over.
+                self.phase = Phase::NeedJoin;
+            }
+        }
+        if self.pending.is_some() || self.now < self.not_before {
+            self.maybe_heartbeat();
+            return;
+        }
+        match self.phase {
+            Phase::Discovering => self.send(Pending::Find, Request::FindCoordinator),
+            Phase::NeedJoin if self.coordinator.is_none() => {
+                self.resume = Phase::NeedJoin;
+                self.phase = Phase::Discovering;
+                self.send(Pending::Find, Request::FindCoordinator);
+            }
+            Phase::NeedJoin if !self.awaiting_callbacks => {
+                if self.prepare_join() {
+                    self.send_join();
+                }
+            }
+            Phase::Leaving if !self.awaiting_callbacks => self.send_leave(),
+            _ => {}
+        }
+        self.maybe_heartbeat();
+    }
+
+    fn check_timers(&mut self) {
+        if !self.joined() {
+            return;
+        }
+        if self.now >= self.last_heartbeat_ok + self.config.session_timeout_ms {
+            // Java marks the coordinator unknown; the next heartbeat after rediscovery tells
+            // whether we are still a member.
+            self.last_heartbeat_ok = self.now;
+            self.lose_coordinator("session timeout passed without a successful heartbeat");
+            return;
+        }
+        if self.phase == Phase::Stable
+            && self.now >= self.last_poll + self.config.max_poll_interval_ms
+        {
+            tracing::warn!(group = %self.config.group_id, "max.poll.interval.ms passed without a poll; leaving the group");
+            let member_id = self.member_id.clone();
+            if self.config.instance_id.is_none() && self.coordinator.is_some() {
+                let id = self.id();
+                self.out.push_back(Output::Send {
+                    id,
+                    request: Request::Leave {
+                        member_id,
+                        instance_id: None,
+                        reason: "consumer poll timeout has expired".into(),
+                    },
+                });
+            }
+            // Partitions are reported lost at the next join; we rejoin when polled again.
+            self.reset_member();
+            self.heartbeat_pending = None;
+            self.phase = Phase::Idle;
+            self.wake = Wake::OnPoll;
+        }
+    }
+
+    fn maybe_heartbeat(&mut self) {
+        if !self.joined() || self.coordinator.is_none() || self.heartbeat_pending.is_some() {
+            return;
+        }
+        if self.now < self.next_heartbeat {
+            return;
+        }
+        let id = self.id();
+        self.heartbeat_pending = Some(id);
+        self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+        self.out.push_back(Output::Send {
+            id,
+            request: Request::Heartbeat {
+                generation: self.generation,
+                member_id: self.member_id.clone(),
+                instance_id: self.config.instance_id.clone(),
+            },
+        });
+    }
+
+    fn cooperative(&self) -> bool {
+        self.assignors.iter().all(|a| a.cooperative())
+    }
+
+    /// Java's `onJoinPrepare`. Returns whether the JoinGroup can go now (false while the
+    /// driver runs callbacks emitted here).
+    fn prepare_join(&mut self) -> bool {
+        if self.owned.is_empty() {
+            return true;
+        }
+        if self.generation < 0 || self.member_id.is_empty() {
+            let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            self.out.push_back(Output::Lost { partitions: lost });
+        } else if !self.cooperative() {
+            let revoked: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            self.out.push_back(Output::Revoke {
+                partitions: revoked,
+                commit: self.config.auto_commit,
+            });
+        } else {
+            let unsubscribed: Vec<Tp> = self
+                .owned
+                .iter()
+                .filter(|(t, _)| !self.subscription.contains(t))
+                .cloned()
+                .collect();
+            if unsubscribed.is_empty() {
+                return true;
+            }
+            for tp in &unsubscribed {
+                self.owned.remove(tp);
+            }
+            self.out.push_back(Output::Revoke {
+                partitions: unsubscribed,
+                commit: self.config.auto_commit,
+            });
+        }
+        self.awaiting_callbacks = true;
+        false
+    }
+
+    fn subscription_blob(&mut self, assignor: usize) -> Bytes {
+        let user_data = self.assignors[assignor].subscription_user_data(&self.stats);
+        let sub = Subscription {
+            topics: self.subscription.iter().cloned().collect(),
+            user_data,
+            owned: self.owned.iter().cloned().collect(),
+            generation: self.generation,
+            rack: self.config.rack.clone(),
+        };
+        // Encoding our own well-formed values cannot fail; an empty blob would be rejected by
+        // the leader as malformed rather than crash us.
+        encode_subscription(&sub).unwrap_or_default()
+    }
+
+    fn send_join(&mut self) {
+        let protocols = (0..self.assignors.len())
+            .map(|i| {
+                (
+                    self.assignors[i].name().to_owned(),
+                    self.subscription_blob(i),
+                )
+            })
+            .collect();
+        let reason = self
+            .rejoin_reason
+            .take()
+            .unwrap_or_else(|| "joining".into());
+        self.phase = Phase::Joining;
+        self.send(
+            Pending::Join,
+            Request::Join {
+                member_id: self.member_id.clone(),
+                instance_id: self.config.instance_id.clone(),
+                session_timeout_ms: self.config.session_timeout_ms as i32,
+                rebalance_timeout_ms: self.config.max_poll_interval_ms as i32,
+                protocols,
+                reason,
+            },
+        );
+    }
+
+    fn begin_leave(&mut self, after: AfterLeave, reason: String) {
+        if matches!(self.phase, Phase::Closed | Phase::Leaving) {
+            return;
+        }
+        if !self.owned.is_empty() {
+            let revoked: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            self.out.push_back(Output::Revoke {
+                partitions: revoked,
+                commit: self.config.auto_commit,
+            });
+            self.awaiting_callbacks = true;
+        }
+        self.after_leave = after;
+        self.rejoin_reason = Some(reason);
+        // Whatever was in flight no longer matters.
+        self.pending = None;
+        self.heartbeat_pending = None;
+        self.phase = Phase::Leaving;
+    }
+
+    fn send_leave(&mut self) {
+        // Static members do not leave on close (KIP-345): their identity outlives the process
+        // and the session timeout removes them if they do not come back. A voluntary leave
+        // (to rebalance) is sent for them too.
+        let explicit = matches!(self.after_leave, AfterLeave::RejoinAt(_));
+        let known = !self.member_id.is_empty() && self.coordinator.is_some();
+        if known && (self.config.instance_id.is_none() || explicit) {
+            let request = Request::Leave {
+                member_id: self.member_id.clone(),
+                instance_id: self.config.instance_id.clone(),
+                reason: self.rejoin_reason.clone().unwrap_or_default(),
+            };
+            self.send(Pending::Leave, request);
+        } else {
+            self.finish_leave();
+        }
+    }
+
+    fn finish_leave(&mut self) {
+        self.pending = None;
+        self.reset_member();
+        match self.after_leave {
+            AfterLeave::Close => {
+                self.phase = Phase::Closed;
+                self.out.push_back(Output::Closed);
+            }
+            AfterLeave::RejoinAt(cooldown) => {
+                self.phase = Phase::Idle;
+                self.wake = Wake::At(self.now + cooldown);
+            }
+        }
+    }
+
+    fn on_transport_failure(&mut self, id: u64, reason: String) {
+        if self.heartbeat_pending == Some(id) {
+            self.heartbeat_pending = None;
+            self.lose_coordinator(&format!("heartbeat failed: {reason}"));
+            return;
+        }
+        let Some((pid, kind)) = self.pending else {
+            return;
+        };
+        if pid != id {
+            return;
+        }
+        self.pending = None;
+        match kind {
+            Pending::Leave => self.finish_leave(),
+            Pending::LeaderInputs => {
+                // Could not read metadata: rejoin so the next leader (maybe us) tries again.
+                self.phase = Phase::NeedJoin;
+                self.backoff();
+            }
+            _ => self.lose_coordinator(&reason),
+        }
+    }
+
+    fn on_response(&mut self, id: u64, response: Response) {
+        if self.heartbeat_pending == Some(id) {
+            self.heartbeat_pending = None;
+            if let Response::Heartbeat { error } = response {
+                self.on_heartbeat(error);
+            }
+            return;
+        }
+        match self.pending {
+            Some((pid, _)) if pid == id => self.pending = None,
+            // An answer to something we gave up on (a superseded request): ignore it.
+            _ => return,
+        }
+        match response {
+            Response::Coordinator { node_id, addr } => {
+                self.coordinator = Some((node_id, addr));
+                self.phase = self.resume;
+                if self.phase == Phase::Stable {
+                    self.next_heartbeat = self.now;
+                }
+            }
+            Response::CoordinatorError { error } => {
+                tracing::debug!(error, "FindCoordinator failed");
+                self.backoff();
+            }
+            Response::Join {
+                error,
+                generation,
+                protocol,
+                leader,
+                member_id,
+                members,
+            } => self.on_join(error, generation, protocol, leader, member_id, members),
+            Response::Sync { error, assignment } => self.on_sync(error, assignment),
+            Response::Leave { .. } => self.finish_leave(),
+            Response::Heartbeat { .. } => {}
+        }
+    }
+
+    fn fatal(&mut self, why: String) {
+        tracing::error!(group = %self.config.group_id, %why, "fatal group error");
+        if !self.owned.is_empty() {
+            let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            self.out.push_back(Output::Lost { partitions: lost });
+        }
+        self.phase = Phase::Closed;
+        self.out.push_back(Output::Fatal(why));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_join(
+        &mut self,
+        error: i16,
+        generation: i32,
+        protocol: Option<String>,
+        leader: String,
+        member_id: String,
+        members: Vec<JoinedMember>,
+    ) {
+        if self.phase != Phase::Joining {
+            return;
+        }
+        if error == 0 {
+            self.member_id = member_id;
+            self.generation = generation;
+            self.leader = leader;
+            self.last_heartbeat_ok = self.now;
+            self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+            let Some(protocol) = protocol.filter(|p| self.assignors.iter().any(|a| a.name() == p))
+            else {
+                return self.fatal("the group chose an assignor this member does not offer".into());
+            };
+            self.protocol = Some(protocol.clone());
+            if self.is_leader() {
+                self.join_members = members;
+                let topics = self.subscribed_topics_of(&self.join_members);
+                let id = self.id();
+                self.pending = Some((id, Pending::LeaderInputs));
+                self.phase = Phase::Assigning;
+                self.out
+                    .push_back(Output::LeaderInputsNeeded { id, topics });
+            } else {
+                self.phase = Phase::Syncing;
+                self.send_sync(protocol, Vec::new());
+            }
+            return;
+        }
+        self.phase = Phase::NeedJoin;
+        if is(error, ResponseError::MemberIdRequired) {
+            // KIP-394: adopt the id the coordinator gave and join again at once.
+            self.member_id = member_id;
+        } else if is(error, ResponseError::UnknownMemberId)
+            || is(error, ResponseError::IllegalGeneration)
+        {
+            self.reset_member();
+        } else if is(error, ResponseError::RebalanceInProgress) {
+            // Retry as is.
+        } else if is_coordinator_error(error) {
+            self.lose_coordinator("JoinGroup: coordinator moved or not ready");
+        } else if is(error, ResponseError::FencedInstanceId)
+            || is(error, ResponseError::InconsistentGroupProtocol)
+            || is(error, ResponseError::GroupAuthorizationFailed)
+            || is(error, ResponseError::InvalidSessionTimeout)
+            || is(error, ResponseError::GroupMaxSizeReached)
+            || is(error, ResponseError::UnsupportedVersion)
+        {
+            self.fatal(format!("JoinGroup failed with error {error}"));
+        } else {
+            self.backoff();
+        }
+    }
+
+    fn send_sync(&mut self, protocol: String, assignments: Vec<(String, Bytes)>) {
+        self.send(
+            Pending::Sync,
+            Request::Sync {
+                generation: self.generation,
+                member_id: self.member_id.clone(),
+                instance_id: self.config.instance_id.clone(),
+                protocol,
+                assignments,
+            },
+        );
+    }
+
+    /// Union of the topics members subscribe to (unreadable subscriptions contribute none).
+    fn subscribed_topics_of(&self, members: &[JoinedMember]) -> Vec<String> {
+        let mut topics = BTreeSet::new();
+        for m in members {
+            if let Ok((_, s)) = decode_subscription(&m.metadata) {
+                topics.extend(s.topics);
+            }
+        }
+        topics.into_iter().collect()
+    }
+
+    fn on_leader_inputs(
+        &mut self,
+        id: u64,
+        topics: Vec<(String, i32)>,
+        stats: Option<Vec<(String, i32, f64, f64)>>,
+    ) {
+        match self.pending {
+            Some((pid, Pending::LeaderInputs)) if pid == id => self.pending = None,
+            _ => return,
+        }
+        if self.phase != Phase::Assigning {
+            return;
+        }
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let view = build_view(self.generation, &self.join_members, topics, stats, self.now);
+        let Some(assignor) = self.assignors.iter_mut().find(|a| a.name() == protocol) else {
+            return self.fatal(format!("leader does not know assignor {protocol}"));
+        };
+        let plan = match assignor.assign(&view, self.issued.as_ref()) {
+            Ok(p) => p,
+            Err(e) => return self.fatal(format!("assignor {protocol} failed: {e}")),
+        };
+        let owners = resolve_owners(&view, self.issued.as_ref());
+        if let Err(e) = validate(&view, &owners, &plan) {
+            return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
+        }
+        let mut issued = to_issued(&view, &plan);
+        issued.generation = self.generation;
+        self.issued = Some(issued);
+        let mut assignments = Vec::with_capacity(view.members.len());
+        for (i, m) in view.members.iter().enumerate() {
+            let partitions = plan.assignments[i]
+                .iter()
+                .map(|tp| (view.topics[tp.topic as usize].name.clone(), tp.partition))
+                .collect();
+            let user_data = plan.user_data.get(i).cloned().flatten();
+            let blob = encode_assignment(&Assignment {
+                partitions,
+                user_data,
+            })
+            .unwrap_or_default();
+            assignments.push((m.member_id.clone(), blob));
+        }
+        self.join_members.clear();
+        self.phase = Phase::Syncing;
+        self.send_sync(protocol, assignments);
+    }
+
+    fn on_sync(&mut self, error: i16, assignment: Bytes) {
+        if self.phase != Phase::Syncing {
+            return;
+        }
+        if error != 0 {
+            self.phase = Phase::NeedJoin;
+            if is(error, ResponseError::RebalanceInProgress) {
+            } else if is(error, ResponseError::UnknownMemberId) {
+                self.reset_member();
+            } else if is(error, ResponseError::IllegalGeneration) {
+                self.generation = -1;
+            } else if is_coordinator_error(error) {
+                self.lose_coordinator("SyncGroup: coordinator moved or not ready");
+            } else if is(error, ResponseError::FencedInstanceId) {
+                self.fatal("SyncGroup: fenced by another member with our group.instance.id".into());
+            } else {
+                self.backoff();
+            }
+            return;
+        }
+        let assignment = match decode_assignment(&assignment) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable assignment from the leader; rejoining");
+                self.phase = Phase::NeedJoin;
+                self.backoff();
+                return;
+            }
+        };
+        let assigned: BTreeSet<Tp> = assignment.partitions.iter().cloned().collect();
+        let revoked: Vec<Tp> = self.owned.difference(&assigned).cloned().collect();
+        let added: Vec<Tp> = assigned.difference(&self.owned).cloned().collect();
+        if let Some(a) = self
+            .assignors
+            .iter_mut()
+            .find(|a| Some(a.name()) == self.protocol.as_deref())
+        {
+            a.on_assignment(
+                &assignment.partitions,
+                assignment.user_data.as_ref(),
+                self.generation,
+            );
+        }
+        if !revoked.is_empty() {
+            self.out.push_back(Output::Revoke {
+                partitions: revoked,
+                commit: self.config.auto_commit,
+            });
+            // The leader can only give these away in a follow-up round.
+            self.rejoin_reason = Some("revoked partitions".into());
+        }
+        self.out.push_back(Output::Assign {
+            partitions: added,
+            generation: self.generation,
+        });
+        self.awaiting_callbacks = true;
+        self.owned = assigned;
+        let foreign = self
+            .owned
+            .iter()
+            .any(|(t, _)| !self.subscription.contains(t));
+        if foreign {
+            self.rejoin_reason
+                .get_or_insert_with(|| "assignment has unsubscribed topics".into());
+        }
+        self.phase = if self.rejoin_reason.is_some() {
+            Phase::NeedJoin
+        } else {
+            Phase::Stable
+        };
+    }
+
+    fn on_heartbeat(&mut self, error: i16) {
+        if error == 0 {
+            self.last_heartbeat_ok = self.now;
+            return;
+        }
+        if is(error, ResponseError::RebalanceInProgress) {
+            // Only a stable member needs to act: one mid-rebalance is already rejoining.
+            self.last_heartbeat_ok = self.now;
+            if self.phase == Phase::Stable {
+                self.request_rejoin("the group is rebalancing".into());
+            }
+        } else if is(error, ResponseError::IllegalGeneration) {
+            self.generation = -1;
+            self.phase = Phase::NeedJoin;
+            self.pending = None;
+        } else if is(error, ResponseError::UnknownMemberId) {
+            self.reset_member();
+            self.phase = Phase::NeedJoin;
+            self.pending = None;
+        } else if is_coordinator_error(error) {
+            self.lose_coordinator("heartbeat: coordinator moved or not ready");
+        } else if is(error, ResponseError::FencedInstanceId) {
+            self.fatal("heartbeat: fenced by another member with our group.instance.id".into());
+        }
+    }
+
+    fn on_commit_failed(&mut self, error: i16) {
+        if is(error, ResponseError::IllegalGeneration) {
+            self.generation = -1;
+            self.phase = Phase::NeedJoin;
+        } else if is(error, ResponseError::UnknownMemberId) {
+            self.reset_member();
+            self.phase = Phase::NeedJoin;
+        } else if is(error, ResponseError::RebalanceInProgress) {
+            self.request_rejoin("commit during a rebalance".into());
+        } else if is_coordinator_error(error) {
+            self.lose_coordinator("OffsetCommit: coordinator moved or not ready");
+        }
+    }
+}
+
+/// Build the leader's view of the group from the JoinGroup members and topic metadata.
+/// Unreadable subscriptions make a member that subscribes to and owns nothing.
+pub fn build_view(
+    generation: i32,
+    members: &[JoinedMember],
+    topics: Vec<(String, i32)>,
+    stats: Option<Vec<(String, i32, f64, f64)>>,
+    now_ms: u64,
+) -> GroupView {
+    let mut topics: Vec<TopicInfo> = topics
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, partitions)| TopicInfo { name, partitions })
+        .collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    topics.dedup_by(|a, b| a.name == b.name);
+    let mut view = GroupView {
+        generation,
+        topics,
+        members: Vec::with_capacity(members.len()),
+        stats: None,
+        now_ms,
+    };
+    for m in members {
+        let mut mv = MemberView {
+            member_id: m.member_id.clone(),
+            instance_id: m.instance_id.clone(),
+            generation: -1,
+            ..Default::default()
+        };
+        match decode_subscription(&m.metadata) {
+            Ok((_, s)) => {
+                mv.topics = s
+                    .topics
+                    .iter()
+                    .filter_map(|t| view.topic_index(t))
+                    .collect();
+                mv.topics.sort_unstable();
+                mv.topics.dedup();
+                mv.owned = s
+                    .owned
+                    .iter()
+                    .filter_map(|(t, p)| {
+                        let ti = view.topic_index(t)?;
+                        let n = view.topics[ti as usize].partitions;
+                        (0..n).contains(p).then_some(DenseTp::new(ti, *p))
+                    })
+                    .collect();
+                mv.owned.sort_unstable();
+                mv.owned.dedup();
+                mv.generation = s.generation;
+                mv.user_data = s.user_data;
+                mv.rack = s.rack;
+            }
+            Err(e) => {
+                tracing::warn!(member = %m.member_id, error = %e, "unreadable subscription; the member gets nothing");
+            }
+        }
+        view.members.push(mv);
+    }
+    view.members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    if let Some(stats) = stats {
+        let offsets = view.topic_offsets();
+        let total = *offsets.last().unwrap_or(&0);
+        let mut ps = PartitionStats {
+            lag: vec![f64::NAN; total],
+            rate: vec![f64::NAN; total],
+        };
+        for (t, p, lag, rate) in stats {
+            if let Some(ti) = view.topic_index(&t) {
+                if let Some(i) = view.flat_index(&offsets, DenseTp::new(ti, p)) {
+                    ps.lag[i] = lag;
+                    ps.rate[i] = rate;
+                }
+            }
+        }
+        view.stats = Some(ps);
+    }
+    view
+}

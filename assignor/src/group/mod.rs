@@ -1,0 +1,5 @@
+pub mod codec;
+pub mod machine;
+
+pub use codec::{Assignment, Subscription};
+pub use machine::{Input, MemberConfig, Membership, Output, Phase, Request, Response};
