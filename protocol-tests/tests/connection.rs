@@ -145,19 +145,18 @@ async fn requests_after_the_peer_left_fail_fast() {
         // then hang up
     });
     let conn = Connection::connect(&addr, config(5_000)).await.unwrap();
+    // The hang-up may be seen before or after this request is queued: either way the
+    // request fails (well inside the 5 s request timeout), it does not hang.
     let started = std::time::Instant::now();
-    let mut last = None;
-    // The close is seen asynchronously: poll until it is, with a deadline.
-    while started.elapsed() < Duration::from_secs(5) {
-        match conn.send(&MetadataRequest::default(), 1).await {
-            Err(e) => {
-                last = Some(e);
-                break;
-            }
-            Ok(_) => panic!("a peer that hung up cannot answer"),
-        }
-    }
-    let err = last.expect("an error");
+    let err = conn
+        .send(&MetadataRequest::default(), 1)
+        .await
+        .expect_err("a peer that hung up cannot answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.is_retriable(), "{err:?}");
     assert!(conn.is_closed());
 }

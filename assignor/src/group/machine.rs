@@ -510,11 +510,7 @@ impl Membership {
                 self.phase = Phase::Discovering;
                 self.send(Pending::Find, Request::FindCoordinator);
             }
-            Phase::NeedJoin if !self.awaiting_callbacks => {
-                if self.prepare_join() {
-                    self.send_join();
-                }
-            }
+            Phase::NeedJoin if !self.awaiting_callbacks => self.join_when_prepared(),
             Phase::Leaving if !self.awaiting_callbacks => self.send_leave(),
             _ => {}
         }
@@ -615,6 +611,12 @@ impl Membership {
         }
         self.awaiting_callbacks = true;
         false
+    }
+
+    fn join_when_prepared(&mut self) {
+        if self.prepare_join() {
+            self.send_join();
+        }
     }
 
     fn subscription_blob(&mut self, assignor: usize) -> Bytes {
