@@ -8,7 +8,8 @@
 //! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own tansu. Each round
 //! produces N keyed records with each client into one topic (2N in all), then each client reads
 //! the whole topic from the beginning; the medians and the ratio ours ÷ rdkafka are printed as
-//! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches.
+//! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches. Every
+//! timing starts before the client is created, so connecting and metadata count for both.
 
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,10 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-async fn produce_ours(client: &Client, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+async fn produce_ours(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+    // A fresh client, like the fresh rdkafka producer: connection set-up counts for both.
+    let started = Instant::now();
+    let client = Client::new(ClientConfig::new(bootstrap))?;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -65,7 +69,6 @@ async fn produce_ours(client: &Client, topic: &str, n: usize, value: &[u8]) -> R
             ..Default::default()
         },
     )?;
-    let started = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {
         let r = ProducerRecord::new(topic)
@@ -83,6 +86,7 @@ async fn produce_ours(client: &Client, topic: &str, n: usize, value: &[u8]) -> R
 }
 
 fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+    let started = Instant::now();
     let producer: BaseProducer = RdConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
@@ -91,7 +95,6 @@ fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Resu
         .set("batch.size", "65536")
         .set("partitioner", "murmur2_random")
         .create()?;
-    let started = Instant::now();
     for i in 0..n {
         let key = format!("rd-{i}");
         let mut record = BaseRecord::to(topic).key(&key).payload(value);
@@ -116,11 +119,13 @@ fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Resu
 }
 
 async fn consume_ours(
-    client: &Client,
+    bootstrap: &str,
     topic: &str,
     partitions: i32,
     total: usize,
 ) -> Result<Duration> {
+    let started = Instant::now();
+    let client = Client::new(ClientConfig::new(bootstrap))?;
     let mut f = Fetcher::new(
         client.clone(),
         FetchConfig {
@@ -132,7 +137,6 @@ async fn consume_ours(
     for p in 0..partitions {
         f.assign(topic, p, Some(0));
     }
-    let started = Instant::now();
     let mut n = 0;
     while n < total {
         n += f.fetch().await?.len();
@@ -149,6 +153,7 @@ fn consume_rdkafka(
     partitions: i32,
     total: usize,
 ) -> Result<Duration> {
+    let started = Instant::now();
     let consumer: BaseConsumer = RdConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("bench"))
@@ -159,7 +164,6 @@ fn consume_rdkafka(
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let started = Instant::now();
     let mut n = 0;
     while n < total {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
@@ -198,14 +202,14 @@ async fn main() -> Result<()> {
         client.create_topic(&topic, args.partitions, 1).await?;
         // Alternate who goes first so neither always meets a warm (or cold) broker.
         let (po, pr) = if round % 2 == 0 {
-            let po = produce_ours(&client, &topic, n, &value).await?;
+            let po = produce_ours(&bootstrap, &topic, n, &value).await?;
             (po, produce_rdkafka(&bootstrap, &topic, n, &value)?)
         } else {
             let pr = produce_rdkafka(&bootstrap, &topic, n, &value)?;
-            (produce_ours(&client, &topic, n, &value).await?, pr)
+            (produce_ours(&bootstrap, &topic, n, &value).await?, pr)
         };
         let (co, cr) = if round % 2 == 0 {
-            let co = consume_ours(&client, &topic, args.partitions, 2 * n).await?;
+            let co = consume_ours(&bootstrap, &topic, args.partitions, 2 * n).await?;
             (
                 co,
                 consume_rdkafka(&bootstrap, &topic, args.partitions, 2 * n)?,
@@ -213,7 +217,7 @@ async fn main() -> Result<()> {
         } else {
             let cr = consume_rdkafka(&bootstrap, &topic, args.partitions, 2 * n)?;
             (
-                consume_ours(&client, &topic, args.partitions, 2 * n).await?,
+                consume_ours(&bootstrap, &topic, args.partitions, 2 * n).await?,
                 cr,
             )
         };
