@@ -45,6 +45,21 @@ impl ClientConfig {
     }
 }
 
+/// Which connection to a broker a request travels on.
+///
+/// A broker answers the requests of one connection in order, so a request that the broker
+/// holds (a Fetch long poll, a JoinGroup waiting for the group) would stall everything behind
+/// it. Like Java's client, group coordination and fetching get connections of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Metadata, admin, produce.
+    Default,
+    /// JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
+    Group,
+    /// Fetch long polls.
+    Fetch,
+}
+
 /// One partition as the metadata describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -74,7 +89,7 @@ struct Inner {
     config: ClientConfig,
     metadata: RwLock<Metadata>,
     /// One slot per broker address; the async mutex serialises connecting to that address only.
-    connections: std::sync::Mutex<HashMap<String, ConnectionSlot>>,
+    connections: std::sync::Mutex<HashMap<(String, Lane), ConnectionSlot>>,
 }
 
 impl Client {
@@ -97,9 +112,14 @@ impl Client {
 
     /// A live connection to `addr`, reusing the existing one.
     pub async fn connection(&self, addr: &str) -> Result<Arc<Connection>> {
+        self.connection_on(addr, Lane::Default).await
+    }
+
+    /// A live connection to `addr` on `lane`, reusing the existing one.
+    pub async fn connection_on(&self, addr: &str, lane: Lane) -> Result<Arc<Connection>> {
         let slot = {
             let mut map = self.inner.connections.lock().map_err(|_| Error::Shutdown)?;
-            map.entry(addr.to_owned()).or_default().clone()
+            map.entry((addr.to_owned(), lane)).or_default().clone()
         };
         let mut guard = slot.lock().await;
         if let Some(conn) = guard.as_ref() {
@@ -114,6 +134,11 @@ impl Client {
 
     /// A connection to broker `node_id`, refreshing metadata if the broker is unknown.
     pub async fn broker(&self, node_id: i32) -> Result<Arc<Connection>> {
+        self.broker_on(node_id, Lane::Default).await
+    }
+
+    /// A connection to broker `node_id` on `lane`.
+    pub async fn broker_on(&self, node_id: i32, lane: Lane) -> Result<Arc<Connection>> {
         let addr = self.broker_addr(node_id);
         let addr = match addr {
             Some(a) => a,
@@ -124,7 +149,7 @@ impl Client {
                 })?
             }
         };
-        self.connection(&addr).await
+        self.connection_on(&addr, lane).await
     }
 
     fn broker_addr(&self, node_id: i32) -> Option<String> {

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use tokio::task::JoinSet;
 
 use crate::admin::OffsetSpec;
-use crate::cluster::Client;
+use crate::cluster::{Client, Lane};
 use crate::error::{Error, Result};
 use crate::records::{decode_records, ConsumerRecord};
 
@@ -305,7 +305,7 @@ async fn fetch_from(
     leader: i32,
     parts: Vec<(Tp, i64)>,
 ) -> Result<Vec<PartitionOutcome>> {
-    let conn = client.broker(leader).await?;
+    let conn = client.broker_on(leader, Lane::Fetch).await?;
     let version = conn.version(ApiKey::Fetch)?;
     let mut topics: Vec<FetchTopic> = Vec::new();
     for ((t, p), offset) in &parts {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod consumer;
 pub mod error;
 pub mod fetcher;
 pub mod group;
@@ -15,5 +16,6 @@ pub mod records;
 pub mod wire;
 
 pub use cluster::{Client, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, RebalanceListener};
 pub use error::{Error, Result};
 pub use lagbalance_assign as assign;

@@ -30,6 +30,9 @@ use super::codec::{
     Subscription,
 };
 
+/// How long cached subscription user data may be reused by later joins.
+pub const USER_DATA_MAX_AGE_MS: u64 = 30_000;
+
 /// A partition by name.
 pub type Tp = (String, i32);
 
@@ -266,7 +269,18 @@ pub struct Membership {
     leader: String,
     subscription: BTreeSet<String>,
     owned: BTreeSet<Tp>,
+    /// Generation at which `owned` was handed to us (KIP-792's "generation of the owned
+    /// partitions"): the generation our subscription reports. It only changes when a SyncGroup
+    /// succeeds, so a rejoin that changes nothing sends the same bytes as the last one —
+    /// which keeps brokers that compare metadata (tansu 0.6.0 bumps the generation on any
+    /// change) from rebalancing forever.
+    owned_generation: i32,
     stats: MemberStats,
+    /// User data per assignor as last sent; refreshed on request or when older than
+    /// [`USER_DATA_MAX_AGE_MS`], not on every join (same reason as `owned_generation`).
+    user_data: Vec<Option<Bytes>>,
+    user_data_at: Option<u64>,
+    refresh_user_data: bool,
     rejoin_reason: Option<String>,
     /// Outputs not yet taken by the driver.
     out: VecDeque<Output>,
@@ -313,7 +327,11 @@ impl Membership {
             leader: String::new(),
             subscription: BTreeSet::new(),
             owned: BTreeSet::new(),
+            owned_generation: -1,
             stats: MemberStats::default(),
+            user_data: Vec::new(),
+            user_data_at: None,
+            refresh_user_data: true,
             rejoin_reason: None,
             out: VecDeque::new(),
             next_id: 1,
@@ -394,7 +412,10 @@ impl Membership {
                     self.phase = Phase::NeedJoin;
                 }
             }
-            Input::RequestRejoin(reason) => self.request_rejoin(reason),
+            Input::RequestRejoin(reason) => {
+                self.refresh_user_data = true;
+                self.request_rejoin(reason)
+            }
             Input::Stats(s) => self.stats = s,
             Input::LeaveAndRejoin {
                 cooldown_ms,
@@ -583,6 +604,7 @@ impl Membership {
             return true;
         }
         if self.generation < 0 || self.member_id.is_empty() {
+            self.owned_generation = -1;
             let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Lost { partitions: lost });
         } else if !self.cooperative() {
@@ -620,12 +642,12 @@ impl Membership {
     }
 
     fn subscription_blob(&mut self, assignor: usize) -> Bytes {
-        let user_data = self.assignors[assignor].subscription_user_data(&self.stats);
+        let user_data = self.user_data.get(assignor).cloned().flatten();
         let sub = Subscription {
             topics: self.subscription.iter().cloned().collect(),
             user_data,
             owned: self.owned.iter().cloned().collect(),
-            generation: self.generation,
+            generation: self.owned_generation,
             rack: self.config.rack.clone(),
         };
         // Encoding our own well-formed values cannot fail; an empty blob would be rejected by
@@ -634,6 +656,16 @@ impl Membership {
     }
 
     fn send_join(&mut self) {
+        let stale = self
+            .user_data_at
+            .is_none_or(|at| self.now >= at + USER_DATA_MAX_AGE_MS);
+        if self.refresh_user_data || stale || self.user_data.len() != self.assignors.len() {
+            self.user_data = (0..self.assignors.len())
+                .map(|i| self.assignors[i].subscription_user_data(&self.stats))
+                .collect();
+            self.user_data_at = Some(self.now);
+            self.refresh_user_data = false;
+        }
         let protocols = (0..self.assignors.len())
             .map(|i| {
                 (
@@ -978,6 +1010,7 @@ impl Membership {
         });
         self.awaiting_callbacks = true;
         self.owned = assigned;
+        self.owned_generation = self.generation;
         let foreign = self
             .owned
             .iter()

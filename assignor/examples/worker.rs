@@ -1,0 +1,268 @@
+//! Example worker used by the demo, the end-to-end tests and the benchmarks.
+//!
+//! ```text
+//! worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
+//!        [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME]
+//!        [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N]
+//! ```
+//!
+//! `--cost-us` simulates per-record work: `busy` (default) spins the CPU for that long per
+//! record, so the worker's capacity really is bounded by its core, like a CPU-bound consumer;
+//! `sleep` sleeps the accumulated cost once per batch (an I/O-bound consumer).
+//! `--audit` writes JSON lines: one per ownership change
+//! `{"ts_ms":..,"member":..,"event":"assigned|revoked|lost","partitions":[[topic,p],..]}` and
+//! one per record `{"ts_ms":..,"member":..,"event":"consumed","topic":..,"partition":..,"offset":..}`,
+//! so `integration`'s audit checker can prove no double ownership and no loss. Lines are flushed
+//! after every batch and around every callback, before offsets are committed.
+//! `--assignor` may repeat; the order is the preference order. SIGTERM / Ctrl-C close cleanly.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lagbalance::consumer::RebalanceListener;
+use lagbalance::{Consumer, ConsumerConfig};
+
+#[derive(Debug)]
+struct Args {
+    bootstrap: String,
+    group: String,
+    topic: String,
+    assignors: Vec<String>,
+    cost_us: u64,
+    sleep_cost: bool,
+    duration: Option<Duration>,
+    instance_id: Option<String>,
+    name: String,
+    audit: Option<String>,
+    commit_interval_ms: Option<u64>,
+    session_timeout_ms: Option<u64>,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("worker: {msg}");
+    eprintln!("usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N] [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME] [--audit PATH]");
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        bootstrap: String::new(),
+        group: String::new(),
+        topic: String::new(),
+        assignors: Vec::new(),
+        cost_us: 0,
+        sleep_cost: false,
+        duration: None,
+        instance_id: None,
+        name: format!("worker-{}", std::process::id()),
+        audit: None,
+        commit_interval_ms: None,
+        session_timeout_ms: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        let num = |v: String, f: &str| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| usage(&format!("{f} needs a number, got '{v}'")))
+        };
+        match flag.as_str() {
+            "--bootstrap" => a.bootstrap = val(),
+            "--group" => a.group = val(),
+            "--topic" => a.topic = val(),
+            "--assignor" => a.assignors.push(val()),
+            "--cost-us" => a.cost_us = num(val(), "--cost-us"),
+            "--cost-mode" => {
+                a.sleep_cost = match val().as_str() {
+                    "busy" => false,
+                    "sleep" => true,
+                    other => usage(&format!("--cost-mode must be busy or sleep, got '{other}'")),
+                }
+            }
+            "--duration-s" => a.duration = Some(Duration::from_secs(num(val(), "--duration-s"))),
+            "--instance-id" => a.instance_id = Some(val()),
+            "--name" => a.name = val(),
+            "--audit" => a.audit = Some(val()),
+            "--commit-interval-ms" => {
+                a.commit_interval_ms = Some(num(val(), "--commit-interval-ms"))
+            }
+            "--session-timeout-ms" => {
+                a.session_timeout_ms = Some(num(val(), "--session-timeout-ms"))
+            }
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    if a.bootstrap.is_empty() || a.group.is_empty() || a.topic.is_empty() {
+        usage("--bootstrap, --group and --topic are required");
+    }
+    a
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// The audit log (or nothing), shared by the poll loop and the rebalance listener.
+#[derive(Clone)]
+struct Audit {
+    out: Option<Arc<Mutex<BufWriter<File>>>>,
+    member: String,
+}
+
+impl Audit {
+    fn line(&self, v: serde_json::Value) {
+        if let Some(out) = &self.out {
+            if let Ok(mut w) = out.lock() {
+                let _ = writeln!(w, "{v}");
+            }
+        }
+    }
+    fn flush(&self) {
+        if let Some(out) = &self.out {
+            if let Ok(mut w) = out.lock() {
+                let _ = w.flush();
+            }
+        }
+    }
+    fn ownership(&self, event: &str, partitions: &[(String, i32)]) {
+        self.line(serde_json::json!({
+            "ts_ms": now_ms() as u64, "member": self.member, "event": event,
+            "partitions": partitions.iter().map(|(t, p)| serde_json::json!([t, p])).collect::<Vec<_>>(),
+        }));
+        self.flush();
+        eprintln!("[{}] {event} {partitions:?}", self.member);
+    }
+}
+
+impl RebalanceListener for Audit {
+    fn on_assigned(&mut self, partitions: &[(String, i32)]) {
+        self.ownership("assigned", partitions);
+    }
+    fn on_revoked(&mut self, partitions: &[(String, i32)]) {
+        self.ownership("revoked", partitions);
+    }
+    fn on_lost(&mut self, partitions: &[(String, i32)]) {
+        self.ownership("lost", partitions);
+    }
+}
+
+fn spin(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = parse_args();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let audit = Audit {
+        out: args.audit.as_ref().map(|p| {
+            let f = File::create(p).unwrap_or_else(|e| usage(&format!("cannot create {p}: {e}")));
+            Arc::new(Mutex::new(BufWriter::new(f)))
+        }),
+        member: args.name.clone(),
+    };
+    let mut config = ConsumerConfig::new(&args.bootstrap, &args.group);
+    config.set("auto.offset.reset", "earliest").expect("valid");
+    if !args.assignors.is_empty() {
+        if let Err(e) = config.set("partition.assignment.strategy", &args.assignors.join(",")) {
+            usage(&e.to_string());
+        }
+    }
+    if let Some(id) = &args.instance_id {
+        config.set("group.instance.id", id).expect("valid");
+    }
+    if let Some(ms) = args.commit_interval_ms {
+        config
+            .set("auto.commit.interval.ms", &ms.to_string())
+            .expect("valid");
+    }
+    if let Some(ms) = args.session_timeout_ms {
+        config
+            .set("session.timeout.ms", &ms.to_string())
+            .expect("valid");
+        config
+            .set("heartbeat.interval.ms", &(ms / 3).max(100).to_string())
+            .expect("valid");
+    }
+    config.set("client.id", &args.name).expect("valid");
+    let mut consumer = match Consumer::new(config, Box::new(audit.clone())) {
+        Ok(c) => c,
+        Err(e) => usage(&e.to_string()),
+    };
+    consumer.subscribe(&[args.topic.as_str()]);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    let started = Instant::now();
+    let mut total = 0u64;
+    let mut last_report = Instant::now();
+    let cost = Duration::from_micros(args.cost_us);
+    loop {
+        if args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let batch = tokio::select! {
+            r = consumer.poll(Duration::from_millis(500)) => r,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        };
+        let records = match batch {
+            Ok(r) => r,
+            Err(e) if e.is_retriable() => {
+                eprintln!("[{}] poll: {e}", args.name);
+                continue;
+            }
+            Err(e) => {
+                eprintln!("[{}] fatal: {e}", args.name);
+                audit.flush();
+                std::process::exit(1);
+            }
+        };
+        for r in &records {
+            if !cost.is_zero() && !args.sleep_cost {
+                spin(cost);
+            }
+            audit.line(serde_json::json!({
+                "ts_ms": now_ms() as u64, "member": args.name, "event": "consumed",
+                "topic": r.topic, "partition": r.partition, "offset": r.offset,
+            }));
+        }
+        if args.sleep_cost && !records.is_empty() {
+            tokio::time::sleep(cost * records.len() as u32).await;
+        }
+        audit.flush();
+        total += records.len() as u64;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let lag: i64 = consumer.lag().values().sum();
+            eprintln!(
+                "[{}] consumed {total}, owns {} partitions, lag {lag}, generation {}",
+                args.name,
+                consumer.assignment().len(),
+                consumer.identity().generation
+            );
+        }
+    }
+    eprintln!("[{}] closing after {total} records", args.name);
+    if let Err(e) = consumer.close(Duration::from_secs(10)).await {
+        eprintln!("[{}] close: {e}", args.name);
+    }
+    audit.flush();
+}

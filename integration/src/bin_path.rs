@@ -1,0 +1,30 @@
+//! Where the example binaries the end-to-end tests run live.
+
+use std::path::PathBuf;
+
+/// Path of example `name` of this workspace, built by `cargo test` (which builds examples)
+/// or `cargo build --examples`, in the same profile as the running test.
+pub fn example(name: &str) -> anyhow::Result<PathBuf> {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    // The running test binary lives in target/<profile>/deps/.
+    let profile = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            p.parent()?
+                .parent()?
+                .file_name()?
+                .to_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "debug".into());
+    let path = target.join(profile).join("examples").join(name);
+    if !path.exists() {
+        anyhow::bail!(
+            "{} not built — run `cargo build --workspace --examples` (cargo test builds them too)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
