@@ -5,6 +5,8 @@
 //! loopback port and stops it when the [`TestBroker`] is dropped.
 
 pub mod bin_path;
+pub mod audit;
 pub mod broker;
+pub mod workers;
 
 pub use broker::{unique, TestBroker};

@@ -1,0 +1,238 @@
+//! The ownership audit: reads the workers' `--audit` JSON lines and proves that no partition
+//! was owned by two members at any instant, that every record was consumed by a member that
+//! owned its partition at the time, and that every produced offset was consumed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+type Tp = (String, i32);
+
+#[derive(Debug, Deserialize)]
+struct Line {
+    ts_ms: u64,
+    #[serde(default)]
+    member: Option<String>,
+    event: String,
+    #[serde(default)]
+    partitions: Vec<(String, i32)>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    partition: Option<i32>,
+    #[serde(default)]
+    offset: Option<i64>,
+}
+
+/// One member's ownership of one partition, `[start, end]` in ms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interval {
+    pub member: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What the audit found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// `(partition, first owner, second owner, overlap start ms, overlap end ms)`.
+    pub overlaps: Vec<(Tp, String, String, u64, u64)>,
+    /// Records consumed by a member that did not own the partition then.
+    pub unowned_consumption: Vec<(String, Tp, i64, u64)>,
+    /// Produced offsets nobody consumed.
+    pub missing: Vec<(Tp, i64)>,
+    /// Consumed offsets that were consumed more than once (redelivery), with the count.
+    pub duplicates: usize,
+    pub consumed: usize,
+    pub ownership_changes: usize,
+    pub intervals: BTreeMap<Tp, Vec<Interval>>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.overlaps.is_empty() && self.unowned_consumption.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// Per-member state while replaying its log.
+#[derive(Default)]
+struct Replay {
+    open: BTreeMap<Tp, u64>,
+    /// Last consumed ts per partition (ends a `lost` interval: a fenced member stopped
+    /// consuming before it learned it lost the partition).
+    last_consumed: BTreeMap<Tp, u64>,
+    last_ts: u64,
+}
+
+/// Check the audit files against the produced offsets.
+pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Result<Report> {
+    let mut report = Report::default();
+    let mut consumed: BTreeMap<(Tp, i64), usize> = BTreeMap::new();
+    let mut consumption: Vec<(String, Tp, i64, u64)> = Vec::new();
+    for f in files {
+        let f = f.as_ref();
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let mut r = Replay::default();
+        let mut member_name = String::new();
+        for (n, raw) in text.lines().enumerate() {
+            if raw.trim().is_empty() {
+                continue;
+            }
+            // A worker killed with SIGKILL may leave half a line at the end: ignore only that.
+            let line: Line = match serde_json::from_str(raw) {
+                Ok(l) => l,
+                Err(_) if n + 1 == text.lines().count() => break,
+                Err(e) => return Err(e).with_context(|| format!("{}:{}", f.display(), n + 1)),
+            };
+            let member = line.member.clone().unwrap_or_else(|| f.display().to_string());
+            member_name = member.clone();
+            r.last_ts = r.last_ts.max(line.ts_ms);
+            match line.event.as_str() {
+                "assigned" => {
+                    report.ownership_changes += 1;
+                    for tp in line.partitions {
+                        r.open.insert(tp, line.ts_ms);
+                    }
+                }
+                "revoked" | "lost" => {
+                    report.ownership_changes += 1;
+                    for tp in line.partitions {
+                        if let Some(start) = r.open.remove(&tp) {
+                            let end = if line.event == "lost" {
+                                r.last_consumed.get(&tp).copied().unwrap_or(start).max(start)
+                            } else {
+                                line.ts_ms
+                            };
+                            report.intervals.entry(tp).or_default().push(Interval {
+                                member: member.clone(),
+                                start,
+                                end,
+                            });
+                        }
+                    }
+                }
+                "consumed" => {
+                    let (Some(t), Some(p), Some(o)) = (line.topic, line.partition, line.offset) else {
+                        continue;
+                    };
+                    let tp = (t, p);
+                    r.last_consumed.insert(tp.clone(), line.ts_ms);
+                    *consumed.entry((tp.clone(), o)).or_default() += 1;
+                    consumption.push((member, tp, o, line.ts_ms));
+                }
+                _ => {}
+            }
+        }
+        // Still owned when the log ends (the worker was killed): owned until its last line.
+        for (tp, start) in std::mem::take(&mut r.open) {
+            report.intervals.entry(tp).or_default().push(Interval {
+                member: member_name.clone(),
+                start,
+                end: r.last_ts,
+            });
+        }
+    }
+    for (tp, ivs) in report.intervals.iter_mut() {
+        ivs.sort_by_key(|i| (i.start, i.end));
+        for (i, a) in ivs.iter().enumerate() {
+            for b in &ivs[i + 1..] {
+                if b.member != a.member && b.start < a.end && a.start < b.end {
+                    report.overlaps.push((tp.clone(), a.member.clone(), b.member.clone(), b.start.max(a.start), a.end.min(b.end)));
+                }
+            }
+        }
+    }
+    for (member, tp, offset, ts) in consumption {
+        let owned = report.intervals.get(&tp).is_some_and(|ivs| {
+            ivs.iter().any(|i| i.member == member && i.start <= ts && ts <= i.end)
+        });
+        if !owned {
+            report.unowned_consumption.push((member, tp, offset, ts));
+        }
+    }
+    report.consumed = consumed.values().sum();
+    report.duplicates = consumed.values().filter(|c| **c > 1).map(|c| c - 1).sum();
+    report.missing = produced
+        .iter()
+        .filter(|k| !consumed.contains_key(*k))
+        .cloned()
+        .collect();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, lines: &[&str]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        p
+    }
+
+    fn produced(n: i64) -> BTreeSet<(Tp, i64)> {
+        (0..n).map(|o| (("t".to_string(), 0), o)).collect()
+    }
+
+    #[test]
+    fn clean_handover_passes() {
+        let d = tempdir();
+        let a = write(&d, "a", &[
+            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+            r#"{"ts_ms":3,"member":"a","event":"revoked","partitions":[["t",0]]}"#,
+        ]);
+        let b = write(&d, "b", &[
+            r#"{"ts_ms":3,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":4,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+        ]);
+        let r = check(&[a, b], &produced(2)).unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(r.consumed, 2);
+    }
+
+    #[test]
+    fn overlap_unowned_consumption_and_loss_are_caught() {
+        let d = tempdir();
+        let a = write(&d, "a", &[
+            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":5,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+            r#"{"ts_ms":6,"member":"a","event":"revoked","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":7,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+        ]);
+        let b = write(&d, "b", &[
+            r#"{"ts_ms":4,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+        ]);
+        let r = check(&[a, b], &produced(2)).unwrap();
+        assert_eq!(r.overlaps.len(), 1, "{r:?}");
+        assert_eq!(r.unowned_consumption.len(), 1);
+        assert_eq!(r.missing, vec![(("t".to_string(), 0), 1)]);
+        assert_eq!(r.duplicates, 1);
+    }
+
+    #[test]
+    fn a_lost_partition_ends_at_the_last_record_consumed() {
+        let d = tempdir();
+        // a was stopped after consuming at ts 2; b took over at 10; a learned of it at 20.
+        let a = write(&d, "a", &[
+            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+            r#"{"ts_ms":20,"member":"a","event":"lost","partitions":[["t",0]]}"#,
+        ]);
+        let b = write(&d, "b", &[
+            r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+            r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0"#,
+        ]);
+        let r = check(&[a, b], &produced(2)).unwrap();
+        assert!(r.is_clean(), "{r:?}");
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(crate::unique("audit-test"));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
