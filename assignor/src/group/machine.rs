@@ -385,6 +385,11 @@ impl Membership {
     /// Feed one input at time `now_ms`; outputs queue up for [`Self::poll_output`].
     pub fn handle(&mut self, now_ms: u64, input: Input) {
         self.now = self.now.max(now_ms);
+        if self.phase == Phase::Closed {
+            // Terminal (closed or fatal): a late answer — say a heartbeat failing with
+            // NOT_COORDINATOR — must not start a rediscovery and a rejoin.
+            return;
+        }
         match input {
             Input::Tick => {}
             Input::Subscribe(topics) => self.subscribe(topics),
@@ -413,10 +418,15 @@ impl Membership {
     fn joined(&self) -> bool {
         self.generation >= 0
             && !self.member_id.is_empty()
-            && matches!(
-                self.phase,
-                Phase::Assigning | Phase::Syncing | Phase::Stable
-            )
+            && match self.phase {
+                Phase::Assigning | Phase::Syncing | Phase::Stable => true,
+                // Still a member of the generation while the revocation callbacks (and their
+                // commit) run before the JoinGroup / LeaveGroup goes out: keep heartbeating, as
+                // Java does. Otherwise a callback slower than the session timeout gets us
+                // expelled and our partitions handed out while we still hold them.
+                Phase::NeedJoin | Phase::Leaving => self.pending.is_none(),
+                _ => false,
+            }
     }
 
     fn id(&mut self) -> u64 {
@@ -700,6 +710,9 @@ impl Membership {
 
     fn finish_leave(&mut self) {
         self.pending = None;
+        // A heartbeat sent while the leave callbacks ran is moot now; its answer must not
+        // rediscover the coordinator (and rejoin) during the cooldown.
+        self.heartbeat_pending = None;
         self.reset_member();
         match self.after_leave {
             AfterLeave::Close => {
@@ -1006,12 +1019,10 @@ impl Membership {
             }
         } else if is(error, ResponseError::IllegalGeneration) {
             self.generation = -1;
-            self.phase = Phase::NeedJoin;
-            self.pending = None;
+            self.rejoin_unless_leaving();
         } else if is(error, ResponseError::UnknownMemberId) {
             self.reset_member();
-            self.phase = Phase::NeedJoin;
-            self.pending = None;
+            self.rejoin_unless_leaving();
         } else if is_coordinator_error(error) {
             self.lose_coordinator("heartbeat: coordinator moved or not ready");
         } else if is(error, ResponseError::FencedInstanceId) {
@@ -1019,13 +1030,23 @@ impl Membership {
         }
     }
 
+    /// After a fencing error: rejoin, unless the member is on its way out (a LeaveGroup is
+    /// still sent if the member id survived) or idle/closed (nothing to rejoin yet).
+    fn rejoin_unless_leaving(&mut self) {
+        if matches!(self.phase, Phase::Leaving | Phase::Idle | Phase::Closed) {
+            return;
+        }
+        self.phase = Phase::NeedJoin;
+        self.pending = None;
+    }
+
     fn on_commit_failed(&mut self, error: i16) {
         if is(error, ResponseError::IllegalGeneration) {
             self.generation = -1;
-            self.phase = Phase::NeedJoin;
+            self.rejoin_unless_leaving();
         } else if is(error, ResponseError::UnknownMemberId) {
             self.reset_member();
-            self.phase = Phase::NeedJoin;
+            self.rejoin_unless_leaving();
         } else if is(error, ResponseError::RebalanceInProgress) {
             self.request_rejoin("commit during a rebalance".into());
         } else if is_coordinator_error(error) {

@@ -1263,6 +1263,7 @@ impl Solo {
 }
 
 /// The single output, which must be a request of kind `api`: (id, request).
+#[track_caller]
 fn only_send(out: &[Output], api: Api) -> (u64, Request) {
     match out {
         [Output::Send { id, request }] if api_of(request) == api => (*id, request.clone()),
@@ -1647,7 +1648,19 @@ fn partitions_move_only_after_the_owner_revoked() {
     let a = 0;
     sim.nodes[a].hold_callbacks = true;
     let b = sim.join(config(), sticky(), &["t"]);
+    let mark = sim.mark(a);
+    let t0 = sim.now;
+    // Twice the session timeout with the revocation callback still running.
     sim.advance(20_000);
+    // Regression (machine.rs fix 1): A keeps heartbeating while its callbacks run, so the
+    // coordinator does not expel it and hand its partitions to B while A still holds them.
+    let beats: Vec<u64> = sim
+        .sends_of(a, mark, Api::Heartbeat)
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(beats.len() >= 6 && beats[0] <= t0 + 3_000, "{beats:?}");
+    assert!(sim.coord.members.contains_key(&sim.member_id(a)));
     // A was told to revoke but has not run the callback: it does not rejoin, so the leader
     // never sees the partitions free and B gets nothing.
     assert!(matches!(
@@ -2886,4 +2899,146 @@ fn eager_range_revokes_everything_before_each_join() {
             }
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions for fixes in machine.rs
+
+#[test]
+fn slow_close_callbacks_keep_heartbeating_then_leave() {
+    let mut sim = sticky_group(true, 2, 4);
+    let (a, b) = (0, 1);
+    let mark = sim.mark(a);
+    sim.nodes[a].hold_callbacks = true;
+    sim.input(a, Input::Close);
+    sim.advance(25_000);
+    // Still a member while the revoke-and-commit runs: heartbeats keep it in the group and
+    // nobody else gets its partitions yet.
+    assert!(sim.sends_of(a, mark, Api::Heartbeat).len() >= 8);
+    assert!(sim.sends_of(a, mark, Api::Leave).is_empty());
+    assert_eq!(sim.owned(b), set(tps("t", 2..4)));
+    sim.release_callbacks(a);
+    assert_eq!(sim.sends_of(a, mark, Api::Leave).len(), 1);
+    assert_eq!(sim.events_since(a, mark).last(), Some(&Output::Closed));
+    sim.settle(30_000);
+    assert_eq!(sim.owned(b), set(tps("t", 0..4)));
+}
+
+#[test]
+fn commit_failure_while_leaving_still_leaves() {
+    // The commit in the close-time revocation fails because the group moved on. Before the
+    // fix the member went back to NeedJoin and rejoined instead of closing.
+    let cases = [
+        // Generation gone, member id kept: LeaveGroup is still sent.
+        (ResponseError::IllegalGeneration, true),
+        // Member id gone: nothing to leave, close at once.
+        (ResponseError::UnknownMemberId, false),
+        // A rebalance does not stop a close.
+        (ResponseError::RebalanceInProgress, true),
+    ];
+    for (e, leave) in cases {
+        let mut sim = sticky_group(true, 2, 4);
+        let a = 0;
+        let mark = sim.mark(a);
+        sim.nodes[a].commit_errors.push_back(code(e));
+        sim.input(a, Input::Close);
+        sim.advance(60_000);
+        assert_eq!(sim.nodes[a].m.phase(), Phase::Closed, "{e:?}");
+        assert_eq!(
+            sim.sends_of(a, mark, Api::Leave).len(),
+            leave as usize,
+            "{e:?}"
+        );
+        assert!(sim.sends_of(a, mark, Api::Join).is_empty(), "{e:?}");
+        assert_eq!(
+            sim.events_since(a, mark).last(),
+            Some(&Output::Closed),
+            "{e:?}"
+        );
+        assert_eq!(sim.owned(1), set(tps("t", 0..4)), "{e:?}");
+    }
+    // Voluntary leave: the rejoin still waits for the cooldown.
+    let mut sim = sticky_group(true, 2, 4);
+    let t0 = sim.now;
+    let mark = sim.mark(0);
+    sim.nodes[0]
+        .commit_errors
+        .push_back(code(ResponseError::IllegalGeneration));
+    let (cooldown_ms, reason) = (5_000, "lagging".to_string());
+    sim.input(
+        0,
+        Input::LeaveAndRejoin {
+            cooldown_ms,
+            reason,
+        },
+    );
+    assert_eq!(sim.sends_of(0, mark, Api::Leave).len(), 1);
+    sim.advance(10_000);
+    assert_eq!(sim.sends_of(0, mark, Api::Join)[0].0, t0 + 5_000);
+}
+
+#[test]
+fn late_answers_after_close_fatal_or_leave_start_nothing() {
+    let not_coordinator = || Response::Heartbeat {
+        error: code(ResponseError::NotCoordinator),
+    };
+    // Fatal while a heartbeat is in flight.
+    let mut solo = Solo::new(config(), sticky());
+    solo.stable_follower(&tps("t", 0..2));
+    solo.now = 3_000;
+    let (hb, _) = only_send(&solo.input(Input::Tick), Api::Heartbeat);
+    let out = solo.input(Input::RequestRejoin("test".into()));
+    let (join, _) = only_send(&out, Api::Join);
+    let fenced = join_error(code(ResponseError::FencedInstanceId), "");
+    let out = solo.respond(join, fenced);
+    assert!(matches!(out.last(), Some(Output::Fatal(_))), "{out:?}");
+    assert!(solo.respond(hb, not_coordinator()).is_empty());
+    let failed = Input::RequestFailed {
+        id: hb,
+        reason: "eof".into(),
+    };
+    assert!(solo.input(failed).is_empty());
+    solo.now = 60_000;
+    assert!(solo.input(Input::Tick).is_empty());
+    assert_eq!(solo.m.phase(), Phase::Closed);
+
+    // Closed after a LeaveGroup, with a heartbeat sent while the close callbacks ran.
+    for rejoin in [false, true] {
+        let mut solo = Solo::new(config(), sticky());
+        solo.stable_follower(&tps("t", 0..2));
+        solo.now = 1_000;
+        let input = if rejoin {
+            Input::LeaveAndRejoin {
+                cooldown_ms: 50_000,
+                reason: "test".into(),
+            }
+        } else {
+            Input::Close
+        };
+        let out = solo.input(input);
+        assert!(matches!(out.as_slice(), [Output::Revoke { .. }]), "{out:?}");
+        solo.now = 3_000;
+        let (hb, _) = only_send(&solo.input(Input::Tick), Api::Heartbeat);
+        let (leave, _) = only_send(&solo.input(Input::CallbacksDone), Api::Leave);
+        let out = solo.respond(leave, Response::Leave { error: 0 });
+        assert_eq!(out, if rejoin { vec![] } else { vec![Output::Closed] });
+        assert!(
+            solo.respond(hb, not_coordinator()).is_empty(),
+            "rejoin={rejoin}"
+        );
+        solo.now = 10_000;
+        assert!(
+            solo.input(Input::Tick).is_empty(),
+            "rejoin={rejoin}: nothing before the cooldown"
+        );
+        if rejoin {
+            // The cooldown counts from the end of the LeaveGroup (t = 3 000).
+            solo.now = 52_999;
+            assert!(solo.input(Input::Tick).is_empty());
+            solo.now = 53_000;
+            let out = solo.input(Input::Tick);
+            let (_, join) = only_send(&out, Api::Join);
+            assert_eq!(join_member_id(&join), "");
+        }
+    }
 }
