@@ -1721,6 +1721,7 @@ fn ownership_audit_holds_under_churn_with_and_without_a_join_barrier() {
                 }
                 sim.advance(rng.below(4_000));
             }
+            // Shown only when the test fails: which run to replay.
             eprintln!("barrier={barrier} seed={seed}");
             sim.settle(300_000);
             sim.assert_all_assigned_once();
@@ -3040,5 +3041,50 @@ fn late_answers_after_close_fatal_or_leave_start_nothing() {
             let (_, join) = only_send(&out, Api::Join);
             assert_eq!(join_member_id(&join), "");
         }
+    }
+}
+
+#[test]
+fn commit_errors_during_a_revocation() {
+    // (error, partitions kept lost?, rediscovers?, new member id?)
+    let cases = [
+        (ResponseError::NotCoordinator, false, true, false),
+        (ResponseError::CoordinatorLoadInProgress, false, true, false),
+        (ResponseError::UnknownMemberId, true, false, true),
+        (ResponseError::RebalanceInProgress, false, false, false),
+    ];
+    for (e, lost, rediscovers, new_id) in cases {
+        let mut sim = solo_sim();
+        let a = 0;
+        let old = sim.member_id(a);
+        sim.nodes[a].commit_errors.push_back(code(e));
+        let mark = sim.mark(a);
+        let b = sim.join(config(), sticky(), &["t"]);
+        sim.settle(120_000);
+        let (revoked_at, _) = sim.nodes[a].log[mark..]
+            .iter()
+            .find(|(_, o)| matches!(o, Output::Revoke { .. }))
+            .cloned()
+            .unwrap();
+        let ev: Vec<Output> = sim
+            .events_since(a, mark)
+            .into_iter()
+            .filter(is_callback)
+            .collect();
+        assert_eq!(
+            ev.contains(&Output::Lost {
+                partitions: tps("t", 0..2)
+            }),
+            lost,
+            "{e:?}: {ev:?}"
+        );
+        let finds = sim.sends_of(a, mark, Api::Find);
+        assert_eq!(!finds.is_empty(), rediscovers, "{e:?}");
+        if rediscovers {
+            assert_eq!(finds[0].0, revoked_at + 100, "{e:?}: after the backoff");
+        }
+        assert_eq!(sim.member_id(a) != old, new_id, "{e:?}");
+        assert_eq!(sim.owned(a).len() + sim.owned(b).len(), 4, "{e:?}");
+        sim.assert_all_assigned_once();
     }
 }
