@@ -375,7 +375,7 @@ impl Membership {
         if self.joined() {
             at(self.next_heartbeat);
             at(self.last_heartbeat_ok + self.config.session_timeout_ms);
-            if self.phase == Phase::Stable {
+            if self.poll_timer_runs() {
                 at(self.last_poll + self.config.max_poll_interval_ms);
             }
         }
@@ -527,6 +527,14 @@ impl Membership {
         self.maybe_heartbeat();
     }
 
+    /// `max.poll.interval.ms` applies while stable and while revocation callbacks run before
+    /// a rejoin (they run inside the application's poll, as in Java): a member stuck there
+    /// keeps heartbeating, so without this bound it would hold its partitions — and the
+    /// group's rebalance — forever.
+    fn poll_timer_runs(&self) -> bool {
+        self.phase == Phase::Stable || (self.phase == Phase::NeedJoin && self.awaiting_callbacks)
+    }
+
     fn check_timers(&mut self) {
         if !self.joined() {
             return;
@@ -538,9 +546,7 @@ impl Membership {
             self.lose_coordinator("session timeout passed without a successful heartbeat");
             return;
         }
-        if self.phase == Phase::Stable
-            && self.now >= self.last_poll + self.config.max_poll_interval_ms
-        {
+        if self.poll_timer_runs() && self.now >= self.last_poll + self.config.max_poll_interval_ms {
             tracing::warn!(group = %self.config.group_id, "max.poll.interval.ms passed without a poll; leaving the group");
             let member_id = self.member_id.clone();
             if self.config.instance_id.is_none() && self.coordinator.is_some() {

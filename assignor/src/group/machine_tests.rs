@@ -3088,3 +3088,66 @@ fn commit_errors_during_a_revocation() {
         sim.assert_all_assigned_once();
     }
 }
+
+#[test]
+fn a_stuck_revocation_callback_is_bounded_by_max_poll_interval() {
+    // A keeps heartbeating while its callbacks run (fix 1), so only max.poll.interval.ms can
+    // free the group from a callback that never returns — as in Java, where callbacks run
+    // inside poll(). The stuck process still holds its partitions when they move on: that is
+    // the contract of max.poll.interval.ms, so the audit is off here.
+    let mut sim = sticky_group(true, 1, 4);
+    sim.audit = false;
+    let a = 0;
+    let id = sim.member_id(a);
+    sim.nodes[a].hold_callbacks = true;
+    let mark = sim.mark(a);
+    let b = sim.join(config(), sticky(), &["t"]);
+    // The revocation arrives at A's next heartbeat; from then on A's app is stuck.
+    while sim.nodes[a].callbacks.is_empty() {
+        sim.advance(100);
+    }
+    sim.nodes[a].auto_poll = false;
+    let stuck_at = sim.now;
+    sim.advance(29_999);
+    assert!(sim.sends_of(a, mark, Api::Leave).is_empty());
+    assert_eq!(
+        sim.owned(b),
+        BTreeSet::new(),
+        "withheld while A is inside max.poll.interval.ms"
+    );
+    sim.advance(1);
+    assert_eq!(
+        sim.sends_of(a, mark, Api::Leave),
+        vec![(
+            stuck_at + 30_000,
+            Request::Leave {
+                member_id: id,
+                instance_id: None,
+                reason: "consumer poll timeout has expired".into()
+            }
+        )]
+    );
+    sim.advance(30_000);
+    assert_eq!(sim.owned(b), set(tps("t", 0..4)));
+    assert_eq!(
+        sim.nodes[a].m.phase(),
+        Phase::Idle,
+        "waits for the next poll"
+    );
+    // The callback finally returns and the app polls: what A kept is lost, then it rejoins
+    // as a new member.
+    let mark = sim.mark(a);
+    sim.release_callbacks(a);
+    sim.nodes[a].auto_poll = true;
+    sim.input(a, Input::Polled);
+    assert_eq!(
+        sim.events_since(a, mark).first(),
+        Some(&Output::Lost {
+            partitions: tps("t", 0..2)
+        })
+    );
+    assert_eq!(join_member_id(&sim.sends_of(a, mark, Api::Join)[0].1), "");
+    sim.settle(120_000);
+    assert_eq!(sim.owned(a).len() + sim.owned(b).len(), 4);
+    sim.assert_all_assigned_once();
+}
