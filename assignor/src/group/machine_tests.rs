@@ -2573,8 +2573,8 @@ fn request_rejoin_sends_fresh_user_data() {
     assert_eq!(after.observed_rate, 1234.0);
     assert!(after.backlogged);
     assert!(after.seq > before.seq);
-    // A follower's metadata changed, so the coordinator really rebalances (a rejoin with
-    // identical metadata would just get the current generation back).
+    // The follower's metadata changed, so the coordinator really rebalances (it answers a
+    // follower rejoining with identical metadata with the current generation, no new plan).
     sim.settle(60_000);
     assert!(sim.coord.generation > gen);
     assert!(sim.nodes[a].m.is_leader());
