@@ -3,8 +3,9 @@
 //! The machine takes [`Input`]s — responses, timer ticks, user requests — stamped with the
 //! caller's clock in milliseconds, and queues [`Output`]s: requests to send and partition
 //! callbacks to run. It never sleeps or touches a socket, so every rule of Kafka's
-//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`tests` below), and the
-//! async driver in [`crate::consumer`] is a thin loop around it.
+//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`machine_tests.rs`, with
+//! a simulated coordinator), and the async driver in [`crate::consumer`] is a thin loop
+//! around it.
 //!
 //! Rules, as in DESIGN.md §1:
 //! - every JoinGroup carries the owned partitions and the generation they belong to;
@@ -393,7 +394,7 @@ impl Membership {
         if self.joined() {
             at(self.next_heartbeat);
             at(self.last_heartbeat_ok + self.config.session_timeout_ms);
-            if self.phase == Phase::Stable {
+            if self.poll_timer_runs() {
                 at(self.last_poll + self.config.max_poll_interval_ms);
             }
         }
@@ -403,6 +404,11 @@ impl Membership {
     /// Feed one input at time `now_ms`; outputs queue up for [`Self::poll_output`].
     pub fn handle(&mut self, now_ms: u64, input: Input) {
         self.now = self.now.max(now_ms);
+        if self.phase == Phase::Closed {
+            // Terminal (closed or fatal): a late answer — say a heartbeat failing with
+            // NOT_COORDINATOR — must not start a rediscovery and a rejoin.
+            return;
+        }
         match input {
             Input::Tick => {}
             Input::Subscribe(topics) => self.subscribe(topics),
@@ -434,10 +440,15 @@ impl Membership {
     fn joined(&self) -> bool {
         self.generation >= 0
             && !self.member_id.is_empty()
-            && matches!(
-                self.phase,
-                Phase::Assigning | Phase::Syncing | Phase::Stable
-            )
+            && match self.phase {
+                Phase::Assigning | Phase::Syncing | Phase::Stable => true,
+                // Still a member of the generation while the revocation callbacks (and their
+                // commit) run before the JoinGroup / LeaveGroup goes out: keep heartbeating, as
+                // Java does. Otherwise a callback slower than the session timeout gets us
+                // expelled and our partitions handed out while we still hold them.
+                Phase::NeedJoin | Phase::Leaving => self.pending.is_none(),
+                _ => false,
+            }
     }
 
     fn id(&mut self) -> u64 {
@@ -538,6 +549,14 @@ impl Membership {
         self.maybe_heartbeat();
     }
 
+    /// `max.poll.interval.ms` applies while stable and while revocation callbacks run before
+    /// a rejoin (they run inside the application's poll, as in Java): a member stuck there
+    /// keeps heartbeating, so without this bound it would hold its partitions — and the
+    /// group's rebalance — forever.
+    fn poll_timer_runs(&self) -> bool {
+        self.phase == Phase::Stable || (self.phase == Phase::NeedJoin && self.awaiting_callbacks)
+    }
+
     fn check_timers(&mut self) {
         if !self.joined() {
             return;
@@ -549,9 +568,7 @@ impl Membership {
             self.lose_coordinator("session timeout passed without a successful heartbeat");
             return;
         }
-        if self.phase == Phase::Stable
-            && self.now >= self.last_poll + self.config.max_poll_interval_ms
-        {
+        if self.poll_timer_runs() && self.now >= self.last_poll + self.config.max_poll_interval_ms {
             tracing::warn!(group = %self.config.group_id, "max.poll.interval.ms passed without a poll; leaving the group");
             let member_id = self.member_id.clone();
             if self.config.instance_id.is_none() && self.coordinator.is_some() {
@@ -732,6 +749,9 @@ impl Membership {
 
     fn finish_leave(&mut self) {
         self.pending = None;
+        // A heartbeat sent while the leave callbacks ran is moot now; its answer must not
+        // rediscover the coordinator (and rejoin) during the cooldown.
+        self.heartbeat_pending = None;
         self.reset_member();
         match self.after_leave {
             AfterLeave::Close => {
@@ -1039,12 +1059,10 @@ impl Membership {
             }
         } else if is(error, ResponseError::IllegalGeneration) {
             self.generation = -1;
-            self.phase = Phase::NeedJoin;
-            self.pending = None;
+            self.rejoin_unless_leaving();
         } else if is(error, ResponseError::UnknownMemberId) {
             self.reset_member();
-            self.phase = Phase::NeedJoin;
-            self.pending = None;
+            self.rejoin_unless_leaving();
         } else if is_coordinator_error(error) {
             self.lose_coordinator("heartbeat: coordinator moved or not ready");
         } else if is(error, ResponseError::FencedInstanceId) {
@@ -1052,13 +1070,23 @@ impl Membership {
         }
     }
 
+    /// After a fencing error: rejoin, unless the member is on its way out (a LeaveGroup is
+    /// still sent if the member id survived) or idle/closed (nothing to rejoin yet).
+    fn rejoin_unless_leaving(&mut self) {
+        if matches!(self.phase, Phase::Leaving | Phase::Idle | Phase::Closed) {
+            return;
+        }
+        self.phase = Phase::NeedJoin;
+        self.pending = None;
+    }
+
     fn on_commit_failed(&mut self, error: i16) {
         if is(error, ResponseError::IllegalGeneration) {
             self.generation = -1;
-            self.phase = Phase::NeedJoin;
+            self.rejoin_unless_leaving();
         } else if is(error, ResponseError::UnknownMemberId) {
             self.reset_member();
-            self.phase = Phase::NeedJoin;
+            self.rejoin_unless_leaving();
         } else if is(error, ResponseError::RebalanceInProgress) {
             self.request_rejoin("commit during a rebalance".into());
         } else if is_coordinator_error(error) {

@@ -3,3 +3,6 @@ pub mod machine;
 
 pub use codec::{Assignment, Subscription};
 pub use machine::{Input, MemberConfig, Membership, Output, Phase, Request, Response};
+
+#[cfg(test)]
+mod machine_tests;
