@@ -351,6 +351,53 @@ pub fn to_issued(view: &GroupView, plan: &Plan) -> IssuedPlan {
     }
 }
 
+/// The leader's ownership memory after issuing `plan` (for `view.generation`): per member,
+/// every partition it may hold until it next rejoins with a current claim.
+///
+/// A member holds what it claimed until it applies this plan, and then what the plan gives
+/// it; a member whose claim predates `previous` may also hold whatever `previous` remembered
+/// for it (it may have synced a plan whose result we never saw). Remembering only the last
+/// plan (`to_issued`) is not enough on a broker without a join barrier: a member whose join is
+/// held back keeps presenting its old claim while the leader issues several plans, and a
+/// partition revoked from it in a plan it never received would look free one round later —
+/// that double ownership was seen on tansu 0.6.0 (a follower's join is held 3 s there).
+pub fn remember(view: &GroupView, previous: Option<&IssuedPlan>, plan: &Plan) -> IssuedPlan {
+    let offsets = view.topic_offsets();
+    let name = |tp: &Tp| (view.topics[tp.topic as usize].name.clone(), tp.partition);
+    let assignments = view
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            let mut may_hold: std::collections::BTreeSet<(String, i32)> = plan
+                .assignments
+                .get(i)
+                .into_iter()
+                .flatten()
+                .chain(&member.owned)
+                .filter(|&&tp| view.flat_index(&offsets, tp).is_some())
+                .map(name)
+                .collect();
+            if let Some(prev) = previous {
+                if member.generation < prev.generation {
+                    if let Some((_, parts)) = prev
+                        .assignments
+                        .iter()
+                        .find(|(id, _)| *id == member.member_id)
+                    {
+                        may_hold.extend(parts.iter().cloned());
+                    }
+                }
+            }
+            (member.member_id.clone(), may_hold.into_iter().collect())
+        })
+        .collect();
+    IssuedPlan {
+        generation: view.generation,
+        assignments,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,9 @@ pub mod userdata;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use cooperative::{resolve_owners, sticky_hints, to_issued, validate, withhold_transfers};
+pub use cooperative::{
+    remember, resolve_owners, sticky_hints, to_issued, validate, withhold_transfers,
+};
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,

@@ -73,7 +73,8 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
     let mut consumption: Vec<(String, Tp, i64, u64)> = Vec::new();
     for f in files {
         let f = f.as_ref();
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let mut r = Replay::default();
         let mut member_name = String::new();
         for (n, raw) in text.lines().enumerate() {
@@ -86,7 +87,10 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
                 Err(_) if n + 1 == text.lines().count() => break,
                 Err(e) => return Err(e).with_context(|| format!("{}:{}", f.display(), n + 1)),
             };
-            let member = line.member.clone().unwrap_or_else(|| f.display().to_string());
+            let member = line
+                .member
+                .clone()
+                .unwrap_or_else(|| f.display().to_string());
             member_name = member.clone();
             r.last_ts = r.last_ts.max(line.ts_ms);
             match line.event.as_str() {
@@ -101,7 +105,11 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
                     for tp in line.partitions {
                         if let Some(start) = r.open.remove(&tp) {
                             let end = if line.event == "lost" {
-                                r.last_consumed.get(&tp).copied().unwrap_or(start).max(start)
+                                r.last_consumed
+                                    .get(&tp)
+                                    .copied()
+                                    .unwrap_or(start)
+                                    .max(start)
                             } else {
                                 line.ts_ms
                             };
@@ -114,7 +122,8 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
                     }
                 }
                 "consumed" => {
-                    let (Some(t), Some(p), Some(o)) = (line.topic, line.partition, line.offset) else {
+                    let (Some(t), Some(p), Some(o)) = (line.topic, line.partition, line.offset)
+                    else {
                         continue;
                     };
                     let tp = (t, p);
@@ -139,14 +148,21 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
         for (i, a) in ivs.iter().enumerate() {
             for b in &ivs[i + 1..] {
                 if b.member != a.member && b.start < a.end && a.start < b.end {
-                    report.overlaps.push((tp.clone(), a.member.clone(), b.member.clone(), b.start.max(a.start), a.end.min(b.end)));
+                    report.overlaps.push((
+                        tp.clone(),
+                        a.member.clone(),
+                        b.member.clone(),
+                        b.start.max(a.start),
+                        a.end.min(b.end),
+                    ));
                 }
             }
         }
     }
     for (member, tp, offset, ts) in consumption {
         let owned = report.intervals.get(&tp).is_some_and(|ivs| {
-            ivs.iter().any(|i| i.member == member && i.start <= ts && ts <= i.end)
+            ivs.iter()
+                .any(|i| i.member == member && i.start <= ts && ts <= i.end)
         });
         if !owned {
             report.unowned_consumption.push((member, tp, offset, ts));
@@ -179,15 +195,23 @@ mod tests {
     #[test]
     fn clean_handover_passes() {
         let d = tempdir();
-        let a = write(&d, "a", &[
-            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
-            r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
-            r#"{"ts_ms":3,"member":"a","event":"revoked","partitions":[["t",0]]}"#,
-        ]);
-        let b = write(&d, "b", &[
-            r#"{"ts_ms":3,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
-            r#"{"ts_ms":4,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
-        ]);
+        let a = write(
+            &d,
+            "a",
+            &[
+                r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+                r#"{"ts_ms":3,"member":"a","event":"revoked","partitions":[["t",0]]}"#,
+            ],
+        );
+        let b = write(
+            &d,
+            "b",
+            &[
+                r#"{"ts_ms":3,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":4,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+            ],
+        );
         let r = check(&[a, b], &produced(2)).unwrap();
         assert!(r.is_clean(), "{r:?}");
         assert_eq!(r.consumed, 2);
@@ -196,15 +220,21 @@ mod tests {
     #[test]
     fn overlap_unowned_consumption_and_loss_are_caught() {
         let d = tempdir();
-        let a = write(&d, "a", &[
-            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
-            r#"{"ts_ms":5,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
-            r#"{"ts_ms":6,"member":"a","event":"revoked","partitions":[["t",0]]}"#,
-            r#"{"ts_ms":7,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
-        ]);
-        let b = write(&d, "b", &[
-            r#"{"ts_ms":4,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
-        ]);
+        let a = write(
+            &d,
+            "a",
+            &[
+                r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":5,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+                r#"{"ts_ms":6,"member":"a","event":"revoked","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":7,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+            ],
+        );
+        let b = write(
+            &d,
+            "b",
+            &[r#"{"ts_ms":4,"member":"b","event":"assigned","partitions":[["t",0]]}"#],
+        );
         let r = check(&[a, b], &produced(2)).unwrap();
         assert_eq!(r.overlaps.len(), 1, "{r:?}");
         assert_eq!(r.unowned_consumption.len(), 1);
@@ -216,16 +246,24 @@ mod tests {
     fn a_lost_partition_ends_at_the_last_record_consumed() {
         let d = tempdir();
         // a was stopped after consuming at ts 2; b took over at 10; a learned of it at 20.
-        let a = write(&d, "a", &[
-            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
-            r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
-            r#"{"ts_ms":20,"member":"a","event":"lost","partitions":[["t",0]]}"#,
-        ]);
-        let b = write(&d, "b", &[
-            r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
-            r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
-            r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0"#,
-        ]);
+        let a = write(
+            &d,
+            "a",
+            &[
+                r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+                r#"{"ts_ms":20,"member":"a","event":"lost","partitions":[["t",0]]}"#,
+            ],
+        );
+        let b = write(
+            &d,
+            "b",
+            &[
+                r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+                r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0"#,
+            ],
+        );
         let r = check(&[a, b], &produced(2)).unwrap();
         assert!(r.is_clean(), "{r:?}");
     }

@@ -4,8 +4,8 @@
 //! process starts its own tansu (built once by `scripts/test-broker install`) on a free
 //! loopback port and stops it when the [`TestBroker`] is dropped.
 
-pub mod bin_path;
 pub mod audit;
+pub mod bin_path;
 pub mod broker;
 pub mod workers;
 

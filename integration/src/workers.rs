@@ -7,8 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lagbalance::group::codec::decode_assignment;
-use lagbalance::Client;
 
 /// A running worker process.
 pub struct Worker {
@@ -20,12 +18,28 @@ pub struct Worker {
 
 impl Worker {
     /// Start a worker; its audit and stderr go to `dir/<name>.jsonl` and `dir/<name>.log`.
-    pub fn spawn(bootstrap: &str, group: &str, topic: &str, name: &str, extra: &[&str], dir: &Path) -> Result<Worker> {
+    pub fn spawn(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        name: &str,
+        extra: &[&str],
+        dir: &Path,
+    ) -> Result<Worker> {
         let bin = crate::bin_path::example("worker")?;
         let audit = dir.join(format!("{name}.jsonl"));
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(bin)
-            .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic, "--name", name])
+            .args([
+                "--bootstrap",
+                bootstrap,
+                "--group",
+                group,
+                "--topic",
+                topic,
+                "--name",
+                name,
+            ])
             .arg("--audit")
             .arg(&audit)
             .args(extra)
@@ -48,7 +62,10 @@ impl Worker {
 
     fn signal(&self, sig: &str) -> Result<()> {
         let pid = self.pid().context("worker already gone")?;
-        let ok = Command::new("kill").args([sig, &pid.to_string()]).status()?.success();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?
+            .success();
         if !ok {
             bail!("kill {sig} {pid} failed");
         }
@@ -60,7 +77,11 @@ impl Worker {
         self.signal("-TERM")?;
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 if !status.success() {
                     bail!("{} exited with {status}", self.name);
@@ -91,7 +112,9 @@ impl Worker {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -101,45 +124,78 @@ impl Drop for Worker {
     }
 }
 
-/// Assignment per member (by client id = worker name) as DescribeGroups reports it.
-pub async fn group_assignment(client: &Client, group: &str) -> Result<(String, BTreeMap<String, Vec<(String, i32)>>)> {
-    let g = client.describe_group(group).await?;
+/// Partitions per worker name.
+pub type Ownership = BTreeMap<String, BTreeSet<(String, i32)>>;
+
+/// What each worker owns now, replayed from its audit log.
+pub fn owned_by_audit(workers: &[&Worker]) -> Ownership {
     let mut out = BTreeMap::new();
-    for m in g.members {
-        let a = decode_assignment(&m.assignment).unwrap_or_default();
-        out.insert(m.client_id.clone(), a.partitions);
+    for w in workers {
+        let mut owned = BTreeSet::new();
+        if let Ok(text) = std::fs::read_to_string(&w.audit) {
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let parts = || {
+                    v["partitions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_i64()? as i32)))
+                };
+                match v["event"].as_str() {
+                    Some("assigned") => owned.extend(parts()),
+                    Some("revoked") | Some("lost") => {
+                        for tp in parts() {
+                            owned.remove(&tp);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.insert(w.name.clone(), owned);
     }
-    Ok((g.state, out))
+    out
 }
 
-/// Wait until the group is stable with exactly `members` (by worker name), all `partitions`
-/// of the topic assigned once, and every member holding at least one.
+/// Wait until the running `workers` own all `partitions` between them, disjointly, each at
+/// least one, and nothing has changed for `settle` (the cooperative follow-up rounds are done).
+/// Reads the workers' own audit logs: what the members really hold, not what the broker says.
+/// With `even`, also wait until partition counts differ by at most one.
 pub async fn wait_balanced(
-    client: &Client,
-    group: &str,
-    members: &[&str],
+    workers: &[&Worker],
     partitions: i32,
+    even: bool,
+    settle: Duration,
     limit: Duration,
-) -> Result<BTreeMap<String, Vec<(String, i32)>>> {
+) -> Result<Ownership> {
     let deadline = Instant::now() + limit;
-    let want: BTreeSet<&str> = members.iter().copied().collect();
-    let mut last = String::new();
+    let mut stable_since: Option<(Instant, Ownership)> = None;
+    let mut last = BTreeMap::new();
     while Instant::now() < deadline {
-        if let Ok((state, a)) = group_assignment(client, group).await {
-            let names: BTreeSet<&str> = a.keys().map(String::as_str).collect();
-            let all: Vec<&(String, i32)> = a.values().flatten().collect();
-            let unique: BTreeSet<&&(String, i32)> = all.iter().collect();
-            let ok = state == "Stable"
-                && names == want
-                && all.len() == partitions as usize
-                && unique.len() == all.len()
-                && a.values().all(|v| !v.is_empty());
-            if ok {
-                return Ok(a);
+        let now = owned_by_audit(workers);
+        let total: usize = now.values().map(BTreeSet::len).sum();
+        let union: BTreeSet<&(String, i32)> = now.values().flatten().collect();
+        let counts = || now.values().map(BTreeSet::len);
+        let spread = counts().max().unwrap_or(0) - counts().min().unwrap_or(0);
+        let good = total == partitions as usize
+            && union.len() == total
+            && now.values().all(|s| !s.is_empty())
+            && (!even || spread <= 1);
+        match &stable_since {
+            Some((since, seen)) if good && *seen == now => {
+                if since.elapsed() >= settle {
+                    return Ok(now);
+                }
             }
-            last = format!("state {state}, assignment {a:?}");
+            _ if good => stable_since = Some((Instant::now(), now.clone())),
+            _ => stable_since = None,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("group {group} not balanced over {members:?} within {limit:?}; last seen: {last}")
+    let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+    bail!("{names:?} not balanced within {limit:?}; last seen: {last:?}")
 }

@@ -22,8 +22,8 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use lagbalance_assign::{
-    resolve_owners, to_issued, validate, Assignor, GroupView, IssuedPlan, MemberStats, MemberView,
-    PartitionStats, TopicInfo, Tp as DenseTp,
+    remember, resolve_owners, validate, Assignor, GroupView, IssuedPlan, MemberStats, MemberView,
+    PartitionStats, Plan, TopicInfo, Tp as DenseTp,
 };
 
 use super::codec::{
@@ -295,11 +295,21 @@ pub struct Membership {
     not_before: u64,
     next_heartbeat: u64,
     last_heartbeat_ok: u64,
+    /// Latest time the coordinator is known to have heard from us (send time of a heartbeat
+    /// that succeeded; receipt of a JoinGroup/SyncGroup answer). Past
+    /// `contact_at + session − heartbeat interval` the coordinator may have expelled us and
+    /// handed our partitions on, so we give them up first (see `check_session`).
+    contact_at: u64,
+    heartbeat_sent_at: u64,
     last_poll: u64,
     /// Leader: the members of the current join, kept until the plan is computed.
     join_members: Vec<JoinedMember>,
     /// Leader: the plan issued last time this member led (stale-metadata defence).
     issued: Option<IssuedPlan>,
+    /// Leader: the last plan kept partitions with a remembered owner instead of moving them
+    /// (`keep_with_remembered_owner`); nobody revokes anything, so the leader itself starts
+    /// the round that moves them, a heartbeat interval later.
+    follow_up: bool,
     now: u64,
 }
 
@@ -344,9 +354,12 @@ impl Membership {
             not_before: 0,
             next_heartbeat: 0,
             last_heartbeat_ok: now_ms,
+            contact_at: now_ms,
+            heartbeat_sent_at: now_ms,
             last_poll: now_ms,
             join_members: Vec::new(),
             issued: None,
+            follow_up: false,
             now: now_ms,
         }
     }
@@ -394,6 +407,9 @@ impl Membership {
         if self.joined() {
             at(self.next_heartbeat);
             at(self.last_heartbeat_ok + self.config.session_timeout_ms);
+        }
+        if !self.owned.is_empty() {
+            at(self.session_deadline());
             if self.poll_timer_runs() {
                 at(self.last_poll + self.config.max_poll_interval_ms);
             }
@@ -557,7 +573,39 @@ impl Membership {
         self.phase == Phase::Stable || (self.phase == Phase::NeedJoin && self.awaiting_callbacks)
     }
 
+    /// When the coordinator may have expired our session, as far as we can tell.
+    fn session_deadline(&self) -> u64 {
+        let margin = self
+            .config
+            .heartbeat_interval_ms
+            .min(self.config.session_timeout_ms / 3);
+        self.contact_at + self.config.session_timeout_ms - margin
+    }
+
+    /// Give up our partitions once our session may have expired (librdkafka does the same;
+    /// Java waits for a fencing error). The coordinator may already have handed them to
+    /// someone else; consuming on would break the one-owner rule. A JoinGroup or SyncGroup in
+    /// flight keeps the session alive on the coordinator, so the clock only runs between them.
+    fn check_session(&mut self) {
+        let rebalancing = matches!(self.pending, Some((_, Pending::Join | Pending::Sync)));
+        if self.owned.is_empty() || rebalancing || self.now < self.session_deadline() {
+            return;
+        }
+        tracing::warn!(group = %self.config.group_id, "no contact with the coordinator for the session timeout; partitions lost");
+        let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+        self.out.push_back(Output::Lost { partitions: lost });
+        self.awaiting_callbacks = true;
+        self.owned_generation = -1;
+        self.generation = -1;
+        self.contact_at = self.now;
+        if !matches!(self.phase, Phase::Leaving | Phase::Closed | Phase::Idle) {
+            self.lose_coordinator("session may have expired");
+            self.resume = Phase::NeedJoin;
+        }
+    }
+
     fn check_timers(&mut self) {
+        self.check_session();
         if !self.joined() {
             return;
         }
@@ -582,7 +630,15 @@ impl Membership {
                     },
                 });
             }
-            // Partitions are reported lost at the next join; we rejoin when polled again.
+            // We are out of the group now and the partitions may be handed on at once: they
+            // are lost (no commit — our generation is gone). The driver runs the callback
+            // before it fetches again, i.e. at the next poll; we rejoin then too.
+            if !self.owned.is_empty() {
+                let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+                self.out.push_back(Output::Lost { partitions: lost });
+                self.awaiting_callbacks = true;
+            }
+            self.owned_generation = -1;
             self.reset_member();
             self.heartbeat_pending = None;
             self.phase = Phase::Idle;
@@ -599,6 +655,7 @@ impl Membership {
         }
         let id = self.id();
         self.heartbeat_pending = Some(id);
+        self.heartbeat_sent_at = self.now;
         self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
         self.out.push_back(Output::Send {
             id,
@@ -852,6 +909,7 @@ impl Membership {
             return;
         }
         if error == 0 {
+            self.contact_at = self.now;
             self.member_id = member_id;
             self.generation = generation;
             self.leader = leader;
@@ -943,17 +1001,18 @@ impl Membership {
         let Some(assignor) = self.assignors.iter_mut().find(|a| a.name() == protocol) else {
             return self.fatal(format!("leader does not know assignor {protocol}"));
         };
-        let plan = match assignor.assign(&view, self.issued.as_ref()) {
+        let mut plan = match assignor.assign(&view, self.issued.as_ref()) {
             Ok(p) => p,
             Err(e) => return self.fatal(format!("assignor {protocol} failed: {e}")),
         };
         let owners = resolve_owners(&view, self.issued.as_ref());
+        // The assignor's intent for those partitions is deferred: the leader asks for another
+        // round once their holder has had time to rejoin with a current claim.
+        self.follow_up = keep_with_remembered_owner(&view, &owners, &mut plan);
         if let Err(e) = validate(&view, &owners, &plan) {
             return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
         }
-        let mut issued = to_issued(&view, &plan);
-        issued.generation = self.generation;
-        self.issued = Some(issued);
+        self.issued = Some(remember(&view, self.issued.as_ref(), &plan));
         let mut assignments = Vec::with_capacity(view.members.len());
         for (i, m) in view.members.iter().enumerate() {
             let partitions = plan.assignments[i]
@@ -993,6 +1052,7 @@ impl Membership {
             }
             return;
         }
+        self.contact_at = self.now;
         let assignment = match decode_assignment(&assignment) {
             Ok(a) => a,
             Err(e) => {
@@ -1039,6 +1099,11 @@ impl Membership {
             self.rejoin_reason
                 .get_or_insert_with(|| "assignment has unsubscribed topics".into());
         }
+        if std::mem::take(&mut self.follow_up) && self.rejoin_reason.is_none() {
+            self.rejoin_reason =
+                Some("follow-up round for partitions kept with their remembered owner".into());
+            self.not_before = self.now + self.config.heartbeat_interval_ms;
+        }
         self.phase = if self.rejoin_reason.is_some() {
             Phase::NeedJoin
         } else {
@@ -1049,6 +1114,7 @@ impl Membership {
     fn on_heartbeat(&mut self, error: i16) {
         if error == 0 {
             self.last_heartbeat_ok = self.now;
+            self.contact_at = self.contact_at.max(self.heartbeat_sent_at);
             return;
         }
         if is(error, ResponseError::RebalanceInProgress) {
@@ -1093,6 +1159,50 @@ impl Membership {
             self.lose_coordinator("OffsetCommit: coordinator moved or not ready");
         }
     }
+}
+
+/// Give every partition whose owner is known only from the leader's memory back to that owner.
+///
+/// The cooperative rule withholds a partition that moves away from its owner until the owner
+/// revokes it and rejoins. But a *remembered* owner (a member whose join the broker held back,
+/// so it still presents an old claim) does not claim the partition, so it would never revoke
+/// it, and the partition would stay unassigned until something else triggered a rebalance.
+/// Assigning it to that member instead is safe — it is the only member that may hold it — and
+/// next round the member claims it for real and the normal revoke-then-assign flow applies.
+/// Returns whether it changed the plan (the leader then runs a follow-up round, see
+/// `follow_up`).
+fn keep_with_remembered_owner(view: &GroupView, owners: &[Option<u32>], plan: &mut Plan) -> bool {
+    if plan.assignments.len() != view.members.len() {
+        return false; // validate() reports it
+    }
+    let mut changed = false;
+    let offsets = view.topic_offsets();
+    let mut assigned = vec![false; owners.len()];
+    for list in &plan.assignments {
+        for tp in list {
+            if let Some(i) = view.flat_index(&offsets, *tp) {
+                assigned[i] = true;
+            }
+        }
+    }
+    let mut claimed = vec![false; owners.len()];
+    for (m, member) in view.members.iter().enumerate() {
+        for tp in &member.owned {
+            if let Some(i) = view.flat_index(&offsets, *tp) {
+                claimed[i] |= owners[i] == Some(m as u32);
+            }
+        }
+    }
+    for (t, topic) in view.topics.iter().enumerate() {
+        for p in 0..topic.partitions.max(0) {
+            let i = offsets[t] + p as usize;
+            if let (Some(m), false, false) = (owners[i], assigned[i], claimed[i]) {
+                plan.assignments[m as usize].push(DenseTp::new(t as u32, p));
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 /// Build the leader's view of the group from the JoinGroup members and topic metadata.
