@@ -15,8 +15,8 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    SyncGroupRequest,
+    ApiKey, FindCoordinatorRequest, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use lagbalance_assign::{
@@ -173,6 +173,10 @@ pub struct GroupIdentity {
     pub instance_id: Option<String>,
     pub leader: bool,
     pub protocol: Option<String>,
+    /// The last error code a group request (or a commit) answered with, and how many there
+    /// were: what went wrong, for logs and metrics.
+    pub last_error: Option<i16>,
+    pub errors: u64,
 }
 
 /// One batch of partition callbacks from the machine; acknowledged as a whole.
@@ -716,6 +720,12 @@ impl Driver {
             if let Input::Subscribe(topics) = &input {
                 self.start_lag_sampler(topics.clone());
             }
+            if let Some(code) = error_in(&input) {
+                if let Ok(mut id) = self.shared.identity.lock() {
+                    id.last_error = Some(code);
+                    id.errors += 1;
+                }
+            }
             let now = self.now();
             if !matches!(input, Input::Tick | Input::Polled) {
                 tracing::debug!(?input, phase = ?self.machine.phase(), "group input");
@@ -844,6 +854,23 @@ impl Driver {
     }
 }
 
+/// The error code an input carries, if any.
+fn error_in(input: &Input) -> Option<i16> {
+    let code = match input {
+        Input::Response { response, .. } => match response {
+            Response::Join { error, .. }
+            | Response::Sync { error, .. }
+            | Response::Heartbeat { error }
+            | Response::Leave { error }
+            | Response::CoordinatorError { error } => *error,
+            Response::Coordinator { .. } => 0,
+        },
+        Input::CommitFailed { error } => *error,
+        _ => 0,
+    };
+    (code != 0).then_some(code)
+}
+
 type LeaderInputs = (Vec<(String, i32)>, Option<Vec<(String, i32, f64, f64)>>);
 
 async fn gather_leader_inputs(
@@ -887,6 +914,16 @@ async fn measure_lag(
         }
     }
     Ok(stats)
+}
+
+/// Where the error code sits in a non-flexible group response body: after the throttle time
+/// from v1 on, first in v0.
+fn error_offset(version: i16) -> usize {
+    if version >= 1 {
+        4
+    } else {
+        0
+    }
 }
 
 fn s(v: &str) -> StrBytes {
@@ -966,7 +1003,11 @@ async fn send_request(
             if version >= 8 {
                 req.reason = Some(s(&reason));
             }
-            let resp = conn.send_with_timeout(&req, version, join_timeout).await?;
+            let resp = conn
+                .send_salvaging_error(&req, version, join_timeout, error_offset(version), |code| {
+                    JoinGroupResponse::default().with_error_code(code)
+                })
+                .await?;
             Ok(Response::Join {
                 error: resp.error_code,
                 generation: resp.generation_id,
@@ -1013,7 +1054,11 @@ async fn send_request(
                 req.protocol_type = Some(s("consumer"));
                 req.protocol_name = Some(s(&protocol));
             }
-            let resp = conn.send_with_timeout(&req, version, join_timeout).await?;
+            let resp = conn
+                .send_salvaging_error(&req, version, join_timeout, error_offset(version), |code| {
+                    SyncGroupResponse::default().with_error_code(code)
+                })
+                .await?;
             Ok(Response::Sync {
                 error: resp.error_code,
                 assignment: resp.assignment,
@@ -1032,7 +1077,12 @@ async fn send_request(
             if version >= 3 {
                 req.group_instance_id = instance_id.map(|i| s(&i));
             }
-            let resp = conn.send(&req, version).await?;
+            let timeout = client.config().connection.request_timeout;
+            let resp = conn
+                .send_salvaging_error(&req, version, timeout, error_offset(version), |code| {
+                    HeartbeatResponse::default().with_error_code(code)
+                })
+                .await?;
             Ok(Response::Heartbeat {
                 error: resp.error_code,
             })

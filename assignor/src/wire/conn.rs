@@ -182,6 +182,36 @@ impl Connection {
         frame::decode_response::<R>(frame, version)
     }
 
+    /// Like [`Self::send_with_timeout`], but when the body does not decode, fall back to the
+    /// error code at `error_at` (its byte offset in the body): some peers (librdkafka's mock
+    /// cluster) send error responses whose other fields are not valid, and the error is the
+    /// part that matters. `make` builds a response carrying just that code.
+    pub async fn send_salvaging_error<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+        error_at: usize,
+        make: impl FnOnce(i16) -> R::Response,
+    ) -> Result<R::Response> {
+        let frame = self.round_trip_raw(req, version, timeout).await?;
+        match frame::decode_response::<R>(frame.clone(), version) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // Non-flexible group responses have a v0 header: the correlation id only.
+                let at = 4 + error_at;
+                match frame.get(at..at + 2) {
+                    Some(b) if i16::from_be_bytes([b[0], b[1]]) != 0 => {
+                        let code = i16::from_be_bytes([b[0], b[1]]);
+                        tracing::debug!(error = %e, code, "salvaged the error code of an undecodable response");
+                        Ok(make(code))
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
     /// Send a request that gets no response (Produce with acks = 0).
     pub fn send_oneway<R: Request>(&self, req: &R, version: i16) -> Result<()> {
         let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
