@@ -231,7 +231,6 @@ macro_rules! case {
     };
 }
 
-use rdkafka::types::RDKafkaRespErr::*;
 
 case!(
     heartbeat_illegal_generation,
