@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod control;
 pub mod error;
 pub mod fetcher;
 pub mod group;
