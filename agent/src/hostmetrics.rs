@@ -49,7 +49,7 @@ pub fn parse_v1_usage(s: &str) -> Option<f64> {
 
 /// Cores used between two cumulative usage readings (seconds of CPU) `dt_s` apart.
 pub fn cores_used(prev_usage_s: f64, usage_s: f64, dt_s: f64) -> Option<f64> {
-    if !(dt_s > 0.0) || usage_s < prev_usage_s {
+    if dt_s.is_nan() || dt_s <= 0.0 || usage_s < prev_usage_s {
         return None;
     }
     let c = (usage_s - prev_usage_s) / dt_s;

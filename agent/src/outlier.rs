@@ -66,23 +66,19 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// Score every member of `view` (same order as `view.members`). Only a member with partitions
-/// can be an outlier; members without partitions still count as peers with lag 0... no: they do
-/// not, since an idle member tells nothing about how fast its peers should drain. Peers are
-/// the other members that own partitions.
+/// can be an outlier, and only members with partitions are peers: an idle member (more members
+/// than partitions) says nothing about how fast a busy one should drain.
 pub fn score(view: &GroupView, s: &OutlierSettings) -> Vec<Score> {
-    let active: Vec<(usize, i64)> = view
+    let mut sorted_all: Vec<i64> = view
         .members
         .iter()
-        .enumerate()
-        .filter(|(_, m)| !m.info.partitions.is_empty())
-        .map(|(i, m)| (i, m.lag))
+        .filter(|m| !m.info.partitions.is_empty())
+        .map(|m| m.lag)
         .collect();
-    let mut sorted_all: Vec<i64> = active.iter().map(|(_, l)| *l).collect();
     sorted_all.sort_unstable();
     view.members
         .iter()
-        .enumerate()
-        .map(|(i, m)| {
+        .map(|m| {
             let mut peers: Vec<f64> = Vec::with_capacity(sorted_all.len());
             let mut skipped = false;
             let is_active = !m.info.partitions.is_empty();
@@ -116,7 +112,6 @@ pub fn score(view: &GroupView, s: &OutlierSettings) -> Vec<Score> {
                 && m.lag as f64 >= s.ratio * med
                 && z >= s.zscore
                 && !draining;
-            let _ = i;
             Score {
                 member_id: m.info.member_id.clone(),
                 lag: m.lag,

@@ -417,13 +417,12 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result
         if n == 0 {
             return Ok(());
         }
-        if line.last() != Some(&b'\n') {
-            if line.len() > max {
-                let reply = error_reply(None, format!("line longer than {max} bytes"));
-                write_reply(&mut write, &reply).await?;
-                return Ok(());
-            }
-            // EOF in the middle of a line: answer it anyway below.
+        // No newline and over the limit: the stream cannot be resynchronised. (No newline
+        // within the limit means EOF mid-line: that line is answered below.)
+        if line.last() != Some(&b'\n') && line.len() > max {
+            let reply = error_reply(None, format!("line longer than {max} bytes"));
+            write_reply(&mut write, &reply).await?;
+            return Ok(());
         }
         let text = trim_line(&line);
         if text.is_empty() {
