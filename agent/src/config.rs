@@ -41,7 +41,7 @@ pub const SPECS: &[Spec] = &[
     Spec { var: "LAGBALANCE_BOOTSTRAP", flag: "--bootstrap", default: None, help: "Kafka bootstrap servers, host:port[,host:port…]" },
     Spec { var: "LAGBALANCE_GROUP", flag: "--group", default: None, help: "consumer group to watch" },
     Spec { var: "LAGBALANCE_INTERVAL", flag: "--interval", default: Some("5s"), help: "poll interval (100ms..=1h)" },
-    Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("rejoin"), help: "action when this member is the elected outlier: leave | rejoin" },
+    Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("rejoin"), help: "action when this member is the elected outlier: leave or rejoin" },
     Spec { var: "LAGBALANCE_LAG_FLOOR", flag: "--lag-floor", default: Some("1000"), help: "absolute lag (records) the member must exceed; integer ≥ 0" },
     Spec { var: "LAGBALANCE_LAG_RATIO", flag: "--lag-ratio", default: Some("3"), help: "member lag must be ≥ this × the median lag of its peers; number ≥ 1" },
     Spec { var: "LAGBALANCE_ZSCORE", flag: "--zscore", default: Some("3.5"), help: "member lag must also have a robust z-score (MAD of peers) ≥ this; number ≥ 0 (0 disables)" },
@@ -55,8 +55,9 @@ pub const SPECS: &[Spec] = &[
     Spec { var: "LAGBALANCE_CONTROL_TOKEN", flag: "--control-token", default: Some(""), help: "shared token for the control channel (empty = none)" },
     Spec { var: "LAGBALANCE_HTTP_ADDR", flag: "--http-addr", default: Some("127.0.0.1:9471"), help: "/metrics, /healthz, /readyz listener ip:port (0.0.0.0:9471 to let Prometheus scrape from outside the pod)" },
     Spec { var: "LAGBALANCE_CGROUP_DIR", flag: "--cgroup-dir", default: Some("/sys/fs/cgroup"), help: "cgroup directory whose CPU limit and usage describe the pod" },
-    Spec { var: "LAGBALANCE_CPU_LIMIT", flag: "--cpu-limit", default: Some(""), help: "CPU limit of the app in cores, overriding cgroup detection (e.g. from the downward API); empty = detect" },
-    Spec { var: "LAGBALANCE_DRY_RUN", flag: "--dry-run", default: Some("false"), help: "detect and log, never act: true | false" },
+    Spec { var: "LAGBALANCE_CPU_LIMIT", flag: "--cpu-limit", default: Some(""), help: "CPU limit of the app in cores (2, 0.5 or 500m), overriding cgroup detection, e.g. the app container's limits.cpu through the downward API; empty = detect" },
+    Spec { var: "LAGBALANCE_CPU_LIMIT_MILLICORES", flag: "--cpu-limit-millicores", default: Some(""), help: "the same limit in millicores, for the downward API with divisor 1m (LAGBALANCE_CPU_LIMIT wins if both are set); integer > 0, empty = unset" },
+    Spec { var: "LAGBALANCE_DRY_RUN", flag: "--dry-run", default: Some("false"), help: "detect and log, never act: true or false" },
     Spec { var: "LAGBALANCE_LOG", flag: "--log", default: Some("info"), help: "tracing filter (e.g. info, lagbalance_agent=debug)" },
 ];
 
@@ -314,6 +315,26 @@ impl Config {
                 }
             }
         };
+        let cpu_limit = match cpu_limit {
+            Some(c) => Some(c),
+            None => {
+                let v = src.string("LAGBALANCE_CPU_LIMIT_MILLICORES");
+                if v.trim().is_empty() {
+                    None
+                } else {
+                    match v.trim().parse::<u64>() {
+                        Ok(m) if (1..=4_096_000).contains(&m) => Some(m as f64 / 1000.0),
+                        _ => {
+                            return Err(src.err(
+                                "LAGBALANCE_CPU_LIMIT_MILLICORES",
+                                &v,
+                                "an integer from 1 to 4096000, or empty",
+                            ))
+                        }
+                    }
+                }
+            }
+        };
         let token = src.string("LAGBALANCE_CONTROL_TOKEN");
         Ok(Config {
             bootstrap: src.required("LAGBALANCE_BOOTSTRAP")?,
@@ -488,6 +509,13 @@ mod tests {
         );
         let c = Config::from_sources(&env(&[("LAGBALANCE_CPU_LIMIT", "500m")]), &[]).unwrap();
         assert_eq!(c.cpu_limit, Some(0.5));
+        let c = Config::from_sources(&env(&[("LAGBALANCE_CPU_LIMIT_MILLICORES", "1500")]), &[])
+            .unwrap();
+        assert_eq!(c.cpu_limit, Some(1.5));
+        assert_eq!(
+            err(&[("LAGBALANCE_CPU_LIMIT_MILLICORES", "1.5")]).var,
+            "LAGBALANCE_CPU_LIMIT_MILLICORES"
+        );
     }
 
     #[test]
@@ -519,5 +547,22 @@ mod tests {
         assert_eq!(vars.len(), SPECS.len());
         assert_eq!(flags.len(), SPECS.len());
         assert!(reference_table().contains("LAGBALANCE_MODE"));
+    }
+
+    #[test]
+    fn docs_list_every_variable() {
+        let docs = include_str!("../../docs/agent.md");
+        for spec in SPECS {
+            assert!(
+                docs.contains(&format!("`{}`", spec.var)),
+                "docs/agent.md misses {}",
+                spec.var
+            );
+            assert!(
+                docs.contains(&format!("`{}`", spec.flag)),
+                "docs/agent.md misses {}",
+                spec.flag
+            );
+        }
     }
 }
