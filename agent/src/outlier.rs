@@ -43,7 +43,7 @@ impl Default for OutlierSettings {
 }
 
 /// How one member compares with its peers in one interval.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Score {
     pub member_id: String,
     pub lag: i64,
@@ -123,6 +123,43 @@ pub fn score(view: &GroupView, s: &OutlierSettings) -> Vec<Score> {
             }
         })
         .collect()
+}
+
+/// Score the agent's own member when the broker hides the other members' assignments
+/// (tansu 0.6.0). Only the own member's lag is known exactly; the peers' lag is known as a sum
+/// (every other partition of the group), so each peer is estimated at the mean
+/// `(total − own) / (members − 1)` and the z-score cannot be computed (reported as NaN).
+///
+/// The election needs no peer details here: besides the floor, ratio and draining rules, the
+/// member must hold a **strict majority of the group's lag** (`2 × own > total`). At most one
+/// member can, and every agent sees the same total, so still at most one acts.
+pub fn score_partial(view: &GroupView, me: &str, s: &OutlierSettings) -> Option<Score> {
+    let m = view.member(me)?;
+    let total = view.total_lag();
+    let peers = view.members.len().saturating_sub(1);
+    let peer_mean = if peers == 0 {
+        0.0
+    } else {
+        total.saturating_sub(m.lag) as f64 / peers as f64
+    };
+    let draining = s.drain_ok_s > 0.0
+        && m.time_to_drain.is_some_and(|t| t <= s.drain_ok_s)
+        && m.lag_trend < 0.0;
+    let outlier = peers > 0
+        && !m.info.partitions.is_empty()
+        && m.lag > s.floor
+        && m.lag as f64 >= s.ratio * peer_mean
+        && m.lag.saturating_mul(2) > total
+        && !draining;
+    Some(Score {
+        member_id: m.info.member_id.clone(),
+        lag: m.lag,
+        peer_median: peer_mean,
+        peer_mad: f64::NAN,
+        ratio: m.lag as f64 / peer_mean.max(1.0),
+        z: f64::NAN,
+        outlier,
+    })
 }
 
 /// Consecutive intervals each member has been an outlier.
@@ -293,6 +330,42 @@ mod tests {
         v.members[1].time_to_drain = Some(600.0);
         v.members[1].lag_trend = -1.0;
         assert!(score(&v, &s())[1].outlier);
+    }
+
+    fn hidden(lags: &[(&str, i64)], unattributed: i64) -> GroupView {
+        let mut v = view_with(lags);
+        v.assignments_visible = false;
+        v.unattributed_lag = unattributed;
+        v
+    }
+
+    #[test]
+    fn partial_view_needs_a_majority_of_the_group_lag() {
+        // Three members, only "b" known (its own agent): the others' partitions are unattributed.
+        let v = hidden(&[("a", 0), ("b", 20_000), ("c", 0)], 400);
+        let sc = score_partial(&v, "b", &s()).unwrap();
+        assert!(sc.outlier, "{sc:?}");
+        assert_eq!(sc.peer_median, 200.0);
+        // Group-wide backlog: own lag high, but neither 3x the peer mean nor a majority.
+        let v = hidden(&[("a", 0), ("b", 20_000), ("c", 0)], 30_000);
+        assert!(!score_partial(&v, "b", &s()).unwrap().outlier);
+        // Uniform lag.
+        let v = hidden(&[("a", 0), ("b", 5_000), ("c", 0)], 10_000);
+        assert!(!score_partial(&v, "b", &s()).unwrap().outlier);
+        // Even with ratio 1 in a big group, 45 % of the lag is not a majority.
+        let loose = OutlierSettings {
+            ratio: 1.0,
+            zscore: 0.0,
+            ..s()
+        };
+        let ids = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+        let lags: Vec<(&str, i64)> = ids.iter().map(|i| (*i, 0)).collect();
+        let mut v = hidden(&lags, 55_000);
+        v.members[1].lag = 45_000;
+        assert!(!score_partial(&v, "b", &loose).unwrap().outlier);
+        v.members[1].lag = 56_000;
+        assert!(score_partial(&v, "b", &loose).unwrap().outlier);
+        assert!(score_partial(&v, "nobody", &s()).is_none());
     }
 
     #[test]

@@ -16,30 +16,59 @@ pub fn client(bootstrap: &str, timeout: Duration) -> anyhow::Result<Client> {
     Client::new(cfg).context("creating the Kafka client")
 }
 
-/// Take one snapshot of `group` at clock reading `at_ms`.
-pub async fn snapshot(client: &Client, group: &str, at_ms: u64) -> anyhow::Result<Snapshot> {
+/// Take one snapshot of `group` at clock reading `at_ms`. `extra_topics`: topics to measure
+/// besides the ones DescribeGroups reveals (the own member's, from its app, for brokers that
+/// hide assignments).
+///
+/// Committed offsets are fetched *before* the log ends, so a partition's log end is never
+/// older than its committed offset. OffsetFetch names its partitions explicitly: tansu 0.6.0
+/// answers the "all partitions" form (null topics) with a null array that is not valid at
+/// OffsetFetch v7+.
+pub async fn snapshot(
+    client: &Client,
+    group: &str,
+    at_ms: u64,
+    extra_topics: &[String],
+) -> anyhow::Result<Snapshot> {
     let desc = client
         .describe_group(group)
         .await
         .with_context(|| format!("DescribeGroups {group}"))?;
     let mut snap = Snapshot::from_description(at_ms, &desc);
-    let topics = snap.topics();
-    if topics.is_empty() {
+    if snap.members.is_empty() {
+        return Ok(snap);
+    }
+    let mut topics = snap.topics();
+    topics.extend(extra_topics.iter().cloned());
+    topics.sort();
+    topics.dedup();
+    let mut tps: Vec<(String, i32)> = Vec::new();
+    let mut known_topics = Vec::with_capacity(topics.len());
+    for t in topics {
+        match client.partitions(&t).await {
+            Ok(parts) => {
+                tps.extend(parts.iter().map(|p| (t.clone(), p.partition)));
+                known_topics.push(t);
+            }
+            // A topic that vanished (or a hostile member's made-up topic) must not blind us
+            // to the others.
+            Err(e) => tracing::warn!(topic = %t, error = %e, "topic metadata failed"),
+        }
+    }
+    if tps.is_empty() {
         return Ok(snap);
     }
     snap.committed = client
-        .offset_fetch(group, None)
+        .offset_fetch(group, Some(&tps))
         .await
         .with_context(|| format!("OffsetFetch {group}"))?;
-    for t in &topics {
+    for t in &known_topics {
         match client.list_offsets(t, &[], OffsetSpec::Latest).await {
             Ok(ends) => {
                 for (p, o) in ends {
                     snap.log_end.insert((t.clone(), p), o);
                 }
             }
-            // A topic that vanished (or a hostile member's made-up topic) must not blind us
-            // to the others.
             Err(e) => tracing::warn!(topic = %t, error = %e, "ListOffsets failed"),
         }
     }

@@ -13,7 +13,7 @@ use crate::election::elect;
 use crate::hostmetrics::{CpuProbe, SelfProbe};
 use crate::http;
 use crate::metrics::AgentState;
-use crate::outlier::{score, OutlierSettings, Streaks};
+use crate::outlier::{score, score_partial, OutlierSettings, Streaks};
 use crate::poll;
 use crate::storm::{Hold, StormGuard};
 use crate::view::ViewTracker;
@@ -88,10 +88,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
         // 2. Poll the group.
         let t0 = Instant::now();
-        let snap =
-            tokio::time::timeout(op_timeout * 3, poll::snapshot(&client, &cfg.group, now_ms)).await;
+        let own = link
+            .identity
+            .clone()
+            .filter(|i| i.group == cfg.group && !i.member_id.is_empty());
+        let own_topics: Vec<String> = own
+            .as_ref()
+            .map(|i| i.partitions.iter().map(|(t, _)| t.clone()).collect())
+            .unwrap_or_default();
+        let snap = tokio::time::timeout(
+            op_timeout * 3,
+            poll::snapshot(&client, &cfg.group, now_ms, &own_topics),
+        )
+        .await;
         let poll_s = t0.elapsed().as_secs_f64();
-        let snap = match snap {
+        let mut snap = match snap {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!(error = format!("{e:#}"), "group poll failed");
@@ -105,21 +116,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         };
         last_ok = Some(Instant::now());
+        if let Some(id) = &own {
+            snap.apply_own_assignment(&id.member_id, &id.partitions);
+        }
         let view = tracker.update(&snap);
-        if storm.observe(now_ms, view.fingerprint, view.stable()) {
+        // The app's generation catches rebalances the broker's DescribeGroups cannot show
+        // (tansu hides assignments); every member shares it, so every agent sees the same.
+        let generation = own.as_ref().map(|i| i.generation).unwrap_or(-1);
+        let fingerprint =
+            view.fingerprint ^ (generation as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if storm.observe(now_ms, fingerprint, view.stable()) {
             tracing::info!(state = %view.state, generation = view.generation_hint, "rebalance observed");
             // Streaks measured against the old assignment say nothing about the new one.
             streaks.reset();
         }
-        let scores = score(&view, &settings);
+        let me = own.as_ref().map(|i| i.member_id.clone());
+        // Full view: score everyone, elect the worst. Hidden assignments: score only our member,
+        // with the majority-of-lag rule standing in for the election (outlier.rs).
+        let scores = if view.assignments_visible {
+            score(&view, &settings)
+        } else {
+            me.as_deref()
+                .and_then(|m| score_partial(&view, m, &settings))
+                .into_iter()
+                .collect()
+        };
         streaks.observe(&scores);
 
         // 3. Decide.
-        let me = link
-            .identity
-            .as_ref()
-            .filter(|i| i.group == cfg.group)
-            .map(|i| i.member_id.clone());
         let winner = elect(&scores).map(|s| s.member_id.clone());
         let own_streak = me.as_deref().map(|m| streaks.get(m)).unwrap_or(0);
         let elected = me.is_some() && winner == me;

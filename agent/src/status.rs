@@ -106,7 +106,11 @@ pub fn table(view: &GroupView, scores: &[Score], partitions: bool) -> String {
         "SCORE".into(),
         "OUTLIER".into(),
     ]];
-    for (m, s) in view.members.iter().zip(scores) {
+    for (m, s) in view
+        .members
+        .iter()
+        .zip(scores.iter().chain(std::iter::repeat(&Score::default())))
+    {
         let cpu = match (m.info.cpu_used_cores, m.info.cpu_limit_cores) {
             (Some(u), Some(l)) => format!("{u:.2}/{l:.2}"),
             (None, Some(l)) => format!("-/{l:.2}"),
@@ -134,7 +138,12 @@ pub fn table(view: &GroupView, scores: &[Score], partitions: bool) -> String {
             widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let mut out = format!(
+    let mut out = String::new();
+    if !view.assignments_visible && !view.members.is_empty() {
+        out.push_str("note: the broker hides member assignments (tansu 0.6.0 DescribeGroups); per-member lag is unknown, group lag is shown as unattributed\n");
+    }
+    let _ = write!(
+        out,
         "GROUP {} STATE {} MEMBERS {} TOTAL-LAG {}\n\n",
         "",
         view.state,
@@ -176,12 +185,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<String> {
     let client = poll::client(&args.bootstrap, Duration::from_secs(15))?;
     let mut tracker = ViewTracker::new(0);
     let start = tokio::time::Instant::now();
-    let first = poll::snapshot(&client, &args.group, 0).await?;
+    let first = poll::snapshot(&client, &args.group, 0, &[]).await?;
     let mut view = tracker.update(&first);
     if !args.sample.is_zero() {
         tokio::time::sleep(args.sample).await;
-        let second =
-            poll::snapshot(&client, &args.group, start.elapsed().as_millis() as u64).await?;
+        let second = poll::snapshot(
+            &client,
+            &args.group,
+            start.elapsed().as_millis() as u64,
+            &[],
+        )
+        .await?;
         view = tracker.update(&second);
     }
     let scores = score(&view, &OutlierSettings::default());

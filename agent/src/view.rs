@@ -94,6 +94,10 @@ pub struct Snapshot {
     pub committed: BTreeMap<Tp, i64>,
     /// ListOffsets(latest) answers.
     pub log_end: BTreeMap<Tp, i64>,
+    /// Whether DescribeGroups showed any member's assignment. tansu 0.6.0 answers with member
+    /// ids only (empty metadata and assignment): then only the agent's own member's partitions
+    /// are known, from its app ([`Snapshot::apply_own_assignment`]).
+    pub assignments_visible: bool,
 }
 
 impl Snapshot {
@@ -102,21 +106,42 @@ impl Snapshot {
             d.members.iter().map(MemberInfo::from_described).collect();
         members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
         members.dedup_by(|a, b| a.member_id == b.member_id);
+        let assignments_visible = members.iter().any(|m| !m.partitions.is_empty());
         Snapshot {
             at_ms,
             state: d.state.clone(),
             protocol: d.protocol.clone(),
             members,
+            assignments_visible,
             ..Snapshot::default()
         }
     }
 
-    /// Topics assigned to anyone, sorted.
+    /// Fill in the assignment the agent's own app reported, when the broker hid it. A member id
+    /// the broker does not list is ignored (the app's identity is stale).
+    pub fn apply_own_assignment(&mut self, member_id: &str, partitions: &[Tp]) {
+        if self.assignments_visible {
+            return;
+        }
+        if let Some(m) = self.members.iter_mut().find(|m| m.member_id == member_id) {
+            let mut p: Vec<Tp> = partitions
+                .iter()
+                .filter(|(_, p)| *p >= 0)
+                .cloned()
+                .collect();
+            p.sort();
+            p.dedup();
+            m.partitions = p;
+        }
+    }
+
+    /// Topics assigned to anyone or committed by the group, sorted.
     pub fn topics(&self) -> Vec<String> {
         let mut t: Vec<String> = self
             .members
             .iter()
             .flat_map(|m| m.partitions.iter().map(|(t, _)| t.clone()))
+            .chain(self.committed.keys().map(|(t, _)| t.clone()))
             .collect();
         t.sort();
         t.dedup();
@@ -172,6 +197,11 @@ pub struct GroupView {
     pub fingerprint: u64,
     /// Highest generation any member's subscription mentions (−1 if none).
     pub generation_hint: i32,
+    /// See [`Snapshot::assignments_visible`].
+    pub assignments_visible: bool,
+    /// Lag of partitions nobody is known to own (all peers' partitions when assignments are
+    /// hidden).
+    pub unattributed_lag: i64,
 }
 
 impl GroupView {
@@ -181,10 +211,11 @@ impl GroupView {
     pub fn member(&self, member_id: &str) -> Option<&MemberLag> {
         self.members.iter().find(|m| m.info.member_id == member_id)
     }
+    /// Lag of every known partition, owned or not.
     pub fn total_lag(&self) -> i64 {
         self.members
             .iter()
-            .fold(0i64, |a, m| a.saturating_add(m.lag))
+            .fold(self.unattributed_lag, |a, m| a.saturating_add(m.lag))
     }
 }
 
@@ -333,6 +364,10 @@ impl ViewTracker {
                 m.incoming_rate += p.incoming_rate;
             }
         }
+        let unattributed_lag = partitions
+            .iter()
+            .filter(|p| p.owner.is_none())
+            .fold(0i64, |a, p| a.saturating_add(p.lag));
         let mut new_members = HashMap::with_capacity(members.len());
         for m in &mut members {
             let prev = self.members.get(&m.info.member_id).copied();
@@ -373,6 +408,8 @@ impl ViewTracker {
             uncommitted,
             fingerprint: fp,
             generation_hint,
+            assignments_visible: snap.assignments_visible,
+            unattributed_lag,
         }
     }
 }
@@ -398,6 +435,7 @@ pub(crate) mod tests {
             at_ms,
             state: "Stable".into(),
             members: vec![member("a", &[("t", 0), ("t", 1)]), member("b", &[("t", 2)])],
+            assignments_visible: true,
             ..Snapshot::default()
         };
         for (p, e) in ends.iter().enumerate() {
@@ -450,6 +488,28 @@ pub(crate) mod tests {
         s.members[1].partitions.push(("t".into(), 1));
         s.members[0].partitions.pop();
         assert_ne!(t.update(&s).fingerprint, a.fingerprint);
+    }
+
+    #[test]
+    fn hidden_assignments_use_the_apps_own_report() {
+        // tansu: DescribeGroups lists member ids with empty blobs.
+        let mut s = snap(0, &[100, 100, 100], &[0, 90, 95]);
+        for m in &mut s.members {
+            m.partitions.clear();
+        }
+        s.assignments_visible = false;
+        s.apply_own_assignment("a", &[("t".into(), 0), ("t".into(), 0), ("t".into(), -3)]);
+        s.apply_own_assignment("ghost", &[("t".into(), 1)]);
+        let v = ViewTracker::new(0).update(&s);
+        assert!(!v.assignments_visible);
+        assert_eq!(v.member("a").unwrap().lag, 100);
+        assert_eq!(v.member("b").unwrap().lag, 0);
+        assert_eq!(v.unattributed_lag, 15);
+        assert_eq!(v.total_lag(), 115);
+        // With visible assignments the app's report is not needed and is ignored.
+        let mut s = snap(0, &[100, 100, 100], &[0, 90, 95]);
+        s.apply_own_assignment("b", &[("t".into(), 0)]);
+        assert_eq!(s.members[1].partitions, vec![("t".into(), 2)]);
     }
 
     #[test]

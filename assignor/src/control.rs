@@ -46,6 +46,7 @@
 //!     member_id: "consumer-1-abc".into(),
 //!     instance_id: Some("pod-0".into()),
 //!     generation: 3,
+//!     partitions: vec![("orders".into(), 0), ("orders".into(), 1)],
 //! }));
 //! while let Some(cmd) = commands.recv().await {
 //!     match cmd {
@@ -133,6 +134,10 @@ pub struct MemberIdentity {
     /// Current generation, −1 when not in a generation.
     #[serde(default = "minus_one")]
     pub generation: i32,
+    /// Partitions currently assigned to this member. The agent needs them where the broker's
+    /// DescribeGroups hides assignments (tansu 0.6.0 returns empty member blobs).
+    #[serde(default)]
+    pub partitions: Vec<(String, i32)>,
 }
 
 fn minus_one() -> i32 {
@@ -613,6 +618,7 @@ mod tests {
             member_id: "m-1".into(),
             instance_id: Some("pod-0".into()),
             generation: 4,
+            partitions: vec![("t".into(), 0)],
         }
     }
 
