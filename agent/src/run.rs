@@ -7,32 +7,20 @@ use anyhow::Context;
 use lagbalance::control::{CapacitySample, Op};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::ctl::AppLink;
-use crate::election::elect;
+use crate::decide::{Action, Decider};
 use crate::hostmetrics::{CpuProbe, SelfProbe};
 use crate::http;
 use crate::metrics::AgentState;
-use crate::outlier::{score, score_partial, OutlierSettings, Streaks};
 use crate::poll;
-use crate::storm::{Hold, StormGuard};
-use crate::view::ViewTracker;
+use crate::storm::Hold;
 
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-pub fn outlier_settings(c: &Config) -> OutlierSettings {
-    OutlierSettings {
-        floor: c.lag_floor.min(i64::MAX as u64) as i64,
-        ratio: c.lag_ratio,
-        zscore: c.zscore,
-        sustain: c.sustain,
-        drain_ok_s: c.drain_ok.as_secs_f64(),
-    }
 }
 
 /// Run until SIGTERM / Ctrl-C.
@@ -55,10 +43,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.control_token.clone(),
         Duration::from_secs(2),
     );
-    let mut tracker = ViewTracker::new(cfg.ewma_window.as_millis() as u64);
-    let mut storm = StormGuard::new(cfg.cooldown.as_millis() as u64, cfg.budget_per_hour);
-    let mut streaks = Streaks::default();
-    let settings = outlier_settings(&cfg);
+    let mut decider = Decider::new(&cfg);
     let mut cpu = CpuProbe::new(&cfg.cgroup_dir, cfg.cpu_limit);
     let mut me_probe = SelfProbe::default();
     let start = Instant::now();
@@ -88,10 +73,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
         // 2. Poll the group.
         let t0 = Instant::now();
-        let own = link
-            .identity
-            .clone()
-            .filter(|i| i.group == cfg.group && !i.member_id.is_empty());
+        let own = decider.own(link.identity.as_ref()).cloned();
         let own_topics: Vec<String> = own
             .as_ref()
             .map(|i| i.partitions.iter().map(|(t, _)| t.clone()).collect())
@@ -102,7 +84,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .await;
         let poll_s = t0.elapsed().as_secs_f64();
-        let mut snap = match snap {
+        let snap = match snap {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::warn!(error = format!("{e:#}"), "group poll failed");
@@ -116,109 +98,83 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         };
         last_ok = Some(Instant::now());
-        if let Some(id) = &own {
-            snap.apply_own_assignment(&id.member_id, &id.partitions);
-        }
-        let view = tracker.update(&snap);
-        // The app's generation catches rebalances the broker's DescribeGroups cannot show
-        // (tansu hides assignments); every member shares it, so every agent sees the same.
-        let generation = own.as_ref().map(|i| i.generation).unwrap_or(-1);
-        let fingerprint =
-            view.fingerprint ^ (generation as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        if storm.observe(now_ms, fingerprint, view.stable()) {
-            tracing::info!(state = %view.state, generation = view.generation_hint, "rebalance observed");
-            // Streaks measured against the old assignment say nothing about the new one.
-            streaks.reset();
-        }
-        let me = own.as_ref().map(|i| i.member_id.clone());
-        // Full view: score everyone, elect the worst. Hidden assignments: score only our member,
-        // with the majority-of-lag rule standing in for the election (outlier.rs).
-        let scores = if view.assignments_visible {
-            score(&view, &settings)
-        } else {
-            me.as_deref()
-                .and_then(|m| score_partial(&view, m, &settings))
-                .into_iter()
-                .collect()
-        };
-        streaks.observe(&scores);
 
-        // 3. Decide.
-        let winner = elect(&scores).map(|s| s.member_id.clone());
-        let own_streak = me.as_deref().map(|m| streaks.get(m)).unwrap_or(0);
-        let elected = me.is_some() && winner == me;
-        let hold = storm.check(now_ms);
-        let mut triggered = None;
-        if elected && own_streak >= settings.sustain {
-            let own = scores.iter().find(|s| Some(&s.member_id) == me.as_ref());
-            let reason = own
-                .map(|s| {
-                    format!(
-                        "lag {} ≥ {:.1}× peer median {:.0} (z {:.1}) for {} intervals",
-                        s.lag, s.ratio, s.peer_median, s.z, own_streak
-                    )
-                })
-                .unwrap_or_default();
-            match &hold {
-                Ok(()) if cfg.dry_run => {
-                    tracing::info!(%reason, mode = %cfg.mode, "outlier: would act (dry run)");
-                    storm.record_trigger(now_ms);
-                    triggered = Some("dry_run");
-                }
-                Ok(()) => {
-                    let op = match cfg.mode {
-                        Mode::Leave => Op::Leave {
-                            cooldown_ms: cfg.leave_cooldown.as_millis() as u64,
-                            reason: reason.clone(),
-                        },
-                        Mode::Rejoin => Op::Rejoin {
-                            reason: reason.clone(),
-                        },
-                    };
-                    match link.send(op).await {
-                        Ok(r) if r.ok => {
-                            tracing::info!(%reason, mode = %cfg.mode, "outlier: asked the app to rebalance");
-                            storm.record_trigger(now_ms);
-                            streaks.reset();
-                            triggered = Some("ok");
-                        }
-                        Ok(r) => {
-                            tracing::warn!(
-                                error = r.error.unwrap_or_default(),
-                                "app refused the action"
-                            );
-                            triggered = Some("failed");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not reach the app to act");
-                            triggered = Some("failed");
-                        }
-                    }
-                }
-                Err(h) => tracing::debug!(hold = ?h, "outlier, holding"),
+        // 3. Decide, then act.
+        let d = decider.step(now_ms, snap, own.as_ref());
+        if d.rebalance_observed {
+            tracing::info!(state = %d.view.state, generation = d.view.generation_hint, "rebalance observed");
+        }
+        if d.elected {
+            if let Err(h) = &d.hold {
+                tracing::debug!(hold = ?h, streak = d.own_streak, "outlier, holding");
             }
         }
+        let triggered = match d.action.clone() {
+            None => None,
+            Some(Action::DryRun { reason }) => {
+                tracing::info!(%reason, mode = %cfg.mode, "outlier: would act (dry run)");
+                Some("dry_run")
+            }
+            Some(action) => {
+                let (op, reason) = match action {
+                    Action::Leave {
+                        cooldown_ms,
+                        reason,
+                    } => (
+                        Op::Leave {
+                            cooldown_ms,
+                            reason: reason.clone(),
+                        },
+                        reason,
+                    ),
+                    Action::Rejoin { reason } | Action::DryRun { reason } => (
+                        Op::Rejoin {
+                            reason: reason.clone(),
+                        },
+                        reason,
+                    ),
+                };
+                match link.send(op).await {
+                    Ok(r) if r.ok => {
+                        tracing::info!(%reason, mode = %cfg.mode, "outlier: asked the app to rebalance");
+                        decider.acted(now_ms);
+                        Some("ok")
+                    }
+                    Ok(r) => {
+                        tracing::warn!(
+                            error = r.error.unwrap_or_default(),
+                            "app refused the action"
+                        );
+                        Some("failed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not reach the app to act");
+                        Some("failed")
+                    }
+                }
+            }
+        };
 
         // 4. Publish.
         let me_usage = me_probe.sample();
-        let cooldown_remaining_s = match hold {
+        let cooldown_remaining_s = match d.hold {
             Err(Hold::Cooldown { until_ms }) => until_ms.saturating_sub(now_ms) as f64 / 1000.0,
             _ => 0.0,
         };
-        let budget_used = storm.triggers_last_hour(now_ms) as u64;
+        let budget_used = decider.triggers_last_hour(now_ms) as u64;
         if let Ok(mut s) = state.lock() {
             s.polls += 1;
             s.last_poll_seconds = poll_s;
             s.ready = true;
-            s.view = Some(view);
-            s.scores = scores;
-            s.me = me;
-            s.own_streak = own_streak;
-            s.elected = elected;
+            s.rebalancing = matches!(d.hold, Err(Hold::Rebalancing));
+            s.view = Some(d.view);
+            s.scores = d.scores;
+            s.me = d.me;
+            s.own_streak = d.own_streak;
+            s.elected = d.elected;
             s.cooldown_remaining_s = cooldown_remaining_s;
-            s.rebalancing = matches!(hold, Err(Hold::Rebalancing));
             s.budget_remaining = (cfg.budget_per_hour as u64).saturating_sub(budget_used);
-            s.rebalances_seen = storm.rebalances_seen();
+            s.rebalances_seen = decider.rebalances_seen();
             s.control_connected = link.connected();
             s.pod_cpu_used_cores = reading.used_cores;
             s.pod_cpu_limit_cores = reading.limit_cores;

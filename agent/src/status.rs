@@ -94,7 +94,7 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// Render the members table (pure).
-pub fn table(view: &GroupView, scores: &[Score], partitions: bool) -> String {
+pub fn table(group: &str, view: &GroupView, scores: &[Score], partitions: bool) -> String {
     let mut rows: Vec<[String; 9]> = vec![[
         "MEMBER".into(),
         "HOST".into(),
@@ -144,11 +144,11 @@ pub fn table(view: &GroupView, scores: &[Score], partitions: bool) -> String {
     }
     let _ = write!(
         out,
-        "GROUP {} STATE {} MEMBERS {} TOTAL-LAG {}\n\n",
-        "",
+        "GROUP {group}  STATE {}  MEMBERS {}  TOTAL-LAG {}  UNATTRIBUTED-LAG {}\n\n",
         view.state,
         view.members.len(),
-        view.total_lag()
+        view.total_lag(),
+        view.unattributed_lag
     );
     for r in &rows {
         let mut line = String::new();
@@ -199,9 +199,46 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<String> {
         view = tracker.update(&second);
     }
     let scores = score(&view, &OutlierSettings::default());
-    Ok(table(&view, &scores, args.partitions).replacen(
-        "GROUP  ",
-        &format!("GROUP {}  ", args.group),
-        1,
-    ))
+    Ok(table(&args.group, &view, &scores, args.partitions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::tests::member;
+    use crate::view::{Snapshot, ViewTracker};
+
+    #[test]
+    fn table_lists_every_member_with_its_score() {
+        let mut snap = Snapshot {
+            state: "Stable".into(),
+            members: vec![member("a", &[("t", 0)]), member("b", &[("t", 1)])],
+            assignments_visible: true,
+            ..Snapshot::default()
+        };
+        snap.log_end.insert(("t".into(), 0), 100);
+        snap.log_end.insert(("t".into(), 1), 50_000);
+        snap.committed.insert(("t".into(), 0), 90);
+        snap.committed.insert(("t".into(), 1), 0);
+        let view = ViewTracker::new(0).update(&snap);
+        let scores = score(&view, &OutlierSettings::default());
+        let t = table("orders", &view, &scores, true);
+        assert!(
+            t.starts_with("GROUP orders  STATE Stable  MEMBERS 2  TOTAL-LAG 50010"),
+            "{t}"
+        );
+        let b = t.lines().find(|l| l.starts_with("b ")).expect("row for b");
+        assert!(b.contains("50000") && b.ends_with("yes"), "{b}");
+        assert!(t.contains("t  1  0  50000  50000  b"), "{t}");
+        let args: Vec<String> = ["--group", "g", "--bootstrap", "h:1", "--sample=0s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let a = StatusArgs::parse(&BTreeMap::new(), &args).unwrap();
+        assert_eq!(a.sample, Duration::ZERO);
+        assert_eq!(
+            StatusArgs::parse(&BTreeMap::new(), &[]).unwrap_err().var,
+            "LAGBALANCE_GROUP"
+        );
+    }
 }
