@@ -292,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
     drop(handle);
     let samples = capacity_samples.await.unwrap_or(0);
 
+    println!("group                 {group} (topic {topic})");
     println!("partitions            {partitions}");
     println!("interval              5s");
     println!("measured for          {wall:.1} s");

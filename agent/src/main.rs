@@ -9,7 +9,7 @@ use lagbalance_agent::status::StatusArgs;
 
 const USAGE: &str = "usage:
   lagbalance-agent [run] [--flag value]...      watch the group and act (settings below)
-  lagbalance-agent status --group G --bootstrap B [--sample 2s] [--partitions]
+  lagbalance-agent status --group G --bootstrap B [--topic T,…] [--sample 2s] [--partitions]
   lagbalance-agent --help
 
 Every flag has an environment variable; the flag wins.

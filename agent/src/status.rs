@@ -16,6 +16,8 @@ pub struct StatusArgs {
     pub bootstrap: String,
     pub sample: Duration,
     pub partitions: bool,
+    /// Topics to measure besides those DescribeGroups reveals (needed on tansu).
+    pub topics: Vec<String>,
 }
 
 fn bad(var: &str, flag: &str, value: &str, allowed: &str) -> ConfigError {
@@ -33,6 +35,7 @@ impl StatusArgs {
         let mut bootstrap = env.get("LAGBALANCE_BOOTSTRAP").cloned().unwrap_or_default();
         let mut sample = Duration::from_secs(2);
         let mut partitions = false;
+        let mut topics = Vec::new();
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let (name, inline) = match a.split_once('=') {
@@ -50,6 +53,12 @@ impl StatusArgs {
             match name {
                 "--group" => group = value,
                 "--bootstrap" => bootstrap = value,
+                "--topic" => topics.extend(
+                    value
+                        .split(',')
+                        .map(|t| t.trim().to_owned())
+                        .filter(|t| !t.is_empty()),
+                ),
                 "--sample" => {
                     sample = parse_duration(&value)
                         .ok()
@@ -61,7 +70,7 @@ impl StatusArgs {
                         "",
                         "",
                         &format!("unknown argument {a:?}"),
-                        "status takes --group, --bootstrap, --sample, --partitions",
+                        "status takes --group, --bootstrap, --topic, --sample, --partitions",
                     ))
                 }
             }
@@ -78,6 +87,7 @@ impl StatusArgs {
             ));
         }
         Ok(StatusArgs {
+            topics,
             group,
             bootstrap,
             sample,
@@ -140,7 +150,7 @@ pub fn table(group: &str, view: &GroupView, scores: &[Score], partitions: bool) 
     }
     let mut out = String::new();
     if !view.assignments_visible && !view.members.is_empty() {
-        out.push_str("note: the broker hides member assignments (tansu 0.6.0 DescribeGroups); per-member lag is unknown, group lag is shown as unattributed\n");
+        out.push_str("note: the broker hides member assignments (tansu 0.6.0 DescribeGroups); per-member lag is unknown; pass --topic to measure the group's lag as unattributed\n");
     }
     let _ = write!(
         out,
@@ -185,7 +195,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<String> {
     let client = poll::client(&args.bootstrap, Duration::from_secs(15))?;
     let mut tracker = ViewTracker::new(0);
     let start = tokio::time::Instant::now();
-    let first = poll::snapshot(&client, &args.group, 0, &[]).await?;
+    let first = poll::snapshot(&client, &args.group, 0, &args.topics).await?;
     let mut view = tracker.update(&first);
     if !args.sample.is_zero() {
         tokio::time::sleep(args.sample).await;
@@ -193,7 +203,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<String> {
             &client,
             &args.group,
             start.elapsed().as_millis() as u64,
-            &[],
+            &args.topics,
         )
         .await?;
         view = tracker.update(&second);
