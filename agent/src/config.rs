@@ -335,6 +335,14 @@ impl Config {
                 }
             }
         };
+        let log = src.string("LAGBALANCE_LOG");
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(src.err(
+                "LAGBALANCE_LOG",
+                &log,
+                "a tracing filter such as info, warn or lagbalance_agent=debug",
+            ));
+        }
         let token = src.string("LAGBALANCE_CONTROL_TOKEN");
         Ok(Config {
             bootstrap: src.required("LAGBALANCE_BOOTSTRAP")?,
@@ -376,7 +384,7 @@ impl Config {
             cgroup_dir: src.string("LAGBALANCE_CGROUP_DIR"),
             cpu_limit,
             dry_run,
-            log: src.string("LAGBALANCE_LOG"),
+            log,
         })
     }
 }
@@ -507,6 +515,7 @@ mod tests {
             err(&[("LAGBALANCE_DRY_RUN", "maybe")]).var,
             "LAGBALANCE_DRY_RUN"
         );
+        assert_eq!(err(&[("LAGBALANCE_LOG", "info,[[[")]).var, "LAGBALANCE_LOG");
         let c = Config::from_sources(&env(&[("LAGBALANCE_CPU_LIMIT", "500m")]), &[]).unwrap();
         assert_eq!(c.cpu_limit, Some(0.5));
         let c = Config::from_sources(&env(&[("LAGBALANCE_CPU_LIMIT_MILLICORES", "1500")]), &[])

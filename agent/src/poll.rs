@@ -16,6 +16,9 @@ pub fn client(bootstrap: &str, timeout: Duration) -> anyhow::Result<Client> {
     Client::new(cfg).context("creating the Kafka client")
 }
 
+/// Most topics measured per poll.
+pub const MAX_TOPICS: usize = 256;
+
 /// Take one snapshot of `group` at clock reading `at_ms`. `extra_topics`: topics to measure
 /// besides the ones DescribeGroups reveals (the own member's, from its app, for brokers that
 /// hide assignments).
@@ -42,6 +45,16 @@ pub async fn snapshot(
     topics.extend(extra_topics.iter().cloned());
     topics.sort();
     topics.dedup();
+    // Member blobs are untrusted: a member naming thousands of made-up topics must not turn
+    // every interval into thousands of metadata requests.
+    if topics.len() > MAX_TOPICS {
+        tracing::warn!(
+            topics = topics.len(),
+            max = MAX_TOPICS,
+            "too many topics; measuring the first ones only"
+        );
+        topics.truncate(MAX_TOPICS);
+    }
     let mut tps: Vec<(String, i32)> = Vec::new();
     let mut known_topics = Vec::with_capacity(topics.len());
     for t in topics {

@@ -88,7 +88,9 @@ impl StormGuard {
             let until = if self.budget_per_hour == 0 {
                 u64::MAX
             } else {
-                self.triggers.front().map_or(u64::MAX, |t| t + HOUR_MS)
+                self.triggers
+                    .front()
+                    .map_or(u64::MAX, |t| t.saturating_add(HOUR_MS))
             };
             return Err(Hold::Budget { until_ms: until });
         }
