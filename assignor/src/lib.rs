@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod consumer;
+pub mod control;
 pub mod error;
 pub mod fetcher;
 pub mod group;

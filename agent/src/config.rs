@@ -1,0 +1,577 @@
+//! Settings: every one an environment variable `LAGBALANCE_*` with a matching `--flag`
+//! (the flag wins). Pure: parsing takes the environment and arguments as values.
+//!
+//! A bad value is an error naming the variable, the flag, the value and what is allowed; the
+//! binary prints it and exits with code 2.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What the agent asks its consumer to do when its member is the elected outlier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Voluntary unsubscribe: LeaveGroup, cool down, rejoin.
+    Leave,
+    /// Rejoin with fresh capacity and lag data (triggers a cooperative rebalance).
+    Rejoin,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Leave => "leave",
+            Mode::Rejoin => "rejoin",
+        })
+    }
+}
+
+/// One setting: its variable, flag, default and meaning (the docs table is generated from
+/// these by `lagbalance-agent --help`).
+pub struct Spec {
+    pub var: &'static str,
+    pub flag: &'static str,
+    /// `None` = required.
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+pub const SPECS: &[Spec] = &[
+    Spec { var: "LAGBALANCE_BOOTSTRAP", flag: "--bootstrap", default: None, help: "Kafka bootstrap servers, host:port[,host:port…]" },
+    Spec { var: "LAGBALANCE_GROUP", flag: "--group", default: None, help: "consumer group to watch" },
+    Spec { var: "LAGBALANCE_INTERVAL", flag: "--interval", default: Some("5s"), help: "poll interval (100ms..=1h)" },
+    Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("rejoin"), help: "action when this member is the elected outlier: leave or rejoin" },
+    Spec { var: "LAGBALANCE_LAG_FLOOR", flag: "--lag-floor", default: Some("1000"), help: "absolute lag (records) the member must exceed; integer ≥ 0" },
+    Spec { var: "LAGBALANCE_LAG_RATIO", flag: "--lag-ratio", default: Some("3"), help: "member lag must be ≥ this × the median lag of its peers; number ≥ 1" },
+    Spec { var: "LAGBALANCE_ZSCORE", flag: "--zscore", default: Some("3.5"), help: "member lag must also have a robust z-score (MAD of peers) ≥ this; number ≥ 0 (0 disables)" },
+    Spec { var: "LAGBALANCE_SUSTAIN", flag: "--sustain", default: Some("3"), help: "consecutive intervals the rule must hold before acting; integer 1..=1000" },
+    Spec { var: "LAGBALANCE_DRAIN_OK", flag: "--drain-ok", default: Some("60s"), help: "not an outlier while its lag shrinks fast enough to drain within this; 0s disables" },
+    Spec { var: "LAGBALANCE_COOLDOWN", flag: "--cooldown", default: Some("2m"), help: "no action until this long after any rebalance observed in the group" },
+    Spec { var: "LAGBALANCE_BUDGET_PER_HOUR", flag: "--budget-per-hour", default: Some("4"), help: "most actions this agent takes in any rolling hour; integer 0..=3600 (0 = never act)" },
+    Spec { var: "LAGBALANCE_LEAVE_COOLDOWN", flag: "--leave-cooldown", default: Some("30s"), help: "mode leave: how long the consumer stays out before rejoining (≤ 10m)" },
+    Spec { var: "LAGBALANCE_EWMA_WINDOW", flag: "--ewma-window", default: Some("30s"), help: "smoothing window of rates and lag trend (0s = no smoothing)" },
+    Spec { var: "LAGBALANCE_CONTROL_ADDR", flag: "--control-addr", default: Some("127.0.0.1:9470"), help: "the consumer's control listener; loopback ip:port only" },
+    Spec { var: "LAGBALANCE_CONTROL_TOKEN", flag: "--control-token", default: Some(""), help: "shared token for the control channel (empty = none)" },
+    Spec { var: "LAGBALANCE_HTTP_ADDR", flag: "--http-addr", default: Some("127.0.0.1:9471"), help: "/metrics, /healthz, /readyz listener ip:port (0.0.0.0:9471 to let Prometheus scrape from outside the pod)" },
+    Spec { var: "LAGBALANCE_CGROUP_DIR", flag: "--cgroup-dir", default: Some("/sys/fs/cgroup"), help: "cgroup directory whose CPU limit and usage describe the pod" },
+    Spec { var: "LAGBALANCE_CPU_LIMIT", flag: "--cpu-limit", default: Some(""), help: "CPU limit of the app in cores (2, 0.5 or 500m), overriding cgroup detection, e.g. the app container's limits.cpu through the downward API; empty = detect" },
+    Spec { var: "LAGBALANCE_CPU_LIMIT_MILLICORES", flag: "--cpu-limit-millicores", default: Some(""), help: "the same limit in millicores, for the downward API with divisor 1m (LAGBALANCE_CPU_LIMIT wins if both are set); integer > 0, empty = unset" },
+    Spec { var: "LAGBALANCE_DRY_RUN", flag: "--dry-run", default: Some("false"), help: "detect and log, never act: true or false" },
+    Spec { var: "LAGBALANCE_LOG", flag: "--log", default: Some("info"), help: "tracing filter (e.g. info, lagbalance_agent=debug)" },
+];
+
+/// Validated settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bootstrap: String,
+    pub group: String,
+    pub interval: Duration,
+    pub mode: Mode,
+    pub lag_floor: u64,
+    pub lag_ratio: f64,
+    pub zscore: f64,
+    pub sustain: u32,
+    pub drain_ok: Duration,
+    pub cooldown: Duration,
+    pub budget_per_hour: u32,
+    pub leave_cooldown: Duration,
+    pub ewma_window: Duration,
+    pub control_addr: SocketAddr,
+    pub control_token: Option<String>,
+    pub http_addr: SocketAddr,
+    pub cgroup_dir: String,
+    pub cpu_limit: Option<f64>,
+    pub dry_run: bool,
+    pub log: String,
+}
+
+/// A setting that could not be accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: String,
+    pub flag: String,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.var.is_empty() {
+            write!(f, "{}: {}", self.value, self.allowed)
+        } else {
+            write!(
+                f,
+                "invalid {} ({}) value {:?}: {}",
+                self.var, self.flag, self.value, self.allowed
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parse a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds; fractions allowed
+/// (`1.5s`). Negative, NaN and absurd values are errors.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit {unit:?}")),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{num:?} is not a number"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err("must not be negative".into());
+    }
+    let secs = n * scale;
+    if secs > 365.0 * 86400.0 {
+        return Err("longer than a year".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+struct Source<'a> {
+    env: &'a BTreeMap<String, String>,
+    flags: BTreeMap<&'static str, String>,
+}
+
+impl Source<'_> {
+    fn spec(var: &str) -> &'static Spec {
+        SPECS.iter().find(|s| s.var == var).unwrap_or(&SPECS[0])
+    }
+
+    /// The raw value of `var`: flag, else env, else default; `None` if required and missing.
+    fn raw(&self, var: &'static str) -> Option<String> {
+        let spec = Self::spec(var);
+        self.flags
+            .get(var)
+            .cloned()
+            .or_else(|| self.env.get(var).cloned())
+            .or_else(|| spec.default.map(str::to_owned))
+    }
+
+    fn err(&self, var: &'static str, value: &str, allowed: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var: var.into(),
+            flag: Self::spec(var).flag.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        }
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        match self.raw(var) {
+            Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+            v => Err(self.err(var, &v.unwrap_or_default(), "required, must not be empty")),
+        }
+    }
+
+    fn string(&self, var: &'static str) -> String {
+        self.raw(var).unwrap_or_default()
+    }
+
+    fn duration(
+        &self,
+        var: &'static str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let v = self.string(var);
+        let allowed = format!("a duration from {min:?} to {max:?}, such as 500ms, 5s, 2m or 1h");
+        let d = parse_duration(&v)
+            .map_err(|e| self.err(var, &v, format!("{e}; expected {allowed}")))?;
+        if d < min || d > max {
+            return Err(self.err(var, &v, format!("out of range; expected {allowed}")));
+        }
+        Ok(d)
+    }
+
+    fn number(&self, var: &'static str, min: f64, max: f64) -> Result<f64, ConfigError> {
+        let v = self.string(var);
+        match v.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= min && n <= max => Ok(n),
+            _ => Err(self.err(var, &v, format!("a number from {min} to {max}"))),
+        }
+    }
+
+    fn integer(&self, var: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let v = self.string(var);
+        match v.trim().parse::<u64>() {
+            Ok(n) if n >= min && n <= max => Ok(n),
+            _ => Err(self.err(var, &v, format!("an integer from {min} to {max}"))),
+        }
+    }
+
+    fn addr(&self, var: &'static str, loopback_only: bool) -> Result<SocketAddr, ConfigError> {
+        let v = self.string(var);
+        let a: SocketAddr = v
+            .trim()
+            .parse()
+            .map_err(|_| self.err(var, &v, "an ip:port such as 127.0.0.1:9470"))?;
+        if loopback_only && !a.ip().is_loopback() {
+            return Err(self.err(var, &v, "a loopback address (127.0.0.1 or [::1])"));
+        }
+        Ok(a)
+    }
+}
+
+/// Turn `--flag value` / `--flag=value` arguments into a map by variable name.
+/// `--dry-run` alone means `true`.
+pub fn parse_flags(args: &[String]) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let Some(spec) = SPECS.iter().find(|s| s.flag == name) else {
+            return Err(ConfigError {
+                var: String::new(),
+                flag: String::new(),
+                value: format!("unknown argument {arg:?}"),
+                allowed: "see `lagbalance-agent --help`".into(),
+            });
+        };
+        let value = match inline {
+            Some(v) => v,
+            None if spec.var == "LAGBALANCE_DRY_RUN"
+                && args.get(i + 1).is_none_or(|n| n.starts_with("--")) =>
+            {
+                "true".into()
+            }
+            None => {
+                i += 1;
+                args.get(i).cloned().ok_or_else(|| ConfigError {
+                    var: spec.var.into(),
+                    flag: spec.flag.into(),
+                    value: String::new(),
+                    allowed: "the flag needs a value".into(),
+                })?
+            }
+        };
+        out.insert(spec.var, value);
+        i += 1;
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Validate settings from `env` (only `LAGBALANCE_*` entries matter) and `args` (flags).
+    pub fn from_sources(
+        env: &BTreeMap<String, String>,
+        args: &[String],
+    ) -> Result<Config, ConfigError> {
+        let src = Source {
+            env,
+            flags: parse_flags(args)?,
+        };
+        Self::from_source(&src)
+    }
+
+    fn from_source(src: &Source<'_>) -> Result<Config, ConfigError> {
+        let mode = match src.string("LAGBALANCE_MODE").trim() {
+            "leave" => Mode::Leave,
+            "rejoin" => Mode::Rejoin,
+            other => return Err(src.err("LAGBALANCE_MODE", other, "one of: leave, rejoin")),
+        };
+        let dry_run = match src.string("LAGBALANCE_DRY_RUN").trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" | "" => false,
+            other => {
+                return Err(src.err("LAGBALANCE_DRY_RUN", other, "true or false"));
+            }
+        };
+        let cpu_limit = {
+            let v = src.string("LAGBALANCE_CPU_LIMIT");
+            if v.trim().is_empty() {
+                None
+            } else {
+                // Accept Kubernetes millicores too ("500m").
+                let parsed = match v.trim().strip_suffix('m') {
+                    Some(milli) => milli.parse::<f64>().map(|m| m / 1000.0),
+                    None => v.trim().parse::<f64>(),
+                };
+                match parsed {
+                    Ok(c) if c.is_finite() && c > 0.0 && c <= 4096.0 => Some(c),
+                    _ => {
+                        return Err(src.err(
+                            "LAGBALANCE_CPU_LIMIT",
+                            &v,
+                            "cores > 0 such as 2, 0.5 or 500m, or empty to detect",
+                        ))
+                    }
+                }
+            }
+        };
+        let cpu_limit = match cpu_limit {
+            Some(c) => Some(c),
+            None => {
+                let v = src.string("LAGBALANCE_CPU_LIMIT_MILLICORES");
+                if v.trim().is_empty() {
+                    None
+                } else {
+                    match v.trim().parse::<u64>() {
+                        Ok(m) if (1..=4_096_000).contains(&m) => Some(m as f64 / 1000.0),
+                        _ => {
+                            return Err(src.err(
+                                "LAGBALANCE_CPU_LIMIT_MILLICORES",
+                                &v,
+                                "an integer from 1 to 4096000, or empty",
+                            ))
+                        }
+                    }
+                }
+            }
+        };
+        let log = src.string("LAGBALANCE_LOG");
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(src.err(
+                "LAGBALANCE_LOG",
+                &log,
+                "a tracing filter such as info, warn or lagbalance_agent=debug",
+            ));
+        }
+        let token = src.string("LAGBALANCE_CONTROL_TOKEN");
+        Ok(Config {
+            bootstrap: src.required("LAGBALANCE_BOOTSTRAP")?,
+            group: src.required("LAGBALANCE_GROUP")?,
+            interval: src.duration(
+                "LAGBALANCE_INTERVAL",
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            )?,
+            mode,
+            lag_floor: src.integer("LAGBALANCE_LAG_FLOOR", 0, i64::MAX as u64)?,
+            lag_ratio: src.number("LAGBALANCE_LAG_RATIO", 1.0, 1e6)?,
+            zscore: src.number("LAGBALANCE_ZSCORE", 0.0, 1e6)?,
+            sustain: src.integer("LAGBALANCE_SUSTAIN", 1, 1000)? as u32,
+            drain_ok: src.duration(
+                "LAGBALANCE_DRAIN_OK",
+                Duration::ZERO,
+                Duration::from_secs(86400),
+            )?,
+            cooldown: src.duration(
+                "LAGBALANCE_COOLDOWN",
+                Duration::ZERO,
+                Duration::from_secs(86400),
+            )?,
+            budget_per_hour: src.integer("LAGBALANCE_BUDGET_PER_HOUR", 0, 3600)? as u32,
+            leave_cooldown: src.duration(
+                "LAGBALANCE_LEAVE_COOLDOWN",
+                Duration::ZERO,
+                Duration::from_secs(600),
+            )?,
+            ewma_window: src.duration(
+                "LAGBALANCE_EWMA_WINDOW",
+                Duration::ZERO,
+                Duration::from_secs(86400),
+            )?,
+            control_addr: src.addr("LAGBALANCE_CONTROL_ADDR", true)?,
+            control_token: (!token.is_empty()).then_some(token),
+            http_addr: src.addr("LAGBALANCE_HTTP_ADDR", false)?,
+            cgroup_dir: src.string("LAGBALANCE_CGROUP_DIR"),
+            cpu_limit,
+            dry_run,
+            log,
+        })
+    }
+}
+
+/// The reference table (Markdown), as in `docs/agent.md`.
+pub fn reference_table() -> String {
+    let mut s = String::from("| variable | flag | default | meaning |\n|---|---|---|---|\n");
+    for spec in SPECS {
+        let default = match spec.default {
+            None => "*(required)*".to_owned(),
+            Some("") => "*(empty)*".to_owned(),
+            Some(d) => format!("`{d}`"),
+        };
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            spec.var, spec.flag, default, spec.help
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = [
+            ("LAGBALANCE_BOOTSTRAP", "127.0.0.1:9092"),
+            ("LAGBALANCE_GROUP", "g"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> ConfigError {
+        Config::from_sources(&env(pairs), &[]).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_sources(&env(&[]), &[]).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.mode, Mode::Rejoin);
+        assert_eq!(c.lag_ratio, 3.0);
+        assert_eq!(c.sustain, 3);
+        assert_eq!(c.control_token, None);
+        assert!(c.control_addr.ip().is_loopback());
+        assert!(c.http_addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn negative_interval_names_the_variable() {
+        let e = err(&[("LAGBALANCE_INTERVAL", "-5s")]);
+        assert_eq!(e.var, "LAGBALANCE_INTERVAL");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("LAGBALANCE_INTERVAL") && msg.contains("-5s"),
+            "{msg}"
+        );
+        assert!(msg.contains("duration"), "says what is allowed: {msg}");
+        assert_eq!(
+            err(&[("LAGBALANCE_INTERVAL", "0s")]).var,
+            "LAGBALANCE_INTERVAL"
+        );
+    }
+
+    #[test]
+    fn ratio_below_one_is_rejected() {
+        let e = err(&[("LAGBALANCE_LAG_RATIO", "0.5")]);
+        assert_eq!(e.var, "LAGBALANCE_LAG_RATIO");
+        assert!(e.to_string().contains("from 1"));
+        for bad in ["NaN", "inf", "three", ""] {
+            assert_eq!(
+                err(&[("LAGBALANCE_LAG_RATIO", bad)]).var,
+                "LAGBALANCE_LAG_RATIO"
+            );
+        }
+    }
+
+    #[test]
+    fn unparsable_duration_is_rejected() {
+        for bad in ["soon", "5 parsecs", "5x", "", "1e400s", "s"] {
+            let e = err(&[("LAGBALANCE_COOLDOWN", bad)]);
+            assert_eq!(e.var, "LAGBALANCE_COOLDOWN", "{bad}");
+        }
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn unknown_mode_is_rejected() {
+        let e = err(&[("LAGBALANCE_MODE", "explode")]);
+        assert_eq!(e.var, "LAGBALANCE_MODE");
+        assert!(e.to_string().contains("leave, rejoin"));
+        let c = Config::from_sources(&env(&[("LAGBALANCE_MODE", "leave")]), &[]).unwrap();
+        assert_eq!(c.mode, Mode::Leave);
+    }
+
+    #[test]
+    fn other_validation() {
+        assert_eq!(
+            Config::from_sources(&BTreeMap::new(), &[]).unwrap_err().var,
+            "LAGBALANCE_BOOTSTRAP"
+        );
+        assert_eq!(
+            err(&[("LAGBALANCE_SUSTAIN", "0")]).var,
+            "LAGBALANCE_SUSTAIN"
+        );
+        assert_eq!(
+            err(&[("LAGBALANCE_LAG_FLOOR", "-1")]).var,
+            "LAGBALANCE_LAG_FLOOR"
+        );
+        assert_eq!(
+            err(&[("LAGBALANCE_CONTROL_ADDR", "10.0.0.1:9470")]).var,
+            "LAGBALANCE_CONTROL_ADDR"
+        );
+        assert_eq!(
+            err(&[("LAGBALANCE_CPU_LIMIT", "0")]).var,
+            "LAGBALANCE_CPU_LIMIT"
+        );
+        assert_eq!(
+            err(&[("LAGBALANCE_DRY_RUN", "maybe")]).var,
+            "LAGBALANCE_DRY_RUN"
+        );
+        assert_eq!(err(&[("LAGBALANCE_LOG", "info,[[[")]).var, "LAGBALANCE_LOG");
+        let c = Config::from_sources(&env(&[("LAGBALANCE_CPU_LIMIT", "500m")]), &[]).unwrap();
+        assert_eq!(c.cpu_limit, Some(0.5));
+        let c = Config::from_sources(&env(&[("LAGBALANCE_CPU_LIMIT_MILLICORES", "1500")]), &[])
+            .unwrap();
+        assert_eq!(c.cpu_limit, Some(1.5));
+        assert_eq!(
+            err(&[("LAGBALANCE_CPU_LIMIT_MILLICORES", "1.5")]).var,
+            "LAGBALANCE_CPU_LIMIT_MILLICORES"
+        );
+    }
+
+    #[test]
+    fn flags_override_env() {
+        let args: Vec<String> = ["--interval", "2s", "--mode=leave", "--dry-run"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let c = Config::from_sources(&env(&[("LAGBALANCE_INTERVAL", "9s")]), &args).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(c.mode, Mode::Leave);
+        assert!(c.dry_run);
+        let bad: Vec<String> = vec!["--lag-ratio".into(), "0.9".into()];
+        let e = Config::from_sources(&env(&[]), &bad).unwrap_err();
+        assert_eq!(e.var, "LAGBALANCE_LAG_RATIO");
+        assert!(e.to_string().contains("--lag-ratio"));
+        assert!(Config::from_sources(&env(&[]), &["--bogus".into()]).is_err());
+        assert!(Config::from_sources(&env(&[]), &["--interval".into()]).is_err());
+    }
+
+    #[test]
+    fn every_spec_has_a_unique_var_and_flag() {
+        let mut vars: Vec<_> = SPECS.iter().map(|s| s.var).collect();
+        let mut flags: Vec<_> = SPECS.iter().map(|s| s.flag).collect();
+        vars.sort();
+        vars.dedup();
+        flags.sort();
+        flags.dedup();
+        assert_eq!(vars.len(), SPECS.len());
+        assert_eq!(flags.len(), SPECS.len());
+        assert!(reference_table().contains("LAGBALANCE_MODE"));
+    }
+
+    #[test]
+    fn docs_list_every_variable() {
+        let docs = include_str!("../../docs/agent.md");
+        for spec in SPECS {
+            assert!(
+                docs.contains(&format!("`{}`", spec.var)),
+                "docs/agent.md misses {}",
+                spec.var
+            );
+            assert!(
+                docs.contains(&format!("`{}`", spec.flag)),
+                "docs/agent.md misses {}",
+                spec.flag
+            );
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Single-actor election. Pure and order-independent.
+//!
+//! Every agent of the group polls the same broker state, so every agent can compute the same
+//! scores. Among the members that are outliers *in this view*, the one with the largest lag
+//! acts; ties go to the smallest member id. Lags are integers and the comparison is total, so
+//! the answer does not depend on the order members are listed in or on float rounding: all
+//! agents agree without talking. An agent acts only if the winner is its own member *and* its
+//! own streak is sustained (streaks are local; the election is global).
+//!
+//! Agents poll at slightly different instants, so for one interval around a change two agents
+//! may see different views. That is what the post-rebalance cooldown in [`crate::storm`] covers:
+//! the first action causes a rebalance, every agent observes it and stands down.
+
+use crate::outlier::Score;
+
+/// The member that may act in this view, if any.
+pub fn elect(scores: &[Score]) -> Option<&Score> {
+    scores.iter().filter(|s| s.outlier).min_by(|a, b| {
+        b.lag
+            .cmp(&a.lag)
+            .then_with(|| a.member_id.cmp(&b.member_id))
+    })
+}
+
+/// Whether `me` is the elected member.
+pub fn is_elected(scores: &[Score], me: &str) -> bool {
+    elect(scores).is_some_and(|s| s.member_id == me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outlier::{score, OutlierSettings};
+    use crate::view::tests::member;
+    use crate::view::{GroupView, MemberLag};
+
+    fn view(lags: &[(&str, i64)]) -> GroupView {
+        let mut members: Vec<MemberLag> = lags
+            .iter()
+            .enumerate()
+            .map(|(i, (id, lag))| MemberLag {
+                info: member(id, &[("t", i as i32)]),
+                lag: *lag,
+                lag_smoothed: *lag as f64,
+                lag_trend: 0.0,
+                processing_rate: 0.0,
+                incoming_rate: 0.0,
+                time_to_drain: None,
+            })
+            .collect();
+        members.sort_by(|a, b| a.info.member_id.cmp(&b.info.member_id));
+        GroupView {
+            state: "Stable".into(),
+            members,
+            ..GroupView::default()
+        }
+    }
+
+    fn shuffled<T: Clone>(v: &[T], seed: u64) -> Vec<T> {
+        let mut v = v.to_vec();
+        let mut x = seed | 1;
+        for i in (1..v.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        v
+    }
+
+    #[test]
+    fn picks_exactly_one_the_worst() {
+        let lags = [
+            ("a", 100),
+            ("b", 20_000),
+            ("c", 30_000),
+            ("d", 120),
+            ("e", 90),
+            ("f", 110),
+        ];
+        let sc = score(&view(&lags), &OutlierSettings::default());
+        assert!(sc.iter().filter(|s| s.outlier).count() >= 2, "{sc:?}");
+        assert_eq!(elect(&sc).unwrap().member_id, "c");
+        let winners = lags.iter().filter(|(id, _)| is_elected(&sc, id)).count();
+        assert_eq!(winners, 1);
+    }
+
+    #[test]
+    fn every_agent_agrees_whatever_order_it_lists_members_in() {
+        let lags = [
+            ("m-7", 100),
+            ("m-3", 45_000),
+            ("m-1", 45_000), // tie on lag: the smaller id wins
+            ("m-9", 130),
+            ("m-4", 80),
+            ("m-5", 150),
+            ("m-2", 100),
+        ];
+        let settings = OutlierSettings::default();
+        let mut decisions = Vec::new();
+        for agent in 0..lags.len() as u64 {
+            // Each agent builds its view from a differently ordered DescribeGroups answer and
+            // scores without sorting first.
+            let order = shuffled(&lags, agent * 7919 + 1);
+            let mut v = view(&order);
+            v.members = shuffled(&v.members, agent + 3);
+            let sc = score(&v, &settings);
+            let me = order[0].0;
+            decisions.push((
+                elect(&sc).map(|s| s.member_id.clone()),
+                me,
+                is_elected(&sc, me),
+            ));
+        }
+        assert!(
+            decisions.iter().all(|d| d.0.as_deref() == Some("m-1")),
+            "{decisions:?}"
+        );
+        // Across agents, at most one (the one whose member is m-1) would act.
+        let acting: Vec<_> = decisions.iter().filter(|d| d.2).map(|d| d.1).collect();
+        assert!(acting.iter().all(|m| *m == "m-1"), "{acting:?}");
+    }
+
+    #[test]
+    fn nobody_acts_without_an_outlier() {
+        let sc = score(
+            &view(&[("a", 5000), ("b", 5100), ("c", 4900)]),
+            &OutlierSettings::default(),
+        );
+        assert!(elect(&sc).is_none());
+        assert!(elect(&[]).is_none());
+    }
+}

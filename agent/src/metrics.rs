@@ -1,0 +1,373 @@
+//! What `/metrics` exposes, and its Prometheus text rendering (pure).
+
+use std::fmt::Write;
+
+use crate::outlier::Score;
+use crate::view::GroupView;
+
+/// Everything the HTTP endpoints report, updated by the poll loop.
+#[derive(Clone, Debug, Default)]
+pub struct AgentState {
+    pub group: String,
+    pub mode: String,
+    pub view: Option<GroupView>,
+    pub scores: Vec<Score>,
+    /// Our member id, as the app reported it.
+    pub me: Option<String>,
+    pub own_streak: u32,
+    pub elected: bool,
+    pub cooldown_remaining_s: f64,
+    pub rebalancing: bool,
+    pub budget_remaining: u64,
+    pub triggers_ok: u64,
+    pub triggers_failed: u64,
+    pub triggers_dry_run: u64,
+    pub rebalances_seen: u64,
+    pub polls: u64,
+    pub poll_errors: u64,
+    pub last_poll_seconds: f64,
+    pub control_connected: bool,
+    pub pod_cpu_used_cores: Option<f64>,
+    pub pod_cpu_limit_cores: Option<f64>,
+    pub self_rss_bytes: Option<u64>,
+    pub self_cpu_cores: Option<f64>,
+    /// Whether the last poll succeeded recently (drives `/readyz`).
+    pub ready: bool,
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn line(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, val)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", esc(val));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {}", num(v));
+    }
+    fn single(&mut self, name: &str, kind: &str, help: &str, v: f64) {
+        self.head(name, kind, help);
+        self.line(name, &[], v);
+    }
+}
+
+/// Render `s` in the Prometheus text exposition format (0.0.4).
+pub fn render(s: &AgentState) -> String {
+    let mut o = Out(String::with_capacity(4096));
+    let g = s.group.as_str();
+    if let Some(v) = &s.view {
+        o.head(
+            "lagbalance_agent_member_lag",
+            "gauge",
+            "Records behind the log end, summed over the member's partitions.",
+        );
+        for m in &v.members {
+            o.line(
+                "lagbalance_agent_member_lag",
+                &[
+                    ("group", g),
+                    ("member", &m.info.member_id),
+                    ("host", &m.info.host),
+                ],
+                m.lag as f64,
+            );
+        }
+        o.head(
+            "lagbalance_agent_member_lag_trend",
+            "gauge",
+            "Change of the member's lag, records/s (EWMA); negative = draining.",
+        );
+        for m in &v.members {
+            o.line(
+                "lagbalance_agent_member_lag_trend",
+                &[("group", g), ("member", &m.info.member_id)],
+                m.lag_trend,
+            );
+        }
+        o.head(
+            "lagbalance_agent_member_processing_rate",
+            "gauge",
+            "Records/s the member commits (EWMA).",
+        );
+        for m in &v.members {
+            o.line(
+                "lagbalance_agent_member_processing_rate",
+                &[("group", g), ("member", &m.info.member_id)],
+                m.processing_rate,
+            );
+        }
+        o.head(
+            "lagbalance_agent_member_time_to_drain_seconds",
+            "gauge",
+            "Time to zero lag at the current trend (+Inf if not shrinking).",
+        );
+        for m in &v.members {
+            o.line(
+                "lagbalance_agent_member_time_to_drain_seconds",
+                &[("group", g), ("member", &m.info.member_id)],
+                m.time_to_drain.unwrap_or(f64::INFINITY),
+            );
+        }
+        o.head(
+            "lagbalance_agent_member_partitions",
+            "gauge",
+            "Partitions assigned to the member.",
+        );
+        for m in &v.members {
+            o.line(
+                "lagbalance_agent_member_partitions",
+                &[("group", g), ("member", &m.info.member_id)],
+                m.info.partitions.len() as f64,
+            );
+        }
+        o.head(
+            "lagbalance_agent_partition_lag",
+            "gauge",
+            "Records behind the log end per partition.",
+        );
+        for p in &v.partitions {
+            let owner = p
+                .owner
+                .and_then(|i| v.members.get(i))
+                .map(|m| m.info.member_id.as_str())
+                .unwrap_or("");
+            let part = p.tp.1.to_string();
+            o.line(
+                "lagbalance_agent_partition_lag",
+                &[
+                    ("group", g),
+                    ("topic", &p.tp.0),
+                    ("partition", &part),
+                    ("member", owner),
+                ],
+                p.lag as f64,
+            );
+        }
+        o.single(
+            "lagbalance_agent_uncommitted_partitions",
+            "gauge",
+            "Owned partitions without a committed offset (counted as lag 0).",
+            v.uncommitted as f64,
+        );
+    }
+    o.head(
+        "lagbalance_agent_outlier_ratio",
+        "gauge",
+        "Member lag divided by the median lag of its peers.",
+    );
+    for sc in &s.scores {
+        o.line(
+            "lagbalance_agent_outlier_ratio",
+            &[("group", g), ("member", &sc.member_id)],
+            sc.ratio,
+        );
+    }
+    o.head(
+        "lagbalance_agent_outlier_zscore",
+        "gauge",
+        "Robust z-score of the member's lag against its peers (MAD).",
+    );
+    for sc in &s.scores {
+        o.line(
+            "lagbalance_agent_outlier_zscore",
+            &[("group", g), ("member", &sc.member_id)],
+            sc.z,
+        );
+    }
+    o.head(
+        "lagbalance_agent_outlier",
+        "gauge",
+        "1 if the member meets the outlier rule in this interval.",
+    );
+    for sc in &s.scores {
+        o.line(
+            "lagbalance_agent_outlier",
+            &[("group", g), ("member", &sc.member_id)],
+            if sc.outlier { 1.0 } else { 0.0 },
+        );
+    }
+    o.single(
+        "lagbalance_agent_own_outlier_streak",
+        "gauge",
+        "Consecutive intervals this agent's member has been an outlier.",
+        s.own_streak as f64,
+    );
+    o.single(
+        "lagbalance_agent_own_member_elected",
+        "gauge",
+        "1 if this agent's member is the group's elected (worst) outlier.",
+        if s.elected { 1.0 } else { 0.0 },
+    );
+    o.head(
+        "lagbalance_agent_triggers_total",
+        "counter",
+        "Actions sent to the app, by result.",
+    );
+    for (result, n) in [
+        ("ok", s.triggers_ok),
+        ("failed", s.triggers_failed),
+        ("dry_run", s.triggers_dry_run),
+    ] {
+        o.line(
+            "lagbalance_agent_triggers_total",
+            &[("group", g), ("mode", &s.mode), ("result", result)],
+            n as f64,
+        );
+    }
+    o.single(
+        "lagbalance_agent_cooldown_active",
+        "gauge",
+        "1 while the agent holds off after a rebalance or its own action.",
+        if s.cooldown_remaining_s > 0.0 || s.rebalancing {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    o.single(
+        "lagbalance_agent_cooldown_remaining_seconds",
+        "gauge",
+        "Seconds until the post-rebalance cooldown ends.",
+        s.cooldown_remaining_s,
+    );
+    o.single(
+        "lagbalance_agent_budget_remaining",
+        "gauge",
+        "Actions left in the rolling hour.",
+        s.budget_remaining as f64,
+    );
+    o.single(
+        "lagbalance_agent_rebalances_seen_total",
+        "counter",
+        "Rebalances observed in the group.",
+        s.rebalances_seen as f64,
+    );
+    o.single(
+        "lagbalance_agent_polls_total",
+        "counter",
+        "Group polls attempted.",
+        s.polls as f64,
+    );
+    o.single(
+        "lagbalance_agent_poll_errors_total",
+        "counter",
+        "Group polls that failed.",
+        s.poll_errors as f64,
+    );
+    o.single(
+        "lagbalance_agent_poll_duration_seconds",
+        "gauge",
+        "Duration of the last poll.",
+        s.last_poll_seconds,
+    );
+    o.single(
+        "lagbalance_agent_control_connected",
+        "gauge",
+        "1 while connected to the app's control channel.",
+        if s.control_connected { 1.0 } else { 0.0 },
+    );
+    if let Some(c) = s.pod_cpu_used_cores {
+        o.single(
+            "lagbalance_agent_pod_cpu_used_cores",
+            "gauge",
+            "CPU used by the pod (cgroup), cores.",
+            c,
+        );
+    }
+    if let Some(c) = s.pod_cpu_limit_cores {
+        o.single(
+            "lagbalance_agent_pod_cpu_limit_cores",
+            "gauge",
+            "CPU limit of the pod, cores.",
+            c,
+        );
+    }
+    if let Some(r) = s.self_rss_bytes {
+        o.single(
+            "lagbalance_agent_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the agent.",
+            r as f64,
+        );
+    }
+    if let Some(c) = s.self_cpu_cores {
+        o.single(
+            "lagbalance_agent_process_cpu_cores",
+            "gauge",
+            "CPU used by the agent, cores.",
+            c,
+        );
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_escaped_labels_and_special_values() {
+        let mut s = AgentState {
+            group: "g\"1".into(),
+            mode: "rejoin".into(),
+            ..AgentState::default()
+        };
+        s.scores.push(Score {
+            member_id: "m\n".into(),
+            lag: 5,
+            peer_median: 0.0,
+            peer_mad: 0.0,
+            ratio: 5.0,
+            z: f64::INFINITY,
+            outlier: true,
+        });
+        let t = render(&s);
+        assert!(
+            t.contains("lagbalance_agent_outlier_zscore{group=\"g\\\"1\",member=\"m\\n\"} +Inf"),
+            "{t}"
+        );
+        assert!(t.contains("# TYPE lagbalance_agent_triggers_total counter"));
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            assert_eq!(
+                line.rsplit_once(' ').map(|(_, v)| v.is_empty()),
+                Some(false),
+                "{line}"
+            );
+        }
+    }
+}

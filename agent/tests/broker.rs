@@ -1,0 +1,369 @@
+//! The real agent binary against a real broker (tansu), through `examples/overhead.rs`: one
+//! group member owning every partition with known lag, a control listener standing in for the
+//! app. The example fails unless the agent's `/metrics` shows exactly that lag with the control
+//! channel connected; here we also check the numbers it prints.
+//!
+//! Skipped (with a note) when tansu is not installed (`scripts/test-broker install`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+struct Broker {
+    script: PathBuf,
+    port: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Stop only ours (the script stops every broker without a port).
+        let _ = Command::new(&self.script)
+            .args(["stop", &self.port])
+            .status();
+    }
+}
+
+fn tansu_installed() -> bool {
+    if let Some(bin) = std::env::var_os("LAGBALANCE_TANSU_BIN") {
+        return PathBuf::from(bin).exists();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    cache.is_some_and(|c| c.join("lagbalance/tansu-0.6.0/bin/tansu").exists())
+}
+
+#[test]
+fn agent_measures_a_real_group_and_feeds_its_app() {
+    if !tansu_installed() {
+        eprintln!("skipped: tansu not installed (scripts/test-broker install)");
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-broker");
+    let out = Command::new(&script)
+        .arg("start")
+        .output()
+        .expect("test-broker runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let port = bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
+    let _broker = Broker { script, port };
+
+    // `cargo test` builds the examples next to the test binaries' directory.
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples/overhead"))
+        .unwrap();
+    assert!(example.exists(), "{} not built", example.display());
+    let out = Command::new(&example)
+        .args([&bootstrap, "8", "6"])
+        .output()
+        .expect("example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> f64 {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(name.split_whitespace().count()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name:?} in {stdout}"))
+    };
+    assert_eq!(field("member lag"), 48.0, "8 partitions x (10 - 4)");
+    assert_eq!(field("poll errors"), 0.0);
+    assert!(field("polls") >= 2.0);
+    assert!(field("capacity samples sent") >= 2.0, "{stdout}");
+}
+
+mod slow_member {
+    //! Two members on tansu, one far behind, each with its agent and a stand-in app: only the
+    //! slow member's app is asked to rejoin, once.
+
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use lagbalance::admin::OffsetMap;
+    use lagbalance::control::{serve, ControlCommand, ControlConfig, MemberIdentity};
+    use lagbalance::group::codec::{
+        encode_assignment, encode_subscription, Assignment, Subscription,
+    };
+    use lagbalance::producer::{Producer, ProducerConfig};
+    use lagbalance::records::ProducerRecord;
+    use lagbalance::{Client, ClientConfig};
+
+    fn s(x: &str) -> StrBytes {
+        StrBytes::from_string(x.to_owned())
+    }
+
+    /// JoinGroup; returns (error, generation, member id).
+    async fn join(c: &Client, g: &str, t: &str, id: &str) -> (i16, i32, String) {
+        let conn = c.coordinator_connection(g).await.unwrap();
+        let sub = encode_subscription(&Subscription {
+            topics: vec![t.into()],
+            generation: -1,
+            ..Default::default()
+        })
+        .unwrap();
+        let (_, r) = c
+            .send(&conn, ApiKey::JoinGroup, |_| {
+                JoinGroupRequest::default()
+                    .with_group_id(GroupId(s(g)))
+                    .with_session_timeout_ms(30_000)
+                    .with_rebalance_timeout_ms(30_000)
+                    .with_member_id(s(id))
+                    .with_protocol_type(s("consumer"))
+                    .with_protocols(vec![JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(sub.clone())])
+            })
+            .await
+            .unwrap();
+        (r.error_code, r.generation_id, r.member_id.to_string())
+    }
+
+    async fn sync(c: &Client, g: &str, id: &str, gen: i32, plan: &[(String, Vec<(String, i32)>)]) {
+        let conn = c.coordinator_connection(g).await.unwrap();
+        let a: Vec<_> = plan
+            .iter()
+            .map(|(m, ps)| {
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(s(m))
+                    .with_assignment(
+                        encode_assignment(&Assignment {
+                            partitions: ps.clone(),
+                            user_data: None,
+                        })
+                        .unwrap(),
+                    )
+            })
+            .collect();
+        let (_, r) = c
+            .send(&conn, ApiKey::SyncGroup, |_| {
+                SyncGroupRequest::default()
+                    .with_group_id(GroupId(s(g)))
+                    .with_generation_id(gen)
+                    .with_member_id(s(id))
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range")))
+                    .with_assignments(a.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.error_code, 0, "SyncGroup");
+    }
+
+    fn agent(bootstrap: &str, group: &str, control: std::net::SocketAddr) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lagbalance-agent"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LAGBALANCE_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("LAGBALANCE_BOOTSTRAP", bootstrap)
+            .env("LAGBALANCE_GROUP", group)
+            .env("LAGBALANCE_INTERVAL", "200ms")
+            .env("LAGBALANCE_SUSTAIN", "2")
+            .env("LAGBALANCE_LAG_FLOOR", "100")
+            .env("LAGBALANCE_COOLDOWN", "60s")
+            .env("LAGBALANCE_EWMA_WINDOW", "0s")
+            .env("LAGBALANCE_CONTROL_ADDR", control.to_string())
+            .env("LAGBALANCE_HTTP_ADDR", "127.0.0.1:0")
+            .env("LAGBALANCE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent starts")
+    }
+
+    struct Kill(Vec<Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    pub async fn run(bootstrap: &str) {
+        let tag = std::process::id();
+        let (topic, group) = (format!("slow-{tag}"), format!("slow-g-{tag}"));
+        let c = Client::new(ClientConfig::new(bootstrap)).unwrap();
+        c.create_topic(&topic, 4, 1).await.unwrap();
+        let producer = Producer::new(
+            c.clone(),
+            ProducerConfig {
+                batch_size: 1, // exact ListOffsets on tansu (docs/tansu-quirks.md)
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut pending = Vec::new();
+        for p in 0..4 {
+            for i in 0..200u32 {
+                let r = ProducerRecord::new(&topic)
+                    .partition(p)
+                    .value(i.to_be_bytes().to_vec());
+                pending.push(producer.send(r).await.unwrap());
+            }
+        }
+        producer.flush().await.unwrap();
+        for d in pending {
+            d.await.unwrap();
+        }
+
+        // Form the group: A, then B, then A rejoins as leader and hands out the plan.
+        let a = join(&c, &group, &topic, "").await.2;
+        let (_, gen, _) = join(&c, &group, &topic, &a).await;
+        sync(&c, &group, &a, gen, &[(a.clone(), vec![])]).await;
+        let b = join(&c, &group, &topic, "").await.2;
+        join(&c, &group, &topic, &b).await;
+        let (err, gen, _) = join(&c, &group, &topic, &a).await;
+        assert_eq!(err, 0);
+        let tp = |p| (topic.clone(), p);
+        let plan = vec![
+            (a.clone(), vec![tp(0), tp(1)]),
+            (b.clone(), vec![tp(2), tp(3)]),
+        ];
+        sync(&c, &group, &a, gen, &plan).await;
+        sync(&c, &group, &b, gen, &[]).await;
+        // A is caught up, B is 200 behind on each of its partitions.
+        let offsets: OffsetMap = (0..4)
+            .map(|p| ((topic.clone(), p), if p < 2 { 200 } else { 0 }))
+            .collect();
+        c.offset_commit(&group, gen, &a, None, &offsets)
+            .await
+            .unwrap();
+        let hb = {
+            let (c, group, a, b) = (c.clone(), group.clone(), a.clone(), b.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    for m in [&a, &b] {
+                        if let Ok(conn) = c.coordinator_connection(&group).await {
+                            let _ = c
+                                .send(&conn, ApiKey::Heartbeat, |_| {
+                                    HeartbeatRequest::default()
+                                        .with_group_id(GroupId(s(&group)))
+                                        .with_generation_id(gen)
+                                        .with_member_id(s(m))
+                                })
+                                .await;
+                        }
+                    }
+                }
+            })
+        };
+
+        // The stand-in apps, and one agent each.
+        let mut apps = Vec::new();
+        let mut agents = Kill(Vec::new());
+        for (m, parts) in &plan {
+            let (handle, rx) = serve(ControlConfig::loopback(0)).await.unwrap();
+            handle.set_identity(Some(MemberIdentity {
+                group: group.clone(),
+                member_id: m.clone(),
+                instance_id: None,
+                generation: gen,
+                partitions: parts.clone(),
+            }));
+            agents.0.push(agent(bootstrap, &group, handle.local_addr()));
+            apps.push((handle, rx, Vec::<ControlCommand>::new()));
+        }
+        let actions = |cmds: &[ControlCommand]| {
+            cmds.iter()
+                .filter(|c| !matches!(c, ControlCommand::Capacity(_)))
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for (_, rx, seen) in apps.iter_mut() {
+                while let Ok(cmd) = rx.try_recv() {
+                    seen.push(cmd);
+                }
+            }
+            if actions(&apps[1].2) > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the slow member's agent never acted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let acted_at = Instant::now();
+        // Watch 10 more intervals: nothing else happens (single actor, cooldown).
+        while acted_at.elapsed() < Duration::from_secs(2) {
+            for (_, rx, seen) in apps.iter_mut() {
+                while let Ok(cmd) = rx.try_recv() {
+                    seen.push(cmd);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        hb.abort();
+        let cmds_a = &apps[0].2;
+        let cmds_b = &apps[1].2;
+        assert_eq!(
+            actions(cmds_a),
+            0,
+            "the caught-up member's agent acted: {cmds_a:?}"
+        );
+        assert_eq!(actions(cmds_b), 1, "{cmds_b:?}");
+        let rejoin = cmds_b
+            .iter()
+            .find(|c| !matches!(c, ControlCommand::Capacity(_)))
+            .unwrap();
+        assert!(
+            matches!(rejoin, ControlCommand::Rejoin { reason } if reason.contains("lag 400")),
+            "{rejoin:?}"
+        );
+        assert!(
+            cmds_a
+                .iter()
+                .any(|c| matches!(c, ControlCommand::Capacity(_))),
+            "both apps get CPU samples"
+        );
+    }
+}
+
+#[test]
+fn on_tansu_only_the_slow_members_agent_asks_its_app_to_rejoin() {
+    if !tansu_installed() {
+        eprintln!("skipped: tansu not installed (scripts/test-broker install)");
+        return;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-broker");
+    let out = Command::new(&script)
+        .arg("start")
+        .output()
+        .expect("test-broker runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let port = bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
+    let _broker = Broker { script, port };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(slow_member::run(&bootstrap));
+}
