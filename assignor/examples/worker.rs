@@ -206,6 +206,12 @@ async fn main() {
         Ok(c) => c,
         Err(e) => usage(&e.to_string()),
     };
+    // A sidecar agent may steer us through LAGBALANCE_CONTROL_ADDR (fail-open without one).
+    match consumer.enable_control().await {
+        Ok(Some(addr)) => eprintln!("[{}] control channel on {addr}", args.name),
+        Ok(None) => {}
+        Err(e) => eprintln!("[{}] control channel off: {e}", args.name),
+    }
     consumer.subscribe(&[args.topic.as_str()]);
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

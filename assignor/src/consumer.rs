@@ -216,6 +216,16 @@ pub struct Consumer {
     next_auto_commit: Instant,
     fatal: Option<String>,
     meter: Meter,
+    /// The agent's control channel, when enabled (see [`Consumer::enable_control`]).
+    control: Option<Control>,
+}
+
+/// The consumer's end of the agent's control channel.
+struct Control {
+    handle: crate::control::ControlHandle,
+    commands: mpsc::Receiver<crate::control::ControlCommand>,
+    published: Option<crate::control::MemberIdentity>,
+    cpu: Option<crate::control::CapacitySample>,
 }
 
 /// Measures what the member processes, for its subscription user data.
@@ -282,6 +292,7 @@ impl Consumer {
             buffer: VecDeque::new(),
             next_auto_commit: Instant::now() + config.auto_commit_interval,
             fatal: None,
+            control: None,
             meter: Meter {
                 window_start: Instant::now(),
                 records: 0,
@@ -293,6 +304,59 @@ impl Consumer {
 
     fn send(&self, input: Input) {
         let _ = self.to_group.send(ToGroup::Input(input));
+    }
+
+    /// Listen for a sidecar agent on the loopback control channel configured by
+    /// `LAGBALANCE_CONTROL_ADDR` / `LAGBALANCE_CONTROL_TOKEN` (no-op when unset). The agent can
+    /// then ask this consumer to rejoin or leave, and feed it CPU samples; the consumer tells
+    /// it who it is and what it owns. Fail-open: without an agent nothing changes.
+    pub async fn enable_control(&mut self) -> Result<Option<std::net::SocketAddr>> {
+        let served = crate::control::serve_from_env()
+            .await
+            .map_err(|e| Error::Config(format!("control channel: {e}")))?;
+        Ok(served.map(|(handle, commands)| {
+            let addr = handle.local_addr();
+            self.control = Some(Control {
+                handle,
+                commands,
+                published: None,
+                cpu: None,
+            });
+            addr
+        }))
+    }
+
+    /// Act on the agent's commands and tell it who we are (cheap when nothing changed).
+    fn serve_control(&mut self) {
+        let Some(mut control) = self.control.take() else {
+            return;
+        };
+        while let Ok(cmd) = control.commands.try_recv() {
+            match cmd {
+                crate::control::ControlCommand::Leave { cooldown, reason } => {
+                    tracing::info!(%reason, ?cooldown, "agent asked us to leave and rejoin");
+                    self.leave_and_rejoin(cooldown, &reason);
+                }
+                crate::control::ControlCommand::Rejoin { reason } => {
+                    tracing::info!(%reason, "agent asked for a rebalance");
+                    self.request_rebalance(&reason);
+                }
+                crate::control::ControlCommand::Capacity(sample) => control.cpu = Some(sample),
+            }
+        }
+        let id = self.identity();
+        let now = (!id.member_id.is_empty()).then(|| crate::control::MemberIdentity {
+            group: self.config.group.group_id.clone(),
+            member_id: id.member_id.clone(),
+            instance_id: id.instance_id.clone(),
+            generation: id.generation,
+            partitions: self.owned.iter().cloned().collect(),
+        });
+        if now != control.published {
+            control.handle.set_identity(now.clone());
+            control.published = now;
+        }
+        self.control = Some(control);
     }
 
     /// Subscribe to `topics` (replacing the previous subscription).
@@ -362,6 +426,7 @@ impl Consumer {
         loop {
             self.send(Input::Polled);
             self.run_callbacks().await?;
+            self.serve_control();
             self.position_new_partitions().await;
             self.maybe_auto_commit().await;
             self.maybe_publish_stats();
@@ -625,6 +690,10 @@ impl Consumer {
         };
         self.meter.window_start = Instant::now();
         self.meter.records = 0;
+        let mut stats = stats;
+        if let Some(cpu) = self.control.as_ref().and_then(|c| c.cpu.as_ref()) {
+            cpu.apply_to(&mut stats);
+        }
         stats
     }
 

@@ -231,7 +231,6 @@ macro_rules! case {
     };
 }
 
-
 case!(
     heartbeat_illegal_generation,
     Heartbeat,
