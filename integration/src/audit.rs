@@ -178,6 +178,55 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
     Ok(report)
 }
 
+/// Wait (bounded by `limit`) until every produced offset shows up as consumed in `files`.
+pub async fn wait_all_consumed(
+    files: &[&Path],
+    produced: &BTreeSet<(Tp, i64)>,
+    limit: std::time::Duration,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let missing = check(files, produced)?.missing.len();
+        if missing == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("{missing} records never consumed within {limit:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Check `files`, print a one-line summary under `label`, and fail on any double ownership,
+/// consumption without ownership, or loss.
+pub fn assert_clean(label: &str, files: &[&Path], produced: &BTreeSet<(Tp, i64)>) -> Report {
+    let report = check(files, produced).expect("audit files readable");
+    eprintln!(
+        "{label}: {} produced, {} consumed, {} redelivered, {} ownership changes",
+        produced.len(),
+        report.consumed,
+        report.duplicates,
+        report.ownership_changes
+    );
+    assert!(
+        report.overlaps.is_empty(),
+        "{label}: double ownership: {:?}",
+        report.overlaps
+    );
+    let unowned = &report.unowned_consumption;
+    assert!(
+        unowned.is_empty(),
+        "{label}: consumed without owning: {:?}",
+        &unowned[..unowned.len().min(5)]
+    );
+    assert!(
+        report.missing.is_empty(),
+        "{label}: {} records lost",
+        report.missing.len()
+    );
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

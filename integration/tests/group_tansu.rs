@@ -94,45 +94,15 @@ async fn run_membership_scenario(assignor: &str) {
 
     let produced = producing.await.unwrap();
     // Wait until a has consumed everything (bounded), then stop it cleanly.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let report = audit::check(&[&a.audit, &b.audit, &c.audit], &produced).unwrap();
-        if report.missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} records never consumed",
-            report.missing.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let paths = [a.audit.clone(), b.audit.clone(), c.audit.clone()];
+    let files: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    audit::wait_all_consumed(&files, &produced, Duration::from_secs(60))
+        .await
+        .unwrap();
     a.terminate(Duration::from_secs(20))
         .expect("a exits cleanly");
 
-    let report = audit::check(&[&a.audit, &b.audit, &c.audit], &produced).unwrap();
-    eprintln!(
-        "{assignor}: {} produced, {} consumed, {} redelivered, {} ownership changes",
-        produced.len(),
-        report.consumed,
-        report.duplicates,
-        report.ownership_changes
-    );
-    assert!(
-        report.overlaps.is_empty(),
-        "double ownership: {:?}",
-        report.overlaps
-    );
-    assert!(
-        report.unowned_consumption.is_empty(),
-        "consumed without owning: {:?}",
-        &report.unowned_consumption[..report.unowned_consumption.len().min(5)]
-    );
-    assert!(
-        report.missing.is_empty(),
-        "lost: {:?}",
-        report.missing.len()
-    );
+    audit::assert_clean(assignor, &files, &produced);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

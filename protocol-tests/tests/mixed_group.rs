@@ -268,42 +268,19 @@ async fn scenario(ours_first: bool) {
     produced.extend(send(2000, 500).await);
 
     // Everything consumed (bounded), then stop both.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = audit::check(&[&ours_path, &theirs_path], &produced).unwrap();
-        if r.missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} records never consumed",
-            r.missing.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let files = [ours_path.as_path(), theirs_path.as_path()];
+    audit::wait_all_consumed(&files, &produced, Duration::from_secs(60))
+        .await
+        .unwrap();
     stop.store(true, Ordering::Relaxed);
     ours_task.await.unwrap();
     rd_thread.join().unwrap();
 
-    let report = audit::check(&[&ours_path, &theirs_path], &produced).unwrap();
-    eprintln!(
-        "ours first: {ours_first}: {} produced, {} consumed, {} redelivered, {} ownership changes",
-        produced.len(),
-        report.consumed,
-        report.duplicates,
-        report.ownership_changes
+    audit::assert_clean(
+        &format!("mixed group, ours first: {ours_first}"),
+        &files,
+        &produced,
     );
-    assert!(
-        report.overlaps.is_empty(),
-        "double ownership: {:?}",
-        report.overlaps
-    );
-    assert!(
-        report.unowned_consumption.is_empty(),
-        "consumed without owning: {:?}",
-        &report.unowned_consumption[..report.unowned_consumption.len().min(5)]
-    );
-    assert!(report.missing.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
