@@ -219,6 +219,7 @@ async fn main() {
     let started = Instant::now();
     let mut total = 0u64;
     let mut last_report = Instant::now();
+    let mut last_role = (false, -1);
     let cost = Duration::from_micros(args.cost_us);
     loop {
         if args.duration.is_some_and(|d| started.elapsed() >= d) {
@@ -255,6 +256,16 @@ async fn main() {
         }
         audit.flush();
         total += records.len() as u64;
+        // Record leadership changes: tests need to know who leads (see integration/src/workers.rs).
+        let id = consumer.identity();
+        if (id.leader, id.generation) != last_role {
+            last_role = (id.leader, id.generation);
+            audit.line(serde_json::json!({
+                "ts_ms": now_ms() as u64, "member": args.name, "event": "role",
+                "leader": id.leader, "generation": id.generation,
+            }));
+            audit.flush();
+        }
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             let lag: i64 = consumer.lag().values().sum();

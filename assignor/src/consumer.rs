@@ -232,6 +232,8 @@ struct Control {
 struct Meter {
     window_start: Instant,
     records: u64,
+    /// Records handed out per partition in this window (→ per-partition processing rate).
+    per_partition: BTreeMap<Tp, u64>,
     backlogged: bool,
 }
 
@@ -296,6 +298,7 @@ impl Consumer {
             meter: Meter {
                 window_start: Instant::now(),
                 records: 0,
+                per_partition: BTreeMap::new(),
                 backlogged: false,
             },
             config,
@@ -474,8 +477,9 @@ impl Consumer {
         let n = self.buffer.len().min(self.config.max_poll_records);
         let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
         for r in &out {
-            self.consumed
-                .insert((r.topic.clone(), r.partition), r.offset + 1);
+            let tp = (r.topic.clone(), r.partition);
+            *self.meter.per_partition.entry(tp.clone()).or_default() += 1;
+            self.consumed.insert(tp, r.offset + 1);
         }
         self.meter.records += out.len() as u64;
         out
@@ -681,7 +685,10 @@ impl Consumer {
             cpu_limit_cores: None,
             partitions: lag
                 .iter()
-                .map(|((t, p), l)| (t.clone(), *p, *l as f64, f64::NAN))
+                .map(|(tp, l)| {
+                    let done = self.meter.per_partition.get(tp).copied().unwrap_or(0);
+                    (tp.0.clone(), tp.1, *l as f64, done as f64 / elapsed)
+                })
                 .collect(),
             measured_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -690,6 +697,7 @@ impl Consumer {
         };
         self.meter.window_start = Instant::now();
         self.meter.records = 0;
+        self.meter.per_partition.clear();
         let mut stats = stats;
         if let Some(cpu) = self.control.as_ref().and_then(|c| c.cpu.as_ref()) {
             cpu.apply_to(&mut stats);
@@ -753,7 +761,10 @@ struct Driver {
 #[derive(Default)]
 struct LagSnapshot {
     taken: Option<Instant>,
+    /// (topic, partition, lag, incoming records/s — NaN until two samples exist).
     lag: Vec<(String, i32, f64, f64)>,
+    /// Log-end offsets of the last sample, for the next rate.
+    ends: Option<(Instant, BTreeMap<Tp, i64>)>,
 }
 
 /// How often the lag sampler measures, and how old a sample the leader still uses.
@@ -878,12 +889,13 @@ impl Driver {
                 )
                 .await;
                 match sample {
-                    Ok(Ok(lag)) => {
+                    Ok(Ok(samples)) => {
                         if let Ok(mut c) = cache.lock() {
-                            *c = LagSnapshot {
-                                taken: Some(Instant::now()),
-                                lag,
-                            };
+                            let now = Instant::now();
+                            c.lag = lag_rows(c.ends.as_ref(), now, &samples);
+                            c.taken = Some(now);
+                            c.ends =
+                                Some((now, samples.into_iter().map(|s| (s.tp, s.end)).collect()));
                         }
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "lag sample failed"),
@@ -955,12 +967,42 @@ async fn gather_leader_inputs(
     Ok((counts, stats))
 }
 
-/// Lag (log end − committed) of every partition of `topics`, measured now.
+/// One partition as the lag sampler saw it.
+#[derive(Clone, Debug, PartialEq)]
+struct PartitionSample {
+    tp: Tp,
+    end: i64,
+    lag: f64,
+}
+
+/// The leader's `(topic, partition, lag, incoming rate)` rows: the rate is the log end's growth
+/// since the previous sample (NaN without one, or if the log end went backwards).
+fn lag_rows(
+    previous: Option<&(Instant, BTreeMap<Tp, i64>)>,
+    now: Instant,
+    samples: &[PartitionSample],
+) -> Vec<(String, i32, f64, f64)> {
+    samples
+        .iter()
+        .map(|s| {
+            let rate = previous
+                .and_then(|(then, ends)| {
+                    let dt = now.checked_duration_since(*then)?.as_secs_f64();
+                    let before = *ends.get(&s.tp)?;
+                    (dt > 0.0 && s.end >= before).then(|| (s.end - before) as f64 / dt)
+                })
+                .unwrap_or(f64::NAN);
+            (s.tp.0.clone(), s.tp.1, s.lag, rate)
+        })
+        .collect()
+}
+
+/// Lag (log end − committed) and log end of every partition of `topics`, measured now.
 async fn measure_lag(
     client: &Client,
     group: &str,
     topics: &[String],
-) -> Result<Vec<(String, i32, f64, f64)>> {
+) -> Result<Vec<PartitionSample>> {
     let meta = client.refresh_metadata(topics).await?;
     let topics: Vec<(String, i32)> = topics
         .iter()
@@ -979,7 +1021,11 @@ async fn measure_lag(
             // tansu's ListOffsets(latest) can trail the log end (docs/tansu-quirks.md): never
             // let that make lag negative.
             let c = committed.get(&(t.clone(), p)).copied().unwrap_or(end);
-            stats.push((t.clone(), p, (end - c).max(0) as f64, f64::NAN));
+            stats.push(PartitionSample {
+                tp: (t.clone(), p),
+                end,
+                lag: (end - c).max(0) as f64,
+            });
         }
     }
     Ok(stats)
@@ -1179,5 +1225,41 @@ async fn send_request(
                 error: resp.error_code,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(p: i32, end: i64, lag: f64) -> PartitionSample {
+        PartitionSample {
+            tp: ("t".into(), p),
+            end,
+            lag,
+        }
+    }
+
+    #[test]
+    fn incoming_rate_comes_from_two_samples_of_the_log_end() {
+        let t0 = Instant::now();
+        let first = lag_rows(None, t0, &[sample(0, 100, 5.0)]);
+        assert!(first[0].3.is_nan(), "no rate from one sample");
+        assert_eq!(first[0].2, 5.0);
+        let ends: BTreeMap<Tp, i64> = [(("t".into(), 0), 100), (("t".into(), 1), 50)].into();
+        let rows = lag_rows(
+            Some(&(t0, ends)),
+            t0 + Duration::from_secs(2),
+            &[sample(0, 300, 7.0), sample(1, 40, 0.0), sample(2, 9, 0.0)],
+        );
+        assert_eq!(rows[0], ("t".into(), 0, 7.0, 100.0), "200 records in 2 s");
+        assert!(
+            rows[1].3.is_nan(),
+            "a log end that went backwards gives no rate"
+        );
+        assert!(
+            rows[2].3.is_nan(),
+            "a partition not seen before gives no rate"
+        );
     }
 }

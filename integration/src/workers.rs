@@ -124,6 +124,20 @@ impl Drop for Worker {
     }
 }
 
+/// Whether the worker last reported itself as the group's leader (its audit's `role` lines).
+pub fn is_leader(w: &Worker) -> bool {
+    std::fs::read_to_string(&w.audit)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["event"] == "role")
+                .and_then(|v| v["leader"].as_bool())
+        })
+        .unwrap_or(false)
+}
+
 /// Partitions per worker name.
 pub type Ownership = BTreeMap<String, BTreeSet<(String, i32)>>;
 

@@ -10,7 +10,7 @@ use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig};
 use lagbalance_integration::audit;
-use lagbalance_integration::workers::{wait_balanced, Worker};
+use lagbalance_integration::workers::{is_leader, wait_balanced, Worker};
 use lagbalance_integration::{unique, TestBroker};
 
 const PARTITIONS: i32 = 12;
@@ -86,21 +86,29 @@ async fn run_membership_scenario(assignor: &str) {
     wait_balanced(&[&a, &c], PARTITIONS, even, settle, limit)
         .await
         .expect("a + c");
-    c.kill();
-    // c's partitions come back to a once the coordinator expires c's session (12 s).
-    wait_balanced(&[&a], PARTITIONS, even, settle, limit)
+    // One of the two dies without a word. Not the leader: tansu 0.6.0 keeps a dead leader
+    // through a rebalance and the group never forms again (docs/tansu-quirks.md) — a broker
+    // bug no client can work around, so the test does not provoke it.
+    let paths = [a.audit.clone(), b.audit.clone(), c.audit.clone()];
+    let (survivor, victim) = if is_leader(&c) {
+        (&mut c, &mut a)
+    } else {
+        (&mut a, &mut c)
+    };
+    victim.kill();
+    // Its partitions come back to the survivor once the coordinator expires its session (12 s).
+    wait_balanced(&[&*survivor], PARTITIONS, even, settle, limit)
         .await
-        .expect("a after c was killed");
-
+        .expect("survivor after the other was killed");
     let produced = producing.await.unwrap();
     // Wait until a has consumed everything (bounded), then stop it cleanly.
-    let paths = [a.audit.clone(), b.audit.clone(), c.audit.clone()];
     let files: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
     audit::wait_all_consumed(&files, &produced, Duration::from_secs(60))
         .await
         .unwrap();
-    a.terminate(Duration::from_secs(20))
-        .expect("a exits cleanly");
+    survivor
+        .terminate(Duration::from_secs(20))
+        .expect("the survivor exits cleanly");
 
     audit::assert_clean(assignor, &files, &produced);
     let _ = std::fs::remove_dir_all(&dir);

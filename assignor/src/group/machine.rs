@@ -310,6 +310,9 @@ pub struct Membership {
     /// (`keep_with_remembered_owner`); nobody revokes anything, so the leader itself starts
     /// the round that moves them, a heartbeat interval later.
     follow_up: bool,
+    /// Leader: generation of the first plan of our current run as leader. A member whose claim
+    /// predates it may hold what an earlier leader gave it, which we never saw.
+    led_since: Option<i32>,
     now: u64,
 }
 
@@ -360,6 +363,7 @@ impl Membership {
             join_members: Vec::new(),
             issued: None,
             follow_up: false,
+            led_since: None,
             now: now_ms,
         }
     }
@@ -929,6 +933,8 @@ impl Membership {
                 self.out
                     .push_back(Output::LeaderInputsNeeded { id, topics });
             } else {
+                // Someone else leads: our memory stops covering the group's plans.
+                self.led_since = None;
                 self.phase = Phase::Syncing;
                 self.send_sync(protocol, Vec::new());
             }
@@ -1009,6 +1015,16 @@ impl Membership {
         // The assignor's intent for those partitions is deferred: the leader asks for another
         // round once their holder has had time to rejoin with a current claim.
         self.follow_up = keep_with_remembered_owner(&view, &owners, &mut plan);
+        let led_since = *self.led_since.get_or_insert(self.generation);
+        if withhold_unclaimed_if_history_unknown(
+            &view,
+            &owners,
+            led_since,
+            &self.member_id,
+            &mut plan,
+        ) {
+            self.follow_up = true;
+        }
         if let Err(e) = validate(&view, &owners, &plan) {
             return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
         }
@@ -1159,6 +1175,45 @@ impl Membership {
             self.lose_coordinator("OffsetCommit: coordinator moved or not ready");
         }
     }
+}
+
+/// A new leader does not know what the previous one handed out. On a broker without a join
+/// barrier, a member that has not rejoined since still presents its old claim, so a partition
+/// nobody claims may in fact be held. While any other member's claim predates `led_since`, hand
+/// out no unclaimed partition (owned ones still follow the normal cooperative rules) and run a
+/// follow-up round: rejoining refreshes every claim (tansu bumps the generation when the
+/// leader's claim changes, and the others then rejoin too). A group where nobody has ever
+/// synced (every claim at −1 and empty) is simply new. Returns whether it withheld anything.
+fn withhold_unclaimed_if_history_unknown(
+    view: &GroupView,
+    owners: &[Option<u32>],
+    led_since: i32,
+    leader_id: &str,
+    plan: &mut Plan,
+) -> bool {
+    let fresh_group = view
+        .members
+        .iter()
+        .all(|m| m.generation < 0 && m.owned.is_empty());
+    let unknown = view
+        .members
+        .iter()
+        .any(|m| m.member_id != leader_id && m.generation < led_since);
+    if fresh_group || !unknown || plan.assignments.len() != view.members.len() {
+        return false;
+    }
+    let offsets = view.topic_offsets();
+    let mut withheld = false;
+    for list in plan.assignments.iter_mut() {
+        list.retain(|tp| {
+            let keep = view
+                .flat_index(&offsets, *tp)
+                .is_some_and(|i| owners[i].is_some());
+            withheld |= !keep;
+            keep
+        });
+    }
+    withheld
 }
 
 /// Give every partition whose owner is known only from the leader's memory back to that owner.
