@@ -313,11 +313,6 @@ pub struct Membership {
     /// Leader: generation of the first plan of our current run as leader. A member whose claim
     /// predates it may hold what an earlier leader gave it, which we never saw.
     led_since: Option<i32>,
-    /// Leader: members that dropped out of the group while the memory said they might hold
-    /// partitions, with when we noticed (see `hold_for_departed`).
-    departed: Vec<(String, Vec<Tp>, u64)>,
-    /// Leader: the next follow-up round may not start before this time.
-    follow_up_at: u64,
     now: u64,
 }
 
@@ -369,8 +364,6 @@ impl Membership {
             issued: None,
             follow_up: false,
             led_since: None,
-            departed: Vec::new(),
-            follow_up_at: 0,
             now: now_ms,
         }
     }
@@ -972,63 +965,6 @@ impl Membership {
         }
     }
 
-    /// A member that vanished from the JoinGroup answer may still be alive and consuming: tansu
-    /// 0.6.0 drops members whose join it held back and lets them return under the same id
-    /// without telling them (they never see UNKNOWN_MEMBER_ID, so they never drop their
-    /// partitions). What the memory says such a member may hold is given to nobody for one
-    /// session timeout — by then a live member has either rejoined (and the memory speaks for
-    /// it again) or given its partitions up for lack of contact. On Kafka this only delays the
-    /// partitions of a member that left cleanly. Returns whether anything was held back.
-    fn hold_for_departed(&mut self, view: &GroupView, plan: &mut Plan) -> bool {
-        let now = self.now;
-        let grace = self.config.session_timeout_ms;
-        // Grace over: forget the member entirely (also in the memory, or it would be
-        // noticed as departed again).
-        let expired: BTreeSet<String> = self
-            .departed
-            .iter()
-            .filter(|(_, _, since)| now >= since + grace)
-            .map(|(id, _, _)| id.clone())
-            .collect();
-        self.departed.retain(|(id, _, _)| !expired.contains(id));
-        if let Some(issued) = self.issued.as_mut() {
-            issued.assignments.retain(|(id, _)| !expired.contains(id));
-        }
-        let present: BTreeSet<&str> = view.members.iter().map(|m| m.member_id.as_str()).collect();
-        // Back in the group: the memory (kept in `issued`) applies to it again.
-        self.departed
-            .retain(|(id, _, _)| !present.contains(id.as_str()));
-        if let Some(issued) = &self.issued {
-            for (id, parts) in &issued.assignments {
-                let known = self.departed.iter().any(|(d, _, _)| d == id);
-                if !parts.is_empty() && !present.contains(id.as_str()) && !known {
-                    self.departed.push((id.clone(), parts.clone(), now));
-                }
-            }
-        }
-        let held: BTreeSet<(&str, i32)> = self
-            .departed
-            .iter()
-            .flat_map(|(_, parts, _)| parts.iter().map(|(t, p)| (t.as_str(), *p)))
-            .collect();
-        if held.is_empty() {
-            return false;
-        }
-        for list in plan.assignments.iter_mut() {
-            list.retain(|tp| {
-                let name = view.topics[tp.topic as usize].name.as_str();
-                !held.contains(&(name, tp.partition))
-            });
-        }
-        self.follow_up_at = self
-            .departed
-            .iter()
-            .map(|(_, _, since)| since + grace)
-            .min()
-            .unwrap_or(now);
-        true
-    }
-
     fn send_sync(&mut self, protocol: String, assignments: Vec<(String, Bytes)>) {
         self.send(
             Pending::Sync,
@@ -1106,17 +1042,7 @@ impl Membership {
         if let Err(e) = validate(&view, &owners, &plan) {
             return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
         }
-        let held = self.hold_for_departed(&view, &mut plan);
-        let mut issued = remember(&view, self.issued.as_ref(), &plan);
-        // Keep remembering departed members during their grace period: if one comes back with
-        // an old claim, the memory still speaks for it.
-        for (id, parts, _) in &self.departed {
-            issued.assignments.push((id.clone(), parts.clone()));
-        }
-        self.issued = Some(issued);
-        if held {
-            self.follow_up = true;
-        }
+        self.issued = Some(remember(&view, self.issued.as_ref(), &plan));
         let mut assignments = Vec::with_capacity(view.members.len());
         for (i, m) in view.members.iter().enumerate() {
             let partitions = plan.assignments[i]
@@ -1206,7 +1132,7 @@ impl Membership {
         if std::mem::take(&mut self.follow_up) && self.rejoin_reason.is_none() {
             self.rejoin_reason =
                 Some("follow-up round for partitions kept with their remembered owner".into());
-            self.not_before = (self.now + self.config.heartbeat_interval_ms).max(self.follow_up_at);
+            self.not_before = self.now + self.config.heartbeat_interval_ms;
         }
         self.phase = if self.rejoin_reason.is_some() {
             Phase::NeedJoin
