@@ -31,29 +31,14 @@ pub fn is_elected(scores: &[Score], me: &str) -> bool {
 mod tests {
     use super::*;
     use crate::outlier::{score, OutlierSettings};
-    use crate::view::tests::member;
-    use crate::view::{GroupView, MemberLag};
+    use crate::view::GroupView;
 
+    /// The outlier tests' group view, members sorted by id as DescribeGroups lists them.
     fn view(lags: &[(&str, i64)]) -> GroupView {
-        let mut members: Vec<MemberLag> = lags
-            .iter()
-            .enumerate()
-            .map(|(i, (id, lag))| MemberLag {
-                info: member(id, &[("t", i as i32)]),
-                lag: *lag,
-                lag_smoothed: *lag as f64,
-                lag_trend: 0.0,
-                processing_rate: 0.0,
-                incoming_rate: 0.0,
-                time_to_drain: None,
-            })
-            .collect();
-        members.sort_by(|a, b| a.info.member_id.cmp(&b.info.member_id));
-        GroupView {
-            state: "Stable".into(),
-            members,
-            ..GroupView::default()
-        }
+        let mut v = crate::outlier::tests::view_with(lags);
+        v.members
+            .sort_by(|a, b| a.info.member_id.cmp(&b.info.member_id));
+        v
     }
 
     fn shuffled<T: Clone>(v: &[T], seed: u64) -> Vec<T> {

@@ -196,7 +196,7 @@ impl Streaks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::view::tests::member;
     use crate::view::MemberLag;
