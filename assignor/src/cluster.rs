@@ -254,6 +254,17 @@ impl Client {
             })
     }
 
+    /// Number of partitions of `topic` from the cache, without copying the partition list.
+    pub fn cached_partition_count(&self, topic: &str) -> Option<usize> {
+        self.inner
+            .metadata
+            .read()
+            .ok()?
+            .topics
+            .get(topic)
+            .map(Vec::len)
+    }
+
     pub fn cached_partitions(&self, topic: &str) -> Option<Vec<PartitionInfo>> {
         self.inner.metadata.read().ok()?.topics.get(topic).cloned()
     }

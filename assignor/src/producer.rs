@@ -131,7 +131,9 @@ struct PartitionQueue {
 
 #[derive(Default)]
 struct Accumulator {
-    queues: HashMap<(String, i32), PartitionQueue>,
+    /// Topic → partition → queue. Two levels so that the per-record lookup borrows the
+    /// topic name instead of allocating a key.
+    queues: HashMap<String, HashMap<i32, PartitionQueue>>,
     /// Partition unkeyed records of a topic currently stick to (Kafka's sticky partitioner).
     sticky: HashMap<String, i32>,
     flushing: usize,
@@ -143,6 +145,7 @@ impl Accumulator {
     fn is_idle(&self) -> bool {
         self.queues
             .values()
+            .flat_map(HashMap::values)
             .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
     }
 
@@ -201,8 +204,10 @@ impl Producer {
 
     /// Queue `record`; the returned future resolves with its offset.
     pub async fn send(&self, mut record: ProducerRecord) -> Result<DeliveryFuture> {
-        let parts = self.shared.client.partitions(&record.topic).await?;
-        let n = parts.len() as i32;
+        let n = match self.shared.client.cached_partition_count(&record.topic) {
+            Some(n) => n,
+            None => self.shared.client.partitions(&record.topic).await?.len(),
+        } as i32;
         if n == 0 {
             return Err(Error::UnknownTopicOrPartition {
                 topic: record.topic,
@@ -243,10 +248,19 @@ impl Producer {
             },
         };
         record.partition = Some(partition);
-        let topic = record.topic.clone();
         let unkeyed = record.key.is_none();
         let batch_size = self.shared.config.batch_size;
-        let queue = acc.queues.entry((topic.clone(), partition)).or_default();
+        if !acc.queues.contains_key(&record.topic) {
+            acc.queues.insert(record.topic.clone(), HashMap::new());
+        }
+        // Only an unkeyed record that fills its batch needs the topic name afterwards.
+        let topic = (unkeyed && n > 1).then(|| record.topic.clone());
+        let queue = acc
+            .queues
+            .get_mut(&record.topic)
+            .expect("inserted above")
+            .entry(partition)
+            .or_default();
         let opened = queue.open.is_none();
         let batch = queue.open.get_or_insert_with(|| Batch {
             records: Vec::new(),
@@ -265,7 +279,7 @@ impl Producer {
         if full {
             let b = queue.open.take().expect("just filled");
             queue.ready.push_back(b);
-            if unkeyed && n > 1 {
+            if let Some(topic) = topic {
                 // Move unkeyed traffic on once a batch fills, as the Java client does.
                 let next = (partition + 1 + (acc.next_random() % (n as u64 - 1)) as i32) % n;
                 acc.sticky.insert(topic, next);
@@ -359,7 +373,11 @@ fn drain(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>) {
     let linger = shared.config.linger;
     let mut out = Vec::new();
     let mut next: Option<Instant> = None;
-    for ((topic, partition), q) in acc.queues.iter_mut() {
+    for (topic, partition, q) in acc
+        .queues
+        .iter_mut()
+        .flat_map(|(t, parts)| parts.iter_mut().map(move |(p, q)| (t, p, q)))
+    {
         if q.in_flight {
             continue;
         }
@@ -506,8 +524,12 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>) {
     let Ok(mut acc) = shared.acc.lock() else {
         return;
     };
-    let key = (o.topic.clone(), o.partition);
-    let q = acc.queues.entry(key.clone()).or_default();
+    let q = acc
+        .queues
+        .entry(o.topic.clone())
+        .or_default()
+        .entry(o.partition)
+        .or_default();
     q.in_flight = false;
     match result {
         Ok(base) => {
@@ -537,6 +559,8 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>) {
         }
     }
     if q.open.is_none() && q.ready.is_empty() {
-        acc.queues.remove(&key);
+        if let Some(parts) = acc.queues.get_mut(&o.topic) {
+            parts.remove(&o.partition);
+        }
     }
 }
