@@ -351,6 +351,18 @@ pub fn to_issued(view: &GroupView, plan: &Plan) -> IssuedPlan {
     }
 }
 
+/// The last step of every assignor: withhold transfers from a target plan, then validate it.
+/// Returns how many partitions were withheld.
+pub fn finalize(
+    view: &GroupView,
+    owners: &[Option<u32>],
+    plan: &mut Plan,
+) -> Result<usize, AssignError> {
+    let withheld = withhold_transfers(view, owners, plan);
+    validate(view, owners, plan)?;
+    Ok(withheld)
+}
+
 /// The leader's ownership memory after issuing `plan` (for `view.generation`): per member,
 /// every partition it may hold until it next rejoins with a current claim.
 ///

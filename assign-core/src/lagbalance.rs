@@ -30,7 +30,7 @@ use std::collections::{BinaryHeap, HashMap};
 use bytes::Bytes;
 
 use crate::capacity::{CapacityEstimator, CapacitySettings};
-use crate::cooperative::{resolve_owners, sticky_hints, validate, withhold_transfers};
+use crate::cooperative::{finalize, resolve_owners, sticky_hints};
 use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberStats, Plan, Tp};
 use crate::userdata::MemberUserData;
 
@@ -258,8 +258,7 @@ impl Assignor for LagBalanceAssignor {
         let objective = work.target_objective();
 
         let mut plan = work.plan(view);
-        let withheld = withhold_transfers(view, &owners, &mut plan);
-        validate(view, &owners, &plan)?;
+        let withheld = finalize(view, &owners, &mut plan)?;
         let (moved, unassigned) = self.remember(view, &work, &owners);
         let member_load = work.member_loads();
         self.report = AssignReport {
@@ -1044,7 +1043,7 @@ impl Work {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cooperative::resolve_owners;
+    use crate::cooperative::{resolve_owners, validate};
     use crate::model::{MemberView, PartitionStats, TopicInfo};
     use crate::userdata::Rng;
 

@@ -46,7 +46,7 @@ pub mod userdata;
 pub(crate) mod testutil;
 
 pub use cooperative::{
-    remember, resolve_owners, sticky_hints, to_issued, validate, withhold_transfers,
+    finalize, remember, resolve_owners, sticky_hints, to_issued, validate, withhold_transfers,
 };
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use model::{

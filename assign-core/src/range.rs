@@ -8,7 +8,7 @@
 
 use std::cmp::Ordering;
 
-use crate::cooperative::{resolve_owners, sanitized_topics, validate, withhold_transfers};
+use crate::cooperative::{finalize, resolve_owners, sanitized_topics};
 use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberView, Plan, Tp};
 
 /// Protocol name announced in JoinGroup.
@@ -34,8 +34,7 @@ impl Assignor for RangeAssignor {
     ) -> Result<Plan, AssignError> {
         let owners = resolve_owners(view, previous);
         let mut plan = range_target(view);
-        withhold_transfers(view, &owners, &mut plan);
-        validate(view, &owners, &plan)?;
+        finalize(view, &owners, &mut plan)?;
         Ok(plan)
     }
 }

@@ -29,9 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::cooperative::{
-    resolve_owners, sanitized_topics, sticky_hints, validate, withhold_transfers,
-};
+use crate::cooperative::{finalize, resolve_owners, sanitized_topics, sticky_hints};
 use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, Plan, Tp};
 
 /// Protocol name announced in JoinGroup.
@@ -56,8 +54,7 @@ impl Assignor for CooperativeStickyAssignor {
         let owners = resolve_owners(view, previous);
         let hints = sticky_hints(view);
         let mut plan = sticky_target(view, &owners, &hints);
-        withhold_transfers(view, &owners, &mut plan);
-        validate(view, &owners, &plan)?;
+        finalize(view, &owners, &mut plan)?;
         Ok(plan)
     }
 }

@@ -2,7 +2,7 @@
 //! assignors from `lagbalance-assign`, unchanged; `round-robin` and `lag-only` are baselines
 //! written here.
 
-use lagbalance_assign::cooperative::{resolve_owners, validate, withhold_transfers};
+use lagbalance_assign::cooperative::{finalize, resolve_owners};
 use lagbalance_assign::lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 use lagbalance_assign::model::{AssignError, Assignor, GroupView, IssuedPlan, Plan, Tp};
 use lagbalance_assign::{CooperativeStickyAssignor, RangeAssignor};
@@ -60,9 +60,7 @@ fn finish(
     previous: Option<&IssuedPlan>,
     mut plan: Plan,
 ) -> Result<Plan, AssignError> {
-    let owners = resolve_owners(view, previous);
-    withhold_transfers(view, &owners, &mut plan);
-    validate(view, &owners, &plan)?;
+    finalize(view, &resolve_owners(view, previous), &mut plan)?;
     Ok(plan)
 }
 
