@@ -54,8 +54,11 @@ impl ClientConfig {
 pub enum Lane {
     /// Metadata, admin, produce.
     Default,
-    /// JoinGroup, SyncGroup, Heartbeat, LeaveGroup.
+    /// JoinGroup, SyncGroup, LeaveGroup.
     Group,
+    /// Heartbeat: never queued behind a JoinGroup the coordinator is holding (a broker answers
+    /// one connection's requests in order), so the member stays alive while it joins.
+    Heartbeat,
     /// Fetch long polls.
     Fetch,
 }

@@ -1076,7 +1076,11 @@ async fn send_request(
         });
     }
     let addr = coordinator.ok_or_else(|| Error::NoBrokerAvailable("coordinator unknown".into()))?;
-    let conn = client.connection_on(&addr, Lane::Group).await?;
+    let lane = match request {
+        Request::Heartbeat { .. } => Lane::Heartbeat,
+        _ => Lane::Group,
+    };
+    let conn = client.connection_on(&addr, lane).await?;
     let gid = GroupId(s(group));
     match request {
         Request::FindCoordinator => unreachable!("handled above"),

@@ -288,6 +288,11 @@ pub struct Membership {
     next_id: u64,
     pending: Option<(u64, Pending)>,
     heartbeat_pending: Option<u64>,
+    /// The pending heartbeat is a keepalive (see `keepalive_due`), or was sent for a generation
+    /// we have since left: its answer says nothing about the current generation, only whether
+    /// the coordinator still counts us as alive.
+    heartbeat_generation: i32,
+    heartbeat_keepalive: bool,
     awaiting_callbacks: bool,
     after_leave: AfterLeave,
     wake: Wake,
@@ -351,6 +356,8 @@ impl Membership {
             next_id: 1,
             pending: None,
             heartbeat_pending: None,
+            heartbeat_generation: -1,
+            heartbeat_keepalive: false,
             awaiting_callbacks: false,
             after_leave: AfterLeave::Close,
             wake: Wake::OnSubscribe,
@@ -411,6 +418,8 @@ impl Membership {
         if self.joined() {
             at(self.next_heartbeat);
             at(self.last_heartbeat_ok + self.config.session_timeout_ms);
+        } else if self.keepalive_due() {
+            at(self.next_heartbeat);
         }
         if !self.owned.is_empty() {
             at(self.session_deadline());
@@ -596,10 +605,7 @@ impl Membership {
             return;
         }
         tracing::warn!(group = %self.config.group_id, "no contact with the coordinator for the session timeout; partitions lost");
-        let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
-        self.out.push_back(Output::Lost { partitions: lost });
-        self.awaiting_callbacks = true;
-        self.owned_generation = -1;
+        self.lose_owned();
         self.generation = -1;
         self.contact_at = self.now;
         if !matches!(self.phase, Phase::Leaving | Phase::Closed | Phase::Idle) {
@@ -650,8 +656,22 @@ impl Membership {
         }
     }
 
+    /// Heartbeat while our JoinGroup is in flight. Kafka keeps a joining member alive by itself;
+    /// tansu 0.6.0 refreshes a member's session only on heartbeats (not on JoinGroup, which it
+    /// may hold 3 s per attempt, nor on SyncGroup), so a member cycling through join and sync
+    /// while the group churned was expelled after a session timeout — its partitions given
+    /// away while it still consumed them, and its next JoinGroup accepted as a newcomer's
+    /// under the same id, without a fencing error. The answer only refreshes our contact time.
+    fn keepalive_due(&self) -> bool {
+        self.phase == Phase::Joining && !self.member_id.is_empty()
+    }
+
     fn maybe_heartbeat(&mut self) {
-        if !self.joined() || self.coordinator.is_none() || self.heartbeat_pending.is_some() {
+        let keepalive = !self.joined() && self.keepalive_due();
+        if !(self.joined() || keepalive)
+            || self.coordinator.is_none()
+            || self.heartbeat_pending.is_some()
+        {
             return;
         }
         if self.now < self.next_heartbeat {
@@ -659,6 +679,8 @@ impl Membership {
         }
         let id = self.id();
         self.heartbeat_pending = Some(id);
+        self.heartbeat_generation = self.generation;
+        self.heartbeat_keepalive = keepalive;
         self.heartbeat_sent_at = self.now;
         self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
         self.out.push_back(Output::Send {
@@ -829,7 +851,10 @@ impl Membership {
     fn on_transport_failure(&mut self, id: u64, reason: String) {
         if self.heartbeat_pending == Some(id) {
             self.heartbeat_pending = None;
-            self.lose_coordinator(&format!("heartbeat failed: {reason}"));
+            // A keepalive's failure is the JoinGroup's to report: it went to the same broker.
+            if !self.heartbeat_is_moot() {
+                self.lose_coordinator(&format!("heartbeat failed: {reason}"));
+            }
             return;
         }
         let Some((pid, kind)) = self.pending else {
@@ -854,7 +879,11 @@ impl Membership {
         if self.heartbeat_pending == Some(id) {
             self.heartbeat_pending = None;
             if let Response::Heartbeat { error } = response {
-                self.on_heartbeat(error);
+                if self.heartbeat_is_moot() {
+                    self.on_keepalive(error);
+                } else {
+                    self.on_heartbeat(error);
+                }
             }
             return;
         }
@@ -914,11 +943,17 @@ impl Membership {
         }
         if error == 0 {
             self.contact_at = self.now;
+            if self.generation < 0 {
+                // A new session: its first heartbeat is an interval away.
+                self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+            }
             self.member_id = member_id;
             self.generation = generation;
             self.leader = leader;
             self.last_heartbeat_ok = self.now;
-            self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+            // The heartbeat cadence is not reset here (Java resets it): tansu refreshes a
+            // session on heartbeats only, and a leader running round after round a few seconds
+            // apart pushed its next heartbeat out each time until tansu expelled it.
             let Some(protocol) = protocol.filter(|p| self.assignors.iter().any(|a| a.name() == p))
             else {
                 return self.fatal("the group chose an assignor this member does not offer".into());
@@ -944,6 +979,7 @@ impl Membership {
         if is(error, ResponseError::MemberIdRequired) {
             // KIP-394: adopt the id the coordinator gave and join again at once.
             self.member_id = member_id;
+            self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
         } else if is(error, ResponseError::UnknownMemberId)
             || is(error, ResponseError::IllegalGeneration)
         {
@@ -1139,6 +1175,37 @@ impl Membership {
         } else {
             Phase::Stable
         };
+    }
+
+    /// The answer to the pending heartbeat cannot fence or reset the current generation: it was
+    /// a keepalive during a JoinGroup, or we have joined another generation since it was sent.
+    fn heartbeat_is_moot(&self) -> bool {
+        self.heartbeat_keepalive
+            || self.heartbeat_generation != self.generation
+            || self.phase == Phase::Joining
+    }
+
+    /// Only "alive" matters: NONE, or REBALANCE_IN_PROGRESS (a rebalancing coordinator still
+    /// refreshes the session of a member it knows). Other errors are left to the JoinGroup
+    /// answer, except UNKNOWN_MEMBER_ID: the coordinator has forgotten us and may have handed
+    /// our partitions on already — and tansu accepts the JoinGroup in flight as a newcomer's,
+    /// without a fencing error — so they are lost now.
+    fn on_keepalive(&mut self, error: i16) {
+        if error == 0 || is(error, ResponseError::RebalanceInProgress) {
+            self.last_heartbeat_ok = self.now;
+            self.contact_at = self.contact_at.max(self.heartbeat_sent_at);
+        } else if is(error, ResponseError::UnknownMemberId) && !self.owned.is_empty() {
+            tracing::warn!(group = %self.config.group_id, "the coordinator forgot us while we rejoined; partitions lost");
+            self.lose_owned();
+        }
+    }
+
+    /// Give up every partition without a commit: someone else may own them already.
+    fn lose_owned(&mut self) {
+        let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+        self.out.push_back(Output::Lost { partitions: lost });
+        self.awaiting_callbacks = true;
+        self.owned_generation = -1;
     }
 
     fn on_heartbeat(&mut self, error: i16) {
