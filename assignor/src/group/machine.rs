@@ -315,6 +315,8 @@ pub struct Membership {
     /// (`keep_with_remembered_owner`); nobody revokes anything, so the leader itself starts
     /// the round that moves them, a heartbeat interval later.
     follow_up: bool,
+    /// Leader: follow-up rounds run back to back; each waits twice as long as the one before.
+    follow_ups_in_a_row: u32,
     /// Leader: generation of the first plan of our current run as leader. A member whose claim
     /// predates it may hold what an earlier leader gave it, which we never saw.
     led_since: Option<i32>,
@@ -370,6 +372,7 @@ impl Membership {
             join_members: Vec::new(),
             issued: None,
             follow_up: false,
+            follow_ups_in_a_row: 0,
             led_since: None,
             now: now_ms,
         }
@@ -1075,6 +1078,9 @@ impl Membership {
         ) {
             self.follow_up = true;
         }
+        if !self.follow_up {
+            self.follow_ups_in_a_row = 0;
+        }
         if let Err(e) = validate(&view, &owners, &plan) {
             return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
         }
@@ -1168,7 +1174,13 @@ impl Membership {
         if std::mem::take(&mut self.follow_up) && self.rejoin_reason.is_none() {
             self.rejoin_reason =
                 Some("follow-up round for partitions kept with their remembered owner".into());
-            self.not_before = self.now + self.config.heartbeat_interval_ms;
+            // Our rejoin bumps the generation on tansu, and a follower needs a heartbeat
+            // interval to notice plus the 3 s tansu holds its JoinGroup: follow-ups every
+            // interval kept the followers from ever syncing (seen: 60 s without a settled
+            // group). Backing off lets them catch up; any other rebalance cuts the wait short.
+            let factor = 1u64 << self.follow_ups_in_a_row.min(2);
+            self.follow_ups_in_a_row += 1;
+            self.not_before = self.now + self.config.heartbeat_interval_ms * factor;
         }
         self.phase = if self.rejoin_reason.is_some() {
             Phase::NeedJoin
@@ -1219,6 +1231,9 @@ impl Membership {
             self.last_heartbeat_ok = self.now;
             if self.phase == Phase::Stable {
                 self.request_rejoin("the group is rebalancing".into());
+            } else if self.phase == Phase::NeedJoin && self.pending.is_none() {
+                // A follow-up or backoff wait is moot: the round is on now.
+                self.not_before = self.now;
             }
         } else if is(error, ResponseError::IllegalGeneration) {
             self.generation = -1;
