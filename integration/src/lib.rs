@@ -4,6 +4,8 @@
 //! process starts its own tansu (built once by `scripts/test-broker install`) on a free
 //! loopback port and stops it when the [`TestBroker`] is dropped.
 
+pub mod agent_scenario;
+pub mod agents;
 pub mod audit;
 pub mod bin_path;
 pub mod broker;

@@ -26,6 +26,19 @@ impl Worker {
         extra: &[&str],
         dir: &Path,
     ) -> Result<Worker> {
+        Self::spawn_with_env(bootstrap, group, topic, name, extra, &[], dir)
+    }
+
+    /// [`Worker::spawn`] with extra environment variables (e.g. `LAGBALANCE_CONTROL_ADDR`).
+    pub fn spawn_with_env(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        dir: &Path,
+    ) -> Result<Worker> {
         let bin = crate::bin_path::example("worker")?;
         let audit = dir.join(format!("{name}.jsonl"));
         let log = dir.join(format!("{name}.log"));
@@ -43,6 +56,7 @@ impl Worker {
             .arg("--audit")
             .arg(&audit)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -108,6 +122,25 @@ impl Worker {
 
     pub fn resume(&self) -> Result<()> {
         self.signal("-CONT")
+    }
+
+    /// The control listener the worker reported in its log (`control channel on ADDR`), waiting
+    /// up to `limit` for it.
+    pub async fn control_addr(&self, limit: Duration) -> Result<std::net::SocketAddr> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("control channel on ").nth(1))
+            {
+                return addr.trim().parse().context("control address");
+            }
+            if Instant::now() >= deadline {
+                bail!("{} reported no control channel within {limit:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether the process is still running.

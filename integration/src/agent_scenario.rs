@@ -1,0 +1,324 @@
+//! The sidecar agents end to end on a real broker: three example workers in a `lagbalance` group,
+//! one with `slow_factor` × the per-record cost, each with its own `lagbalance-agent`. Records
+//! arrive evenly on every partition at a rate the group can take but the slow member's share
+//! cannot, so its lag grows until its agent trips and asks it to rebalance; the leader then
+//! moves work away from it. Later every agent is killed and the workers must keep consuming.
+//!
+//! Shared by the acceptance test (`tests/agent_tansu.rs`) and the mode measurement
+//! (`examples/agent_modes.rs`). Group lag is measured like the agents measure it: end offsets
+//! (here from the producer's acknowledgements, exact on tansu) minus committed offsets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lagbalance::producer::{Producer, ProducerConfig};
+use lagbalance::records::ProducerRecord;
+use lagbalance::{Client, ClientConfig};
+
+use crate::agents::Agent;
+use crate::audit;
+use crate::workers::{owned_by_audit, wait_balanced, Worker};
+use crate::{unique, TestBroker};
+
+type Tp = (String, i32);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// `LAGBALANCE_MODE` of every agent: `rejoin` or `leave`.
+    pub mode: String,
+    pub partitions: i32,
+    /// Records per second, spread evenly over the partitions.
+    pub rate: f64,
+    /// Per-record cost of the fast workers (sleep mode: I/O-bound work, no CPU).
+    pub fast_cost_us: u64,
+    /// The slow worker's cost is this many times the fast ones'.
+    pub slow_factor: u64,
+    /// `LAGBALANCE_LAG_FLOOR`: the outlier's lag must exceed it, and the group's lag must get
+    /// back below it once work has moved.
+    pub lag_floor: i64,
+    /// How long records keep arriving with the agents up.
+    pub produce_with_agents: Duration,
+    /// How long records keep arriving after every agent was killed.
+    pub produce_without_agents: Duration,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            mode: "rejoin".into(),
+            partitions: 12,
+            // Fast members take 500/s each, the slow one 166/s: 1166/s in all. An even spread
+            // of 750/s gives each 250/s, so the slow one falls behind by ~84 records/s.
+            rate: 750.0,
+            fast_cost_us: 2_000,
+            slow_factor: 3,
+            lag_floor: 600,
+            produce_with_agents: Duration::from_secs(60),
+            produce_without_agents: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// From the start of production to the first agent action.
+    pub trigger_after: Option<Duration>,
+    /// From the first action until the group's lag was back below the floor.
+    pub recovered_after: Option<Duration>,
+    /// Highest group lag seen.
+    pub peak_lag: i64,
+    /// Agent actions, per worker name.
+    pub actions: BTreeMap<String, usize>,
+    /// Partitions the slow worker owned just before the first action, and at the end.
+    pub slow_partitions_before: usize,
+    pub slow_partitions_after: usize,
+    /// Ownership changes (assigned/revoked/lost callbacks) after the first action.
+    pub ownership_changes_after_trigger: usize,
+    /// Records consumed between the agents' death and the end.
+    pub consumed_without_agents: usize,
+    /// Group lag over time: (seconds since production started, lag).
+    pub timeline: Vec<(f64, i64)>,
+    pub report: audit::Report,
+}
+
+const SLOW: &str = "c";
+
+/// Run the scenario on a broker of its own and return what happened. Every wait is bounded.
+pub async fn run(s: &Scenario) -> Result<Outcome> {
+    let broker = TestBroker::start().await?;
+    let client = Client::new(ClientConfig::new(&broker.bootstrap))?;
+    let topic = unique("agents");
+    let group = unique("agents-g");
+    client.create_topic(&topic, s.partitions, 1).await?;
+    let dir = std::env::temp_dir().join(unique("agent-e2e"));
+    std::fs::create_dir_all(&dir)?;
+    let result = run_in(s, &broker, &client, &topic, &group, &dir).await;
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("agent scenario logs kept in {}", dir.display());
+    }
+    result
+}
+
+async fn run_in(
+    s: &Scenario,
+    broker: &TestBroker,
+    client: &Client,
+    topic: &str,
+    group: &str,
+    dir: &std::path::Path,
+) -> Result<Outcome> {
+    let fast = s.fast_cost_us.to_string();
+    let slow = (s.fast_cost_us * s.slow_factor).to_string();
+    let mut workers = Vec::new();
+    for (name, cost) in [("a", &fast), ("b", &fast), (SLOW, &slow)] {
+        let args = [
+            "--assignor",
+            "lagbalance",
+            "--cost-mode",
+            "sleep",
+            "--cost-us",
+            cost.as_str(),
+            "--session-timeout-ms",
+            "12000",
+            "--commit-interval-ms",
+            "200",
+        ];
+        let env = [("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0")];
+        workers.push(Worker::spawn_with_env(
+            &broker.bootstrap,
+            group,
+            topic,
+            name,
+            &args,
+            &env,
+            dir,
+        )?);
+    }
+    let refs: Vec<&Worker> = workers.iter().collect();
+    wait_balanced(
+        &refs,
+        s.partitions,
+        false,
+        Duration::from_secs(4),
+        Duration::from_secs(90),
+    )
+    .await
+    .context("the three workers never settled")?;
+
+    let mut agents = Vec::new();
+    for w in &workers {
+        let control = w.control_addr(Duration::from_secs(10)).await?;
+        let env = [
+            ("LAGBALANCE_MODE", s.mode.clone()),
+            ("LAGBALANCE_INTERVAL", "1s".into()),
+            ("LAGBALANCE_SUSTAIN", "3".into()),
+            ("LAGBALANCE_LAG_FLOOR", s.lag_floor.to_string()),
+            ("LAGBALANCE_COOLDOWN", "20s".into()),
+            ("LAGBALANCE_LEAVE_COOLDOWN", "5s".into()),
+            ("LAGBALANCE_EWMA_WINDOW", "5s".into()),
+        ];
+        agents.push(Agent::spawn(
+            &broker.bootstrap,
+            group,
+            control,
+            &w.name,
+            &env,
+            dir,
+        )?);
+    }
+
+    // Records arrive round-robin over the partitions at the fixed rate; every acknowledged
+    // offset goes into the ledger and moves that partition's end offset.
+    let ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>> = Arc::default();
+    let started = Instant::now();
+    let total = s.produce_with_agents + s.produce_without_agents;
+    let producing = tokio::spawn(produce(
+        client.clone(),
+        topic.to_owned(),
+        s.partitions,
+        s.rate,
+        total,
+        ledger.clone(),
+    ));
+
+    let mut out = Outcome::default();
+    let slow_worker = &workers[2];
+    let mut trigger_at: Option<Instant> = None;
+    let mut agents_killed_at: Option<usize> = None;
+    let files: Vec<PathBuf> = workers.iter().map(|w| w.audit.clone()).collect();
+    let ownership_changes = |files: &[PathBuf]| count_events(files, &["assigned", "revoked", "lost"]);
+    let mut changes_at_trigger = 0;
+    while started.elapsed() < total {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lag = group_lag(client, group, &ledger).await.unwrap_or(-1);
+        out.timeline.push((started.elapsed().as_secs_f64(), lag));
+        out.peak_lag = out.peak_lag.max(lag);
+        let acted = agents.iter().any(|a| a.actions() > 0);
+        if acted && trigger_at.is_none() {
+            trigger_at = Some(Instant::now());
+            out.trigger_after = Some(started.elapsed());
+            out.slow_partitions_before = owned_by_audit(&[slow_worker])
+                .get(SLOW)
+                .map_or(0, BTreeSet::len);
+            changes_at_trigger = ownership_changes(&files);
+        }
+        if let Some(t) = trigger_at {
+            if out.recovered_after.is_none() && lag >= 0 && lag < s.lag_floor {
+                out.recovered_after = Some(t.elapsed());
+            }
+        }
+        if started.elapsed() >= s.produce_with_agents && agents_killed_at.is_none() {
+            for a in &agents {
+                out.actions.insert(a.name.clone(), a.actions());
+            }
+            for a in agents.iter_mut() {
+                a.kill();
+            }
+            agents_killed_at = Some(count_events(&files, &["consumed"]));
+        }
+    }
+    let produced: BTreeSet<(Tp, i64)> = producing
+        .await
+        .context("producer task")??
+        .into_iter()
+        .collect();
+    let file_refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    audit::wait_all_consumed(&file_refs, &produced, Duration::from_secs(60)).await?;
+    out.slow_partitions_after = owned_by_audit(&[slow_worker])
+        .get(SLOW)
+        .map_or(0, BTreeSet::len);
+    out.ownership_changes_after_trigger =
+        ownership_changes(&files).saturating_sub(changes_at_trigger);
+    out.consumed_without_agents =
+        count_events(&files, &["consumed"]).saturating_sub(agents_killed_at.unwrap_or(0));
+    for w in workers.iter_mut() {
+        w.terminate(Duration::from_secs(20))?;
+    }
+    out.report = audit::check(&files, &produced)?;
+    Ok(out)
+}
+
+/// Produce for `duration` at `rate`/s, partition `i % partitions`; returns every acknowledged
+/// (partition, offset) and keeps `ledger` current while it runs.
+async fn produce(
+    client: Client,
+    topic: String,
+    partitions: i32,
+    rate: f64,
+    duration: Duration,
+    ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>>,
+) -> Result<Vec<(Tp, i64)>> {
+    let producer = Producer::new(client, ProducerConfig::default())?;
+    let started = Instant::now();
+    let mut acks = tokio::task::JoinSet::new();
+    let mut i: u64 = 0;
+    while started.elapsed() < duration {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let r = ProducerRecord::new(&topic)
+            .partition((i % partitions as u64) as i32)
+            .value(i.to_be_bytes().to_vec());
+        let delivery = producer.send(r).await?;
+        let ledger = ledger.clone();
+        acks.spawn(async move {
+            let m = delivery.await?;
+            let tp = (m.topic, m.partition);
+            ledger
+                .lock()
+                .map_err(|_| anyhow::anyhow!("ledger poisoned"))?
+                .entry(tp.clone())
+                .or_default()
+                .insert(m.offset);
+            anyhow::Ok((tp, m.offset))
+        });
+        i += 1;
+    }
+    producer.flush().await?;
+    let mut out = Vec::new();
+    while let Some(r) = acks.join_next().await {
+        out.push(r??);
+    }
+    producer.close().await?;
+    Ok(out)
+}
+
+/// Σ over partitions of (end offset − committed offset), end offsets from the ledger.
+async fn group_lag(
+    client: &Client,
+    group: &str,
+    ledger: &Mutex<BTreeMap<Tp, BTreeSet<i64>>>,
+) -> Result<i64> {
+    let ends: BTreeMap<Tp, i64> = match ledger.lock() {
+        Ok(l) => l
+            .iter()
+            .filter_map(|(tp, offs)| Some((tp.clone(), offs.last()? + 1)))
+            .collect(),
+        Err(_) => bail!("ledger poisoned"),
+    };
+    let committed = client.offset_fetch(group, None).await?;
+    Ok(ends
+        .iter()
+        .map(|(tp, end)| (end - committed.get(tp).copied().unwrap_or(0)).max(0))
+        .sum())
+}
+
+/// Lines with one of `events` across the audit files.
+fn count_events(files: &[PathBuf], events: &[&str]) -> usize {
+    let needles: Vec<String> = events.iter().map(|e| format!("\"event\":\"{e}\"")).collect();
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|t| {
+            t.lines()
+                .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
+                .count()
+        })
+        .sum()
+}
