@@ -43,6 +43,13 @@ impl ClientConfig {
             operation_timeout: Duration::from_secs(60),
         }
     }
+
+    /// Set a client-level property by its Kafka name — the security settings
+    /// (`security.protocol`, `ssl.*`, `sasl.*`, see [`crate::security`]) that the producer and
+    /// admin share with the consumer. `Ok(false)` if `key` is not one of them.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        self.connection.security.set(key, value)
+    }
 }
 
 /// Which connection to a broker a request travels on.
@@ -100,6 +107,7 @@ impl Client {
         if config.bootstrap.is_empty() {
             return Err(Error::Config("bootstrap.servers is empty".into()));
         }
+        config.connection.security.validate()?;
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
@@ -182,6 +190,11 @@ impl Client {
         for addr in candidates {
             match self.connection(&addr).await {
                 Ok(c) => return Ok(c),
+                // Wrong credentials or an untrusted certificate: every broker will say the
+                // same, and retrying cannot help.
+                Err(e @ (Error::Authentication { .. } | Error::Tls { .. } | Error::Config(_))) => {
+                    return Err(e)
+                }
                 Err(e) => last = Some(format!("{addr}: {e}")),
             }
         }

@@ -127,6 +127,9 @@ impl ConsumerConfig {
                 }
                 self.assignors = names;
             }
+            k if crate::security::is_security_key(k) => {
+                self.client.connection.security.set(k, value)?;
+            }
             other => {
                 return Err(Error::Config(format!(
                     "unknown consumer property '{other}'"

@@ -750,6 +750,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_default_listener_is_loopback_only() {
+        let cfg = ControlConfig::loopback(0);
+        assert!(!cfg.allow_non_loopback);
+        assert!(cfg.token.is_none());
+        let (h, _rx) = serve(cfg).await.unwrap();
+        assert_eq!(h.local_addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+
+    #[tokio::test]
     async fn non_loopback_bind_is_refused() {
         let mut cfg = ControlConfig::loopback(0);
         cfg.bind = "0.0.0.0:0".parse().unwrap();

@@ -52,6 +52,14 @@ pub enum Error {
     /// No broker could be reached from the bootstrap list or metadata.
     #[error("no broker reachable: {0}")]
     NoBrokerAvailable(String),
+    /// SASL authentication failed: wrong credentials, a mechanism the broker does not enable,
+    /// or a server that could not prove it knows the credentials (SCRAM). Not retriable.
+    #[error("SASL {mechanism} authentication failed: {detail}")]
+    Authentication { mechanism: String, detail: String },
+    /// The TLS handshake failed: an untrusted or misnamed certificate, or no common protocol.
+    /// Not retriable.
+    #[error("TLS handshake with {addr} failed: {detail}")]
+    Tls { addr: String, detail: String },
     /// Offset out of range and `auto.offset.reset = none`.
     #[error("offset {offset} out of range for {topic}/{partition} and auto.offset.reset is none")]
     OffsetOutOfRange {

@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up: [`wire`] (framing, versions, connections), [`cluster`] (metadata,
 //! connection pool, retries), [`admin`] (topic, offset and group operations), [`producer`],
-//! [`fetcher`].
+//! [`fetcher`]. [`security`] holds the TLS and SASL settings the connections apply.
 
 pub mod admin;
 pub mod cluster;
@@ -14,6 +14,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+pub mod security;
 pub mod wire;
 
 pub use cluster::{Client, ClientConfig};

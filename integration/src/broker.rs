@@ -57,6 +57,11 @@ impl TestBroker {
 
     /// Always start our own tansu (for tests that stop the broker).
     pub async fn start_own() -> Result<TestBroker> {
+        Self::start_own_with(&TansuOptions::default()).await
+    }
+
+    /// Start our own tansu with extra options (authentication, a different advertised port).
+    pub async fn start_own_with(options: &TansuOptions) -> Result<TestBroker> {
         let bin = tansu_bin();
         if !bin.exists() {
             bail!(
@@ -69,6 +74,10 @@ impl TestBroker {
         for _ in 0..5 {
             let port = free_port()?;
             let url = format!("tcp://127.0.0.1:{port}");
+            let advertised = match options.advertised_port {
+                Some(p) => format!("tcp://127.0.0.1:{p}"),
+                None => url.clone(),
+            };
             let log = std::env::temp_dir().join(format!("lagbalance-tansu-{port}.log"));
             let log_file = std::fs::File::create(&log)?;
             let child = Command::new(&bin)
@@ -77,9 +86,10 @@ impl TestBroker {
                     "--listener-url",
                     &url,
                     "--advertised-listener-url",
-                    &url,
+                    &advertised,
                 ])
                 .args(["--storage-engine", "memory://tansu/"])
+                .args(options.authentication.then_some("--authentication"))
                 .env_remove("CLUSTER_ID")
                 .env_remove("LISTENER_URL")
                 .env_remove("ADVERTISED_LISTENER_URL")
@@ -145,6 +155,15 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Extra settings for [`TestBroker::start_own_with`].
+#[derive(Clone, Debug, Default)]
+pub struct TansuOptions {
+    /// `--authentication`: every request but ApiVersions and the SASL ones needs a SASL login.
+    pub authentication: bool,
+    /// Advertise this loopback port in metadata instead of the listener's (a proxy in front).
+    pub advertised_port: Option<u16>,
 }
 
 /// A name no other test (or earlier run against the same broker) uses.

@@ -1,6 +1,9 @@
 //! One TCP connection to one broker: requests multiplexed by correlation id, several in
 //! flight, each with its own timeout; the connection fails every pending request with a clear
 //! error when it breaks, and never hangs a caller.
+//!
+//! The byte stream is plain TCP or TLS over it (`security.protocol` SSL / SASL_SSL); SASL
+//! authentication runs right after version negotiation, before the connection is handed out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -10,8 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Request;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -19,6 +21,7 @@ use tokio::task::JoinHandle;
 use super::frame::{self, split_frame};
 use super::versions::{api_versions_request, interpret_api_versions, BrokerVersions, Negotiation};
 use crate::error::{Error, Result};
+use crate::security::{self, SecurityConfig};
 
 /// Settings of one connection.
 #[derive(Clone, Debug)]
@@ -27,6 +30,8 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_frame: usize,
+    /// TLS and SASL (`security.protocol` and friends).
+    pub security: SecurityConfig,
 }
 
 impl Default for ConnectionConfig {
@@ -36,6 +41,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_frame: frame::DEFAULT_MAX_FRAME,
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -78,6 +84,10 @@ pub struct Connection {
     pending: Arc<Mutex<Pending>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    /// When the SASL session the broker granted (KIP-368) is about to end: from then on the
+    /// connection counts as closed for new requests, so the pool opens (and authenticates) a
+    /// fresh one instead of re-authenticating this one.
+    expires_at: Option<std::time::Instant>,
 }
 
 impl Drop for Connection {
@@ -88,21 +98,60 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connect to `addr` (`host:port`) and negotiate API versions.
+    /// Connect to `addr` (`host:port`), set up TLS if configured, negotiate API versions and
+    /// authenticate with SASL if configured. The connect timeout covers TCP and TLS.
     pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection> {
         let io_err = |source| Error::Io {
             addr: addr.to_owned(),
             source: Arc::new(source),
         };
-        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+        let timed_out = || Error::Timeout {
+            what: format!("connect to {addr}"),
+            after: config.connect_timeout,
+        };
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        // Before any I/O, so a bad setting is not mistaken for an unreachable broker.
+        let tls = if config.security.protocol.tls() {
+            Some((
+                security::TlsSetup::build(&config.security)?,
+                security::server_name(addr)?,
+            ))
+        } else {
+            None
+        };
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
-            .map_err(|_| Error::Timeout {
-                what: format!("connect to {addr}"),
-                after: config.connect_timeout,
-            })?
+            .map_err(|_| timed_out())?
             .map_err(io_err)?;
         stream.set_nodelay(true).map_err(io_err)?;
-        let (read_half, write_half) = stream.into_split();
+        match tls {
+            None => {
+                let (read_half, write_half) = stream.into_split();
+                Self::start(addr, config, read_half, write_half).await
+            }
+            Some((setup, name)) => {
+                let connector = tokio_rustls::TlsConnector::from(setup.config);
+                let stream = tokio::time::timeout_at(deadline, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| security::tls_error(addr, e))?;
+                let (read_half, write_half) = tokio::io::split(stream);
+                Self::start(addr, config, read_half, write_half).await
+            }
+        }
+    }
+
+    /// Run the reader and writer over the connected stream, then negotiate and authenticate.
+    async fn start<R, W>(
+        addr: &str,
+        config: ConnectionConfig,
+        read_half: R,
+        write_half: W,
+    ) -> Result<Connection>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (outgoing, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(
@@ -121,8 +170,19 @@ impl Connection {
             pending,
             reader,
             writer,
+            expires_at: None,
         };
         conn.versions = conn.negotiate().await?;
+        if conn.config.security.protocol.sasl() {
+            let security = conn.config.security.clone();
+            let started = std::time::Instant::now();
+            if let Some(ms) = security::authenticate(&conn, &security).await? {
+                // Leave a tenth of the session (at most a minute) to finish what is in flight.
+                let life = Duration::from_millis(ms as u64);
+                let margin = (life / 10).min(Duration::from_secs(60));
+                conn.expires_at = started.checked_add(life - margin);
+            }
+        }
         Ok(conn)
     }
 
@@ -152,8 +212,16 @@ impl Connection {
         &self.versions
     }
 
-    /// Whether the connection is known to be dead.
+    /// Whether the connection is known to be dead, or its SASL session is about to expire
+    /// (then requests already sent still get their answers, but new ones belong on a fresh
+    /// connection).
     pub fn is_closed(&self) -> bool {
+        if self
+            .expires_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
+        {
+            return true;
+        }
         self.pending
             .lock()
             .map(|p| p.closed.is_some())
@@ -295,8 +363,8 @@ impl Connection {
     }
 }
 
-async fn write_loop(
-    mut half: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut half: W,
     addr: String,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     pending: Arc<Mutex<Pending>>,
@@ -315,8 +383,8 @@ async fn write_loop(
     let _ = half.shutdown().await;
 }
 
-async fn read_loop(
-    mut half: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut half: R,
     addr: String,
     max_frame: usize,
     pending: Arc<Mutex<Pending>>,
@@ -331,8 +399,8 @@ async fn read_loop(
 }
 
 /// Read frames until EOF or error, handing each to the request waiting for it.
-async fn read_frames(
-    half: &mut OwnedReadHalf,
+async fn read_frames<R: AsyncRead + Unpin>(
+    half: &mut R,
     addr: &str,
     max_frame: usize,
     pending: &Mutex<Pending>,

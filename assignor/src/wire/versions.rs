@@ -39,6 +39,9 @@ pub fn client_range(api: ApiKey) -> Option<(i16, i16)> {
         ListGroups => (0, 4),
         CreateTopics => (0, 7),
         DeleteTopics => (0, 6),
+        // v0 of SaslHandshake means raw (unframed) SASL tokens; we only speak v1 + SaslAuthenticate.
+        SaslHandshake => (1, 1),
+        SaslAuthenticate => (0, 2),
         _ => return None,
     })
 }
