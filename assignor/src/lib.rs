@@ -2,7 +2,7 @@
 //!
 //! Layers, bottom up: [`wire`] (framing, versions, connections), [`cluster`] (metadata,
 //! connection pool, retries), [`admin`] (topic, offset and group operations), [`producer`],
-//! [`fetcher`].
+//! [`fetcher`], and [`lag_partitioner`] (a producer partitioner steered by a group's lag).
 
 pub mod admin;
 pub mod cluster;
@@ -11,6 +11,7 @@ pub mod control;
 pub mod error;
 pub mod fetcher;
 pub mod group;
+pub mod lag_partitioner;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
