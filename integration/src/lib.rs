@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod bin_path;
 pub mod broker;
+pub mod lagrun;
 pub mod workers;
 
 pub use broker::{unique, TestBroker};

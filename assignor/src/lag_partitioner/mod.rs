@@ -22,9 +22,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Fail-open everywhere: until the first reading, when readings fail for `stale_after`, and
-//! when every partition is behind, every partition is Good and the producer partitions as if
-//! there were no custom partitioner.
+//! Fail-open everywhere: when readings fail for `stale_after`, and when every partition is
+//! behind, every partition is Good (unkeyed records spread evenly, keyed ones go home); until
+//! the first reading the producer's default partitioning applies.
 
 pub mod config;
 pub mod machine;
@@ -170,14 +170,18 @@ impl Partitioner for LagPartitioner {
             return None;
         }
         let routing = self.inner.routing.read().ok()?;
-        // All Good, or a table for another partition count (the topic grew since the last
-        // reading): the default partitioning, batching included, applies unchanged.
-        if routing.is_even() || routing.len() != usize::try_from(num_partitions).ok()? {
+        // No reading yet, or a table for another partition count (the topic grew since the
+        // last reading): the default partitioning applies.
+        if routing.len() != usize::try_from(num_partitions).ok()? {
             return None;
         }
         match key {
-            Some(k) if self.inner.route_keyed => Some(routing.pick_keyed(k)),
+            // All Good: every key is home anyway; skip the hashing.
+            Some(k) if self.inner.route_keyed && !routing.is_even() => Some(routing.pick_keyed(k)),
             Some(_) => None,
+            // Unkeyed records are spread per record, also when all partitions are Good: the
+            // default sticky partition moves on only when a batch fills, which at modest rates
+            // would pin a topic's unkeyed traffic to one partition for a long time.
             None => Some(routing.pick_unkeyed(self.inner.ticket.fetch_add(1, Ordering::Relaxed))),
         }
     }
