@@ -255,19 +255,15 @@ impl LagStates {
                 self.parts[i] = Part::good(now_ms);
             }
         }
-        let mut closed = self
+        let closed = self
             .parts
             .iter()
             .filter(|p| p.state != PartitionState::Good)
             .count();
-        for (lag, i) in candidates {
-            if closed >= cap {
-                break;
-            }
+        for (lag, i) in candidates.into_iter().take(cap.saturating_sub(closed)) {
             let part = &mut self.parts[i];
             part.state = PartitionState::Slow;
             part.since_ms = now_ms;
-            closed += 1;
             out.push(Transition {
                 partition: i as i32,
                 from: PartitionState::Good,
