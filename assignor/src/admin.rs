@@ -71,6 +71,16 @@ pub struct GroupDescription {
     pub members: Vec<DescribedMember>,
 }
 
+/// One partition's position for one group, as [`Client::topic_offsets`] reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    /// ListOffsets(latest). On tansu 0.6.0 the newest batch's base offset + 1
+    /// (docs/tansu-quirks.md).
+    pub log_end: i64,
+    pub committed: Option<i64>,
+}
+
 /// Offsets per (topic, partition).
 pub type OffsetMap = BTreeMap<(String, i32), i64>;
 
@@ -292,6 +302,35 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Committed offset and log end of every partition of `topic` for `group`, in partition
+    /// order: one OffsetFetch (naming the partitions: tansu 0.6.0 cannot answer the "all"
+    /// form) and one ListOffsets per partition leader. Committed offsets are read first, so a
+    /// log end is never older than the committed offset beside it. `committed` is `None` for a
+    /// partition the group never committed.
+    pub async fn topic_offsets(&self, group: &str, topic: &str) -> Result<Vec<PartitionOffsets>> {
+        let partitions: Vec<i32> = self
+            .partitions(topic)
+            .await?
+            .iter()
+            .map(|p| p.partition)
+            .collect();
+        let tps: Vec<(String, i32)> = partitions.iter().map(|p| (topic.to_owned(), *p)).collect();
+        let committed = self.offset_fetch(group, Some(&tps)).await?;
+        let ends = self
+            .list_offsets(topic, &partitions, OffsetSpec::Latest)
+            .await?;
+        let mut out: Vec<PartitionOffsets> = partitions
+            .iter()
+            .map(|&p| PartitionOffsets {
+                partition: p,
+                log_end: ends.get(&p).copied().unwrap_or(0),
+                committed: committed.get(&(topic.to_owned(), p)).copied(),
+            })
+            .collect();
+        out.sort_by_key(|o| o.partition);
+        Ok(out)
     }
 
     /// Describe `group`: state, chosen protocol and members with their raw blobs.

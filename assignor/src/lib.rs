@@ -2,7 +2,8 @@
 //!
 //! Layers, bottom up: [`wire`] (framing, versions, connections), [`cluster`] (metadata,
 //! connection pool, retries), [`admin`] (topic, offset and group operations), [`producer`],
-//! [`fetcher`]. [`security`] holds the TLS and SASL settings the connections apply.
+//! [`fetcher`], and [`lag_partitioner`] (a producer partitioner steered by a group's lag).
+//! [`security`] holds the TLS and SASL settings the connections apply.
 
 pub mod admin;
 pub mod cluster;
@@ -11,6 +12,7 @@ pub mod control;
 pub mod error;
 pub mod fetcher;
 pub mod group;
+pub mod lag_partitioner;
 pub mod partitioner;
 pub mod producer;
 pub mod records;

@@ -1,6 +1,16 @@
 //! Kafka's default partitioning: a keyed record goes to `murmur2(key) & 0x7fffffff % n`, exactly
 //! as the Java client computes it, so keys land on the same partitions whichever client wrote
-//! them.
+//! them. [`Partitioner`] lets a producer route records its own way (the lag-aware one:
+//! [`crate::lag_partitioner`]).
+
+/// A custom partitioner for [`crate::producer::Producer::with_partitioner`]. Called once per
+/// record that names no partition, outside the producer's locks; it must be cheap.
+pub trait Partitioner: Send + Sync {
+    /// Partition of a record of `topic` with `key` among `num_partitions` (> 0), or `None`
+    /// for the default: `murmur2` for keyed records, the sticky partition for unkeyed ones.
+    /// An answer outside `0..num_partitions` is ignored (the default applies).
+    fn partition(&self, topic: &str, key: Option<&[u8]>, num_partitions: i32) -> Option<i32>;
+}
 
 /// Kafka's murmur2 (32-bit, seed 0x9747b28c) as in `org.apache.kafka.common.utils.Utils`.
 pub fn murmur2(data: &[u8]) -> i32 {

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::cluster::Client;
 use crate::error::{Error, Result};
-use crate::partitioner::partition_for_key;
+use crate::partitioner::{partition_for_key, Partitioner};
 use crate::records::{encode_batch, CompressionCodec, ProducerRecord};
 
 /// `acks`: how many replicas must have the batch before the broker answers.
@@ -167,6 +167,8 @@ struct Shared {
     wake: Notify,
     idle: Notify,
     memory: Arc<Semaphore>,
+    /// Consulted before the default partitioning; `None` costs one branch per record.
+    partitioner: Option<Arc<dyn Partitioner>>,
 }
 
 /// An async, batching producer. Cheap to clone.
@@ -178,6 +180,24 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(client: Client, config: ProducerConfig) -> Result<Producer> {
+        Self::build(client, config, None)
+    }
+
+    /// A producer that asks `partitioner` where each record without an explicit partition
+    /// goes (falling back to the default when it answers `None`).
+    pub fn with_partitioner(
+        client: Client,
+        config: ProducerConfig,
+        partitioner: Arc<dyn Partitioner>,
+    ) -> Result<Producer> {
+        Self::build(client, config, Some(partitioner))
+    }
+
+    fn build(
+        client: Client,
+        config: ProducerConfig,
+        partitioner: Option<Arc<dyn Partitioner>>,
+    ) -> Result<Producer> {
         if config.batch_size == 0 || config.buffer_memory < config.batch_size {
             return Err(Error::Config(
                 "batch.size must be > 0 and buffer.memory ≥ batch.size".into(),
@@ -197,6 +217,7 @@ impl Producer {
             }),
             wake: Notify::new(),
             idle: Notify::new(),
+            partitioner,
         });
         let sender = Arc::new(tokio::spawn(run_sender(shared.clone())));
         Ok(Producer { shared, sender })
@@ -214,6 +235,13 @@ impl Producer {
                 partition: -1,
             });
         }
+        // Asked before the lock: a custom partitioner must not serialise every sender.
+        let custom = match (&self.shared.partitioner, record.partition) {
+            (Some(p), None) => p
+                .partition(&record.topic, record.key.as_deref(), n)
+                .filter(|p| (0..n).contains(p)),
+            _ => None,
+        };
         let size = record.estimated_size();
         // A record bigger than the whole buffer still goes through, alone.
         let want = size.min(self.shared.config.buffer_memory) as u32;
@@ -229,7 +257,7 @@ impl Producer {
         if acc.closed {
             return Err(Error::Shutdown);
         }
-        let partition = match (record.partition, &record.key) {
+        let partition = match (custom.or(record.partition), &record.key) {
             (Some(p), _) if p < 0 || p >= n => {
                 return Err(Error::UnknownTopicOrPartition {
                     topic: record.topic,
@@ -248,7 +276,8 @@ impl Producer {
             },
         };
         record.partition = Some(partition);
-        let unkeyed = record.key.is_none();
+        // The sticky partition moves on only for records it placed.
+        let unkeyed = record.key.is_none() && custom.is_none();
         let batch_size = self.shared.config.batch_size;
         if !acc.queues.contains_key(&record.topic) {
             acc.queues.insert(record.topic.clone(), HashMap::new());

@@ -9,6 +9,7 @@ pub mod agents;
 pub mod audit;
 pub mod bin_path;
 pub mod broker;
+pub mod lagrun;
 pub mod workers;
 
 pub use broker::{unique, TestBroker};

@@ -22,6 +22,7 @@ use lagbalance_assign::model::{
     Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, TopicInfo, Tp,
 };
 
+use crate::producer::{ProducerMode, ProducerModel};
 use crate::rng::Rng;
 use crate::scenario::{Cost, Modulation, Scenario, Weights};
 use crate::strategies::Strategy;
@@ -103,6 +104,13 @@ pub struct RunResult {
     pub series_t: Vec<f64>,
     pub series_lag: Vec<f64>,
     pub series_util: Vec<Vec<f64>>,
+    /// Dedicated-producer runs: fraction of records written off the partition the scenario's
+    /// rates would have put them on, and the partitioner's state changes.
+    pub redirected: f64,
+    pub transitions: usize,
+    /// Over the last quarter, the highest ratio of a consumer's input (work arriving on its
+    /// partitions) to its true speed: above 1 that consumer cannot keep up.
+    pub peak_demand: f64,
 }
 
 pub struct Sim<'a> {
@@ -136,6 +144,10 @@ pub struct Sim<'a> {
     sample_acc: Vec<f64>,
     sample_lag: f64,
     sample_n: usize,
+    producer: Option<ProducerModel>,
+    /// Per consumer, over the last quarter: work arrived on its partitions, and its budget.
+    demand_acc: Vec<f64>,
+    capacity_acc: Vec<f64>,
 }
 
 const SAMPLE_S: f64 = 10.0;
@@ -252,6 +264,9 @@ impl<'a> Sim<'a> {
             sample_acc: vec![0.0; m],
             sample_lag: 0.0,
             sample_n: 0,
+            producer: None,
+            demand_acc: vec![0.0; m],
+            capacity_acc: vec![0.0; m],
         };
         // records/s per unit weight so that mean work input = load × total capacity.
         sim.total_weight_cost = sim.parts.iter().map(|p| sim.mean_weight(p) * p.cost).sum();
@@ -357,7 +372,10 @@ impl<'a> Sim<'a> {
                     self.complete_round();
                 }
             }
-            let input = self.arrivals(detailed);
+            if let Some(pm) = &mut self.producer {
+                pm.refresh(self.t, self.parts.iter().map(|p| p.arrived - p.consumed));
+            }
+            let input = self.arrivals(detailed, step >= last_quarter);
             let utils = self.consume(dt, detailed && step >= warm);
             let lag: f64 = self.parts.iter().map(|p| p.arrived - p.consumed).sum();
             self.lag_series.push(lag);
@@ -416,15 +434,29 @@ impl<'a> Sim<'a> {
     }
 
     /// Add this step's arrivals; returns records arrived.
-    fn arrivals(&mut self, detailed: bool) -> f64 {
+    fn arrivals(&mut self, detailed: bool, last_quarter: bool) -> f64 {
         let dt = self.sc.dt_s;
         let alpha = 1.0 - (-dt / self.sc.rate_window_s).exp();
         let mut total = 0.0;
-        for p in 0..self.parts.len() {
-            let mult = self.rate_multiplier(p);
+        let mut rates: Vec<f64> = (0..self.parts.len())
+            .map(|p| self.rate_multiplier(p) * self.scale * self.parts[p].base_rate)
+            .collect();
+        if let Some(pm) = &mut self.producer {
+            pm.route(&mut rates);
+        }
+        if last_quarter {
+            for (mi, member) in self.members.iter().enumerate() {
+                self.demand_acc[mi] += member
+                    .owned
+                    .iter()
+                    .map(|&p| rates[p] * self.parts[p].cost)
+                    .sum::<f64>();
+                self.capacity_acc[mi] += self.sc.consumers[mi].speed_at(self.t);
+            }
+        }
+        for (p, rate) in rates.into_iter().enumerate() {
             let part = &mut self.parts[p];
             part.visible = part.arrived;
-            let rate = self.scale * part.base_rate * mult;
             let a = rate * dt;
             part.arrived += a;
             total += a;
@@ -807,6 +839,21 @@ impl<'a> Sim<'a> {
             worst = worst.max(c);
         }
         self.result.max_rebalances_per_hour = worst;
+        if let Some(pm) = &self.producer {
+            self.result.redirected = if pm.total > 0.0 {
+                pm.redirected / pm.total
+            } else {
+                0.0
+            };
+            self.result.transitions = pm.transitions;
+        }
+        self.result.peak_demand = self
+            .demand_acc
+            .iter()
+            .zip(&self.capacity_acc)
+            .filter(|(_, c)| **c > 0.0)
+            .map(|(d, c)| d / c)
+            .fold(0.0, f64::max);
         self.result
     }
 }
@@ -828,19 +875,45 @@ pub fn run(sc: &Scenario, strategy: Strategy, load: f64, detailed: bool) -> RunR
     Sim::new(sc, strategy, load).run(detailed)
 }
 
+/// One run with the scenario's dedicated producer spreading records by `mode`.
+pub fn run_with_producer(
+    sc: &Scenario,
+    strategy: Strategy,
+    mode: ProducerMode,
+    load: f64,
+    detailed: bool,
+) -> RunResult {
+    let mut sim = Sim::new(sc, strategy, load);
+    if let (ProducerMode::LagAware, Some(spec)) = (mode, &sc.producer) {
+        sim.producer = Some(ProducerModel::new(spec.clone(), sc.partitions()));
+    }
+    let mut r = sim.run(detailed);
+    r.strategy = format!("{} + {}", mode.name(), strategy.name());
+    r
+}
+
+/// [`max_sustainable`] with the dedicated producer.
+pub fn max_sustainable_with_producer(sc: &Scenario, strategy: Strategy, mode: ProducerMode) -> f64 {
+    bisect(|load| run_with_producer(sc, strategy, mode, load, false).bounded)
+}
+
 /// Highest load (fraction of total initial capacity) with bounded lag, by bisection
 /// (10 steps: ±0.1 % of capacity).
 pub fn max_sustainable(sc: &Scenario, strategy: Strategy) -> f64 {
+    bisect(|load| run(sc, strategy, load, false).bounded)
+}
+
+fn bisect(bounded: impl Fn(f64) -> bool) -> f64 {
     let (mut lo, mut hi) = (0.05, 1.25);
-    if run(sc, strategy, hi, false).bounded {
+    if bounded(hi) {
         return hi;
     }
-    if !run(sc, strategy, lo, false).bounded {
+    if !bounded(lo) {
         return 0.0;
     }
     for _ in 0..10 {
         let mid = (lo + hi) / 2.0;
-        if run(sc, strategy, mid, false).bounded {
+        if bounded(mid) {
             lo = mid;
         } else {
             hi = mid;

@@ -3,12 +3,16 @@
 //! (`round-robin`, `lag-only`) against a model consumer group. See `docs/sim/README.md`.
 
 pub mod engine;
+pub mod producer;
 pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod strategies;
 pub mod svg;
 
-pub use engine::{max_sustainable, run, RunResult};
-pub use scenario::{by_name, Scenario, NAMES};
+pub use engine::{
+    max_sustainable, max_sustainable_with_producer, run, run_with_producer, RunResult,
+};
+pub use producer::ProducerMode;
+pub use scenario::{by_name, with_producer, Scenario, NAMES, PRODUCER_NAMES};
 pub use strategies::Strategy;

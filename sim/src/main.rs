@@ -1,13 +1,14 @@
 //! `lagbalance-sim --scenario NAME|all [--out DIR]`: run a scenario preset against every
 //! strategy, print the markdown table, and write it with SVG plots into DIR (default docs/sim).
-//! Exits with an error if any acceptance check of issue 4 is not met.
+//! Exits with an error if any acceptance check of issue 4 is not met. `--scenario partitioner`
+//! runs `agoda` and `hot-partitions` with a dedicated producer (issue 7) into DIR/partitioner.md.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use lagbalance_sim::report::evaluate;
-use lagbalance_sim::{by_name, Strategy, NAMES};
+use lagbalance_sim::report::{evaluate, evaluate_producer};
+use lagbalance_sim::{by_name, with_producer, Strategy, NAMES, PRODUCER_NAMES};
 
 fn main() -> Result<()> {
     let mut scenario = None;
@@ -19,7 +20,7 @@ fn main() -> Result<()> {
             "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: lagbalance-sim --scenario NAME|all [--out DIR]\nscenarios: {}",
+                    "usage: lagbalance-sim --scenario NAME|all|partitioner [--out DIR]\nscenarios: {} (partitioner: agoda and hot-partitions with a dedicated producer, issue 7)",
                     NAMES.join(", ")
                 );
                 return Ok(());
@@ -33,6 +34,29 @@ fn main() -> Result<()> {
             NAMES.join(", ")
         );
     };
+    if scenario == "partitioner" {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let mut md = String::from("## Lag-aware producer partitioner (issue 7)\n\n");
+        for name in PRODUCER_NAMES {
+            let Some(sc) = with_producer(name) else {
+                bail!("no producer preset {name:?}");
+            };
+            let started = Instant::now();
+            let rep = evaluate_producer(&sc);
+            eprintln!(
+                "{name} with a producer: evaluated in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            println!("{}", rep.markdown);
+            md.push_str(&rep.markdown);
+            md.push('\n');
+            for (file, svg) in &rep.svgs {
+                std::fs::write(out.join(file), svg)?;
+            }
+        }
+        std::fs::write(out.join("partitioner.md"), md)?;
+        return Ok(());
+    }
     let names: Vec<&str> = if scenario == "all" {
         NAMES.to_vec()
     } else {

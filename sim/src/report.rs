@@ -3,7 +3,10 @@
 
 use std::fmt::Write;
 
-use crate::engine::{max_sustainable, run, RunResult};
+use crate::engine::{
+    max_sustainable, max_sustainable_with_producer, run, run_with_producer, RunResult,
+};
+use crate::producer::ProducerMode;
 use crate::scenario::Scenario;
 use crate::strategies::Strategy;
 use crate::svg::{line_chart, Series};
@@ -295,4 +298,131 @@ fn plots(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, String)> {
         ));
     }
     out
+}
+
+/// The three strategies of issue 7 (and both lag-aware ones together), with the scenario's
+/// dedicated producer: even spread vs the lag-aware partitioner vs lag-aware consumer
+/// balancing (the `lagbalance` assignor).
+pub const PRODUCER_COMBOS: [(ProducerMode, Strategy); 4] = [
+    (ProducerMode::Even, Strategy::CooperativeSticky),
+    (ProducerMode::LagAware, Strategy::CooperativeSticky),
+    (ProducerMode::Even, Strategy::LagBalance),
+    (ProducerMode::LagAware, Strategy::LagBalance),
+];
+
+pub struct ProducerRow {
+    pub mode: ProducerMode,
+    pub strategy: Strategy,
+    pub max_sustainable: f64,
+    pub detail: RunResult,
+}
+
+pub struct ProducerReport {
+    pub rows: Vec<ProducerRow>,
+    pub markdown: String,
+    pub svgs: Vec<(String, String)>,
+}
+
+impl ProducerReport {
+    pub fn row(&self, mode: ProducerMode, strategy: Strategy) -> Option<&ProducerRow> {
+        self.rows
+            .iter()
+            .find(|r| r.mode == mode && r.strategy == strategy)
+    }
+}
+
+/// Evaluate a scenario that has a dedicated producer (`scenario::with_producer`).
+pub fn evaluate_producer(sc: &Scenario) -> ProducerReport {
+    let rows: Vec<ProducerRow> = PRODUCER_COMBOS
+        .iter()
+        .map(|&(mode, strategy)| ProducerRow {
+            mode,
+            strategy,
+            max_sustainable: max_sustainable_with_producer(sc, strategy, mode),
+            detail: run_with_producer(sc, strategy, mode, sc.load, true),
+        })
+        .collect();
+    let mut s = String::new();
+    let keyed = sc.producer.as_ref().is_some_and(|p| p.keyed);
+    let _ = writeln!(
+        s,
+        "### `{}` with a dedicated producer — {}\n",
+        sc.name, sc.description
+    );
+    if let Some(p) = &sc.producer {
+        let _ = writeln!(
+            s,
+            "Producer: {}; partitioner refresh {} s, slow_lag {:.1} records, observe {} s, probe {} s at share {}, at most {:.0} % closed. Run: {:.0} s simulated, detailed columns at {:.0} % load.\n",
+            if keyed {
+                "keyed records (the hot partitions are hot keys), lag-aware keyed routing on"
+            } else {
+                "unkeyed records"
+            },
+            p.interval_s,
+            p.settings.slow_lag as f64 / crate::producer::LAG_UNIT,
+            p.settings.observe_ms / 1000,
+            p.settings.probe_period_ms / 1000,
+            p.settings.probe_share,
+            p.settings.max_closed_ratio * 100.0,
+            sc.duration_s,
+            sc.load * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| producer + assignor | max sustainable (% of capacity) | bounded at {:.0} % | p50 lag | p99 lag | max lag | p99 latency (s) | peak consumer demand (input ÷ capacity) | records redirected | partitioner state changes | rebalances |",
+        sc.load * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in &rows {
+        let d = &r.detail;
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.1} % | {} | {} |",
+            d.strategy,
+            r.max_sustainable * 100.0,
+            if d.bounded { "yes" } else { "no" },
+            d.lag_p50,
+            d.lag_p99,
+            d.lag_max,
+            d.latency_p99_s,
+            d.peak_demand,
+            d.redirected * 100.0,
+            d.transitions,
+            d.rebalances
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n![lag over time](partitioner-{n}-lag.svg)\n",
+        n = sc.name
+    );
+    let series: Vec<Series> = rows
+        .iter()
+        .map(|r| Series {
+            name: &r.detail.strategy,
+            xs: &r.detail.series_t,
+            ys: &r.detail.series_lag,
+        })
+        .collect();
+    let svg = line_chart(
+        &format!(
+            "{} with a dedicated producer: total group lag at {:.0} % load",
+            sc.name,
+            sc.load * 100.0
+        ),
+        "time (s)",
+        "lag (records, log scale)",
+        &series,
+        true,
+    );
+    let svgs = vec![(format!("partitioner-{}-lag.svg", sc.name), svg)];
+    ProducerReport {
+        rows,
+        markdown: s,
+        svgs,
+    }
 }

@@ -1,6 +1,9 @@
 //! Scenario presets: the model group each strategy is run against.
 
+use lagbalance::lag_partitioner::MachineSettings;
 use lagbalance_assign::lagbalance::LagBalanceSettings;
+
+use crate::producer::{ProducerSpec, LAG_UNIT};
 
 /// Relative partition weights (before time modulation).
 #[derive(Clone, Debug)]
@@ -138,6 +141,8 @@ pub struct Scenario {
     /// Time of the event the scenario is about (noisy-neighbour), for the recovery metric.
     pub event_s: Option<f64>,
     pub seed: u64,
+    /// The dedicated producer of the partitioner scenarios (`None`: rates as given).
+    pub producer: Option<ProducerSpec>,
 }
 
 impl Scenario {
@@ -205,6 +210,7 @@ fn base(name: &'static str, description: &'static str) -> Scenario {
         settings: LagBalanceSettings::default(),
         event_s: None,
         seed: 42,
+        producer: None,
     }
 }
 
@@ -297,4 +303,29 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         },
         _ => return None,
     })
+}
+
+/// Presets run with a dedicated producer (`lagbalance-sim --scenario partitioner`).
+pub const PRODUCER_NAMES: [&str; 2] = ["agoda", "hot-partitions"];
+
+/// `name` with its dedicated producer: unkeyed records for `agoda` (uniform rates),
+/// keyed records with lag-aware keyed routing for `hot-partitions` (the hot partitions are hot
+/// keys). The partitioner closes a partition at 10 s of its mean input at the nominal load,
+/// refreshes every 2 s, observes and probes for 10 s each, probe share 0.1, at most half the
+/// partitions closed: the library's defaults with the threshold scaled to the model's rates.
+pub fn with_producer(name: &str) -> Option<Scenario> {
+    if !PRODUCER_NAMES.contains(&name) {
+        return None;
+    }
+    let mut sc = by_name(name)?;
+    let mean_rate = sc.load * sc.total_capacity() / sc.partitions() as f64;
+    sc.producer = Some(ProducerSpec {
+        keyed: name == "hot-partitions",
+        settings: MachineSettings {
+            slow_lag: (10.0 * mean_rate * LAG_UNIT).round().max(1.0) as u64,
+            ..MachineSettings::default()
+        },
+        interval_s: 2.0,
+    });
+    Some(sc)
 }

@@ -186,3 +186,59 @@ fn eager_rounds_pause_everyone_cooperative_rounds_only_movers() {
         input * round
     );
 }
+
+/// Issue 7: with a dedicated producer, the lag-aware partitioner keeps lag bounded at the
+/// nominal load where even spread into cooperative-sticky does not, in both presets.
+#[test]
+fn lag_aware_partitioner_bounds_lag_where_even_spread_does_not() {
+    use lagbalance_sim::{run_with_producer, with_producer, ProducerMode};
+    for name in lagbalance_sim::PRODUCER_NAMES {
+        let sc = with_producer(name).expect("preset").shortened(0.5);
+        let even = run_with_producer(
+            &sc,
+            Strategy::CooperativeSticky,
+            ProducerMode::Even,
+            sc.load,
+            false,
+        );
+        let aware = run_with_producer(
+            &sc,
+            Strategy::CooperativeSticky,
+            ProducerMode::LagAware,
+            sc.load,
+            false,
+        );
+        assert!(
+            !even.bounded,
+            "{name}: even spread at {} should pile up",
+            sc.load
+        );
+        assert!(
+            aware.bounded,
+            "{name}: partitioner slope {} records/s",
+            aware.lag_slope
+        );
+        assert!(aware.transitions > 0, "{name}");
+        assert!(
+            aware.lag_p99 < 0.2 * even.lag_p99,
+            "{name}: p99 lag {} vs even spread {}",
+            aware.lag_p99,
+            even.lag_p99
+        );
+        assert!(
+            aware.peak_demand <= 1.05 && even.peak_demand > 1.2,
+            "{name}: peak demand {} vs even {}",
+            aware.peak_demand,
+            even.peak_demand
+        );
+        // Without a producer preset nothing is routed.
+        let plain = run_with_producer(
+            &by_name(name).expect("preset").shortened(0.5),
+            Strategy::CooperativeSticky,
+            ProducerMode::LagAware,
+            sc.load,
+            false,
+        );
+        assert_eq!(plain.transitions, 0);
+    }
+}
