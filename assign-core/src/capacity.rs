@@ -79,15 +79,28 @@ pub fn implied_capacity(
     Some(throughput / u.min(1.0))
 }
 
-/// CPU utilisation from a member's stats, when both numbers are usable.
+/// Utilisation from a member's stats: the higher of its CPU utilisation (used ÷ limit) and the
+/// fraction of time its application spent processing, whichever are usable. A member is as
+/// saturated as its most saturated resource: a consumer waiting on I/O has idle CPU but no time
+/// to spare, and one sharing a busy pod has time but no CPU.
 pub fn utilisation(stats: &MemberStats) -> Option<f64> {
-    let used = stats
-        .cpu_used_cores
-        .filter(|u| u.is_finite() && *u >= 0.0)?;
-    let limit = stats
-        .cpu_limit_cores
-        .filter(|l| l.is_finite() && *l > 0.0)?;
-    Some(used / limit)
+    let cpu = (|| {
+        let used = stats
+            .cpu_used_cores
+            .filter(|u| u.is_finite() && *u >= 0.0)?;
+        let limit = stats
+            .cpu_limit_cores
+            .filter(|l| l.is_finite() && *l > 0.0)?;
+        Some(used / limit)
+    })();
+    let busy = stats
+        .busy_fraction
+        .filter(|b| b.is_finite() && *b >= 0.0)
+        .map(|b| b.min(1.0));
+    match (cpu, busy) {
+        (Some(c), Some(b)) => Some(c.max(b)),
+        (c, b) => c.or(b),
+    }
 }
 
 /// One member's running capacity estimate. Owned by the member (its assignor instance), fed
@@ -263,6 +276,28 @@ mod tests {
 
     /// Three hardware generations (1.0 / 0.8 / 0.5 of a 1000 records/s machine), total input
     /// 70 % of the sum, CPU with a fixed 5 % overhead so throughput ÷ utilisation is biased.
+    #[test]
+    fn utilisation_is_the_most_saturated_resource() {
+        let with = |cpu: Option<(f64, f64)>, busy: Option<f64>| MemberStats {
+            cpu_used_cores: cpu.map(|c| c.0),
+            cpu_limit_cores: cpu.map(|c| c.1),
+            busy_fraction: busy,
+            ..MemberStats::default()
+        };
+        assert_eq!(utilisation(&with(None, None)), None);
+        assert_eq!(utilisation(&with(Some((0.5, 2.0)), None)), Some(0.25));
+        // I/O-bound: idle CPU, but the application is busy half the time.
+        assert_eq!(utilisation(&with(Some((0.1, 1.0)), Some(0.5))), Some(0.5));
+        assert_eq!(utilisation(&with(Some((0.9, 1.0)), Some(0.5))), Some(0.9));
+        assert_eq!(utilisation(&with(None, Some(0.4))), Some(0.4));
+        // Garbage is ignored, over-full clamps.
+        assert_eq!(utilisation(&with(None, Some(f64::NAN))), None);
+        assert_eq!(utilisation(&with(None, Some(7.0))), Some(1.0));
+        // A sleep-mode worker: 250 records/s, busy half the time → capacity 500/s.
+        let implied = implied_capacity(250.0, false, utilisation(&with(None, Some(0.5))), 0.05);
+        assert_eq!(implied, Some(500.0));
+    }
+
     /// A leader splitting load in proportion to published estimates drives the members to
     /// equal utilisation with nobody configuring weights.
     #[test]

@@ -10,7 +10,8 @@
 //! The *balanced* plan additionally moves owned partitions by local search. The balanced plan
 //! is adopted only if it lowers the objective by more than `min_improvement` (relative), and a
 //! partition that moved within `stabilisation_window_ms` does not move again (the leader keeps
-//! that memory, by topic name, across generations).
+//! that memory, by topic name, across generations) unless its owner is overloaded (projected
+//! utilisation above 1: it cannot keep up, which no window should prolong).
 //!
 //! Inputs, most trusted first: partition rate/lag from the leader's own measurement
 //! ([`GroupView::stats`]); otherwise what the partition's current owner reported in its user
@@ -97,6 +98,9 @@ pub struct AssignReport {
     pub capacities: Vec<f64>,
     /// Projected load (records/s) of each member under the target.
     pub member_load: Vec<f64>,
+    /// Members that could not keep up in the sticky plan (measured capacity, measured load,
+    /// utilisation above 1): their partitions may move even inside the stabilisation window.
+    pub overloaded: Vec<bool>,
 }
 
 /// The lag- and capacity-aware assignor. One instance per member process: the member side
@@ -229,10 +233,25 @@ impl Assignor for LagBalanceAssignor {
         let sticky_objective = work.objective();
         let sticky_target = work.target.clone();
 
-        // Balanced plan: also move owned partitions that are outside their stabilisation window.
+        // Balanced plan: also move owned partitions that are outside their stabilisation
+        // window — or whose owner cannot keep up (projected utilisation above 1 in the sticky
+        // plan). The window damps oscillation from noisy measurements; a member that is
+        // overloaded now (say, one whose agent saw it lag for several intervals and asked for
+        // this rebalance a minute after it joined) is not noise, and keeping its partitions
+        // pinned would only let its backlog grow.
+        let overloaded: Vec<bool> = (0..work.m)
+            .map(|m| work.measured[m] && work.util(m) > 1.0)
+            .collect();
+        let relieves = |p: usize| {
+            owners
+                .get(p)
+                .copied()
+                .flatten()
+                .is_some_and(|o| overloaded.get(o as usize).copied().unwrap_or(false))
+        };
         work.log.clear();
         let moved_for_balance = work.local_search(
-            |p| !owned(p) || !pinned.get(p).copied().unwrap_or(false),
+            |p| !owned(p) || !pinned.get(p).copied().unwrap_or(false) || relieves(p),
             limit,
         );
         let best = work.objective();
@@ -270,6 +289,7 @@ impl Assignor for LagBalanceAssignor {
             unassigned,
             capacities: work.cap.clone(),
             member_load,
+            overloaded,
         };
         Ok(plan)
     }
@@ -492,6 +512,9 @@ struct Work {
     topic_of: Vec<u32>,
     load: Vec<f64>,
     cap: Vec<f64>,
+    /// Whether `cap[m]` is the member's own measured estimate and the loads are measured
+    /// rates: only then is a utilisation above 1 a fact ("cannot keep up"), not a scale.
+    measured: Vec<bool>,
     max_parts: usize,
     /// Members with identical subscriptions form a class; heaps are per class so "least
     /// loaded member that can take this topic" is a heap peek, not a scan.
@@ -558,6 +581,7 @@ impl Work {
             topic_of,
             load: vec![0.0; n],
             cap: vec![1.0; m],
+            measured: vec![false; m],
             max_parts: settings
                 .max_partitions_per_member
                 .map_or(usize::MAX, |c| c.max(1)),
@@ -608,8 +632,9 @@ impl Work {
             1.0
         };
         for (i, d) in decoded.iter().enumerate() {
-            let c = d.as_ref().and_then(|d| d.capacity).unwrap_or(median);
-            self.cap[i] = c.clamp(median / f, median * f);
+            let own = d.as_ref().and_then(|d| d.capacity);
+            self.measured[i] = own.is_some();
+            self.cap[i] = own.unwrap_or(median).clamp(median / f, median * f);
         }
 
         // Partition rate and lag: leader stats first, then the owner's own report.
@@ -660,6 +685,9 @@ impl Work {
         } else {
             1.0
         };
+        if known_n == 0 {
+            self.measured.iter_mut().for_each(|m| *m = false);
+        }
         // A floor keeps idle partitions spread by count instead of piling on one member.
         let floor = fill * 1e-6;
         let drain_s = (s.drain_target_ms.max(1)) as f64 / 1000.0;
@@ -1286,6 +1314,55 @@ mod tests {
     }
 
     #[test]
+    fn an_overloaded_member_is_relieved_inside_the_window() {
+        let mut a = LagBalanceAssignor::default();
+        let rates = Some(vec![10.0; 4]);
+        let mut v = view(
+            &[("t", 4)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], ud(100.0)),
+                mv("b", &[0], &[], ud(100.0)),
+            ],
+            rates,
+        );
+        let plan = a.assign(&v, None).unwrap();
+        adopt(&mut v, &plan);
+        v.now_ms += 1_000;
+        let plan = a.assign(&v, None).unwrap();
+        adopt(&mut v, &plan);
+        assert_eq!(counts(&plan), vec![2, 2]);
+        // 30 s later b turns out to manage 12 records/s, not 100: its 20/s cannot be kept up
+        // with. Its partitions moved 30 s ago, yet one goes back to a now.
+        v.members[1].user_data = ud(12.0);
+        v.now_ms += 30_000;
+        let plan = a.assign(&v, None).unwrap();
+        assert!(a.last_report().overloaded[1], "{:?}", a.last_report());
+        assert!(!a.last_report().overloaded[0]);
+        assert!(a.last_report().moved >= 1, "{:?}", a.last_report());
+        assert!(plan.assignments[1].len() < 2);
+        // A member that is merely less utilised than another, not overloaded, stays pinned.
+        let mut a2 = LagBalanceAssignor::default();
+        let mut v2 = view(
+            &[("t", 4)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], ud(100.0)),
+                mv("b", &[0], &[], ud(100.0)),
+            ],
+            Some(vec![10.0; 4]),
+        );
+        let plan = a2.assign(&v2, None).unwrap();
+        adopt(&mut v2, &plan);
+        v2.now_ms += 1_000;
+        let plan = a2.assign(&v2, None).unwrap();
+        adopt(&mut v2, &plan);
+        v2.members[1].user_data = ud(40.0);
+        v2.now_ms += 30_000;
+        a2.assign(&v2, None).unwrap();
+        assert!(!a2.last_report().overloaded[1]);
+        assert_eq!(a2.last_report().moved, 0, "{:?}", a2.last_report());
+    }
+
+    #[test]
     fn caps_are_honoured() {
         let v = view(
             &[("t", 10)],
@@ -1573,28 +1650,35 @@ mod tests {
     }
 
     /// Fixed membership, rates reshuffled every round: no partition is revoked twice within
-    /// the stabilisation window.
+    /// the stabilisation window, unless its owner was overloaded (load above its capacity).
     #[test]
     fn stabilisation_window_holds_over_random_rounds_property() {
         let mut rng = Rng::new(7);
-        let mut revokes = 0;
+        let (mut revokes, mut relief) = (0, 0);
         for _ in 0..40 {
             let n = 8 + rng.below(40) as usize;
             let members = 2 + rng.below(5) as usize;
+            let caps: Vec<f64> = (0..members).map(|_| 50.0 + rng.below(50) as f64).collect();
             let mut v = view(
                 &[("t", n as i32)],
-                (0..members)
-                    .map(|i| mv(&format!("m{i}"), &[0], &[], ud(50.0 + rng.below(50) as f64)))
+                caps.iter()
+                    .enumerate()
+                    .map(|(i, &c)| mv(&format!("m{i}"), &[0], &[], ud(c)))
                     .collect(),
                 None,
             );
             let mut a = LagBalanceAssignor::default();
             let window = a.settings().stabilisation_window_ms;
             let mut last_revoke: Vec<Option<u64>> = vec![None; n];
-            for _ in 0..30 {
+            for round in 0..30 {
+                // Mostly 60 % of the group's capacity; every fifth round 120 %, so some
+                // members are overloaded.
+                let share = if round % 5 == 4 { 1.2 } else { 0.6 };
+                let raw: Vec<f64> = (0..n).map(|_| 1.0 + rng.below(30) as f64).collect();
+                let scale = share * caps.iter().sum::<f64>() / raw.iter().sum::<f64>();
                 v.stats = Some(PartitionStats {
                     lag: vec![0.0; n],
-                    rate: (0..n).map(|_| 1.0 + rng.below(30) as f64).collect(),
+                    rate: raw.iter().map(|r| r * scale).collect(),
                 });
                 let plan = a.assign(&v, None).unwrap();
                 for (m, member) in v.members.iter().enumerate() {
@@ -1602,7 +1686,13 @@ mod tests {
                         if !plan.assignments[m].contains(tp) {
                             let p = tp.partition as usize;
                             if let Some(prev) = last_revoke[p] {
-                                assert!(v.now_ms - prev >= window, "moved twice within window");
+                                if v.now_ms - prev < window {
+                                    assert!(
+                                        a.last_report().overloaded[m],
+                                        "moved twice within window"
+                                    );
+                                    relief += 1;
+                                }
                             }
                             last_revoke[p] = Some(v.now_ms);
                             revokes += 1;
@@ -1617,6 +1707,7 @@ mod tests {
             revokes > 100,
             "the property must be exercised ({revokes} revocations)"
         );
+        assert!(relief > 0, "the overload exception must be exercised");
     }
 
     #[test]

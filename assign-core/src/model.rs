@@ -131,6 +131,9 @@ pub struct MemberStats {
     pub cpu_used_cores: Option<f64>,
     /// CPU limit of the pod in cores (cgroup quota or host cores); `None` if unknown.
     pub cpu_limit_cores: Option<f64>,
+    /// Fraction of the window the application spent processing records (outside `poll`), in
+    /// `0..=1`; `None` if unknown. Saturates for an I/O-bound consumer whose CPU stays idle.
+    pub busy_fraction: Option<f64>,
     /// Per owned partition: (topic, partition, lag in records, processing rate records/s).
     pub partitions: Vec<(String, i32, f64, f64)>,
     /// Member's own clock in milliseconds when it measured.

@@ -512,6 +512,7 @@ mod tests {
             backlogged: true,
             cpu_used_cores: Some(-1.0),
             cpu_limit_cores: Some(f64::INFINITY),
+            busy_fraction: None,
             partitions: vec![
                 ("b".into(), 3, 10.0, 1.5),
                 ("a".into(), 7, 1.0, 2.0),

@@ -238,6 +238,10 @@ struct Meter {
     /// Records handed out per partition in this window (→ per-partition processing rate).
     per_partition: BTreeMap<Tp, u64>,
     backlogged: bool,
+    /// Time the application spent outside `poll` in this window: its processing time, which
+    /// says how saturated the member is even when the work is I/O and the CPU stays idle.
+    busy: Duration,
+    returned_at: Option<Instant>,
 }
 
 impl Consumer {
@@ -303,6 +307,8 @@ impl Consumer {
                 records: 0,
                 per_partition: BTreeMap::new(),
                 backlogged: false,
+                busy: Duration::ZERO,
+                returned_at: None,
             },
             config,
         })
@@ -428,6 +434,15 @@ impl Consumer {
 
     /// Records for the application, waiting at most `timeout`. Rebalance callbacks run here.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        if let Some(t) = self.meter.returned_at.take() {
+            self.meter.busy += t.elapsed();
+        }
+        let out = self.poll_inner(timeout).await;
+        self.meter.returned_at = Some(Instant::now());
+        out
+    }
+
+    async fn poll_inner(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
             self.send(Input::Polled);
@@ -686,6 +701,7 @@ impl Consumer {
             backlogged: self.meter.backlogged,
             cpu_used_cores: None,
             cpu_limit_cores: None,
+            busy_fraction: Some((self.meter.busy.as_secs_f64() / elapsed).min(1.0)),
             partitions: lag
                 .iter()
                 .map(|(tp, l)| {
@@ -700,6 +716,7 @@ impl Consumer {
         };
         self.meter.window_start = Instant::now();
         self.meter.records = 0;
+        self.meter.busy = Duration::ZERO;
         self.meter.per_partition.clear();
         let mut stats = stats;
         if let Some(cpu) = self.control.as_ref().and_then(|c| c.cpu.as_ref()) {

@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
             };
             eprintln!("running mode {mode} …");
             let out = run(&s).await?;
+            let _ = std::fs::remove_dir_all(&out.logs);
             rows.push((mode.into(), out));
         }
     }

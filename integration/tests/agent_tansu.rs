@@ -15,6 +15,7 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
     let s = Scenario::default();
     let out = run(&s).await.expect("scenario ran");
+    eprintln!("logs in {}", out.logs.display());
     eprintln!(
         "trigger after {:?}, recovered {:?} later, peak lag {}, slow member {} → {} partitions, \
          actions {:?}, {} ownership changes after the trigger, {} records consumed without \
@@ -57,4 +58,5 @@ async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
         out.consumed_without_agents > 0,
         "the workers stopped consuming when the agents died"
     );
+    let _ = std::fs::remove_dir_all(&out.logs);
 }

@@ -551,6 +551,7 @@ impl<'a> Sim<'a> {
             // One core per consumer; busy fraction of it is what a cgroup meter reports.
             cpu_used_cores: Some(if budget > 0.0 { work / budget } else { 0.0 }),
             cpu_limit_cores: Some(1.0),
+            busy_fraction: None,
             partitions: m
                 .owned
                 .iter()
