@@ -291,6 +291,16 @@ impl Assignor for LagBalanceAssignor {
             member_load,
             overloaded,
         };
+        tracing::debug!(
+            members = ?view.members.iter().map(|m| m.member_id.as_str()).collect::<Vec<_>>(),
+            capacities = ?self.report.capacities,
+            loads = ?self.report.member_load,
+            overloaded = ?self.report.overloaded,
+            sticky = self.report.sticky_objective,
+            objective = self.report.objective,
+            moved = self.report.moved,
+            "lagbalance plan"
+        );
         Ok(plan)
     }
 }

@@ -166,6 +166,13 @@ async fn run_in(
             ("LAGBALANCE_COOLDOWN", "20s".into()),
             ("LAGBALANCE_LEAVE_COOLDOWN", "5s".into()),
             ("LAGBALANCE_EWMA_WINDOW", "5s".into()),
+            // Every process of the test shares one cgroup, so each agent would report the
+            // whole machine's CPU use (other tests, fuzzers) as its pod's: utilisation near 1
+            // for every member and capacities that say nothing. A limit far above the machine
+            // makes the CPU share negligible, and the members' measured busy fraction (their
+            // time outside poll) is what their capacity is learnt from — as it would be for
+            // these I/O-bound workers in pods of their own.
+            ("LAGBALANCE_CPU_LIMIT", "256".into()),
         ];
         agents.push(Agent::spawn(
             &broker.bootstrap,
