@@ -39,8 +39,16 @@ fn decode(bytes: Bytes, from: i64) {
         .collect();
     // Timestamps are written as deltas from the batch's smallest; a hostile batch can carry
     // timestamps further apart than an i64 delta holds, which no producer of ours writes.
-    let min = produced.iter().filter_map(|r| r.timestamp).min().unwrap_or(0);
-    let max = produced.iter().filter_map(|r| r.timestamp).max().unwrap_or(0);
+    let min = produced
+        .iter()
+        .filter_map(|r| r.timestamp)
+        .min()
+        .unwrap_or(0);
+    let max = produced
+        .iter()
+        .filter_map(|r| r.timestamp)
+        .max()
+        .unwrap_or(0);
     if max.checked_sub(min).is_none() {
         return;
     }
@@ -51,7 +59,10 @@ fn decode(bytes: Bytes, from: i64) {
     assert_eq!(again.records.len(), d.records.len());
     for (i, (a, b)) in again.records.iter().zip(&d.records).enumerate() {
         assert_eq!(a.offset, i as i64);
-        assert_eq!((&a.key, &a.value, a.timestamp), (&b.key, &b.value, b.timestamp));
+        assert_eq!(
+            (&a.key, &a.value, a.timestamp),
+            (&b.key, &b.value, b.timestamp)
+        );
         assert_eq!(a.headers, b.headers);
     }
 }

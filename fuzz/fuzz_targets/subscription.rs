@@ -6,7 +6,9 @@
 #![no_main]
 
 use bytes::Bytes;
-use lagbalance::group::codec::{decode_subscription, encode_subscription, CONSUMER_PROTOCOL_VERSION};
+use lagbalance::group::codec::{
+    decode_subscription, encode_subscription, CONSUMER_PROTOCOL_VERSION,
+};
 use lagbalance::group::Subscription;
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;

@@ -54,9 +54,18 @@ fn same(a: &MemberUserData, b: &MemberUserData) -> bool {
 fn check_sanitised(d: &MemberUserData) {
     assert!(d.version >= 0);
     assert!(d.capacity.is_none_or(|c| c.is_finite() && c > 0.0), "{d:?}");
-    assert!(d.observed_rate.is_finite() && d.observed_rate >= 0.0, "{d:?}");
-    assert!(d.cpu_used_cores.is_none_or(|c| c.is_finite() && c >= 0.0), "{d:?}");
-    assert!(d.cpu_limit_cores.is_none_or(|c| c.is_finite() && c > 0.0), "{d:?}");
+    assert!(
+        d.observed_rate.is_finite() && d.observed_rate >= 0.0,
+        "{d:?}"
+    );
+    assert!(
+        d.cpu_used_cores.is_none_or(|c| c.is_finite() && c >= 0.0),
+        "{d:?}"
+    );
+    assert!(
+        d.cpu_limit_cores.is_none_or(|c| c.is_finite() && c > 0.0),
+        "{d:?}"
+    );
     if d.version == 0 {
         assert!(d.topics.is_empty() && d.seq == 0);
     }

@@ -41,7 +41,10 @@ pub fn select(data: &[u8]) -> Option<(ApiKey, i16, &[u8])> {
 
 /// The selector bytes that make [`select`] pick `api` at `version` (for seeds).
 pub fn selector(api: ApiKey, version: i16) -> [u8; 2] {
-    let idx = CLIENT_APIS.iter().position(|&a| a == api).expect("client API");
+    let idx = CLIENT_APIS
+        .iter()
+        .position(|&a| a == api)
+        .expect("client API");
     let (lo, _) = client_range(api).expect("client API");
     [idx as u8, (version - lo) as u8]
 }
