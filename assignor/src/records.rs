@@ -225,7 +225,18 @@ pub fn decode_records(
         }
         let set = RecordBatchDecoder::decode(&mut batch)
             .map_err(|e| Error::malformed("record batch", format!("{topic}/{partition}: {e}")))?;
-        out.next_offset = Some(base_offset + last_delta as i64 + 1);
+        // A hostile base offset near i64::MAX must not overflow (a panic in debug builds).
+        let next = base_offset
+            .checked_add(i64::from(last_delta) + 1)
+            .ok_or_else(|| {
+                Error::malformed(
+                    "record batch",
+                    format!(
+                        "{topic}/{partition}: base offset {base_offset} + {last_delta} overflows"
+                    ),
+                )
+            })?;
+        out.next_offset = Some(next);
         for r in set.records {
             if r.control || r.offset < from_offset {
                 continue;
@@ -246,4 +257,52 @@ pub fn decode_records(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_hostile_base_offset() {
+        let records = vec![
+            ProducerRecord::new("t").key("k").value("v"),
+            ProducerRecord::new("t"),
+        ];
+        let batch = encode_batch(&records, 1_000, CompressionCodec::None).unwrap();
+        let d = decode_records("t", 0, batch.clone(), 1).unwrap();
+        assert_eq!(d.next_offset, Some(2));
+        assert_eq!(d.records.len(), 1, "offset 0 is below from_offset");
+        assert_eq!(d.records[0].offset, 1);
+
+        // The base offset is outside the CRC: a hostile one near i64::MAX is an error, not an
+        // overflow (found by the `records` fuzz target).
+        let mut hostile = batch.to_vec();
+        hostile[..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        let err = decode_records("t", 0, Bytes::from(hostile), 0).unwrap_err();
+        assert!(err.to_string().contains("overflows"), "{err}");
+    }
+
+    /// The vendored snappy bound (declared length ≤ 22 × compressed) must not refuse real
+    /// data at snappy's best ratio: a megabyte of zeros, every codec.
+    #[test]
+    fn highly_compressible_batches_decode_with_every_codec() {
+        let value = Bytes::from(vec![0u8; 1 << 20]);
+        let records = vec![ProducerRecord::new("t").value(value.clone())];
+        for codec in [
+            CompressionCodec::Snappy,
+            CompressionCodec::Gzip,
+            CompressionCodec::Lz4,
+            CompressionCodec::Zstd,
+        ] {
+            let batch = encode_batch(&records, 1, codec).unwrap();
+            assert!(
+                batch.len() < (1 << 20) / 10,
+                "{codec:?}: {} bytes",
+                batch.len()
+            );
+            let d = decode_records("t", 0, batch, 0).unwrap();
+            assert_eq!(d.records[0].value.as_ref(), Some(&value), "{codec:?}");
+        }
+    }
 }

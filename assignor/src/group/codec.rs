@@ -83,7 +83,13 @@ pub fn encode_subscription(s: &Subscription) -> Result<Bytes> {
                 .collect(),
         )
         .with_generation_id(s.generation)
-        .with_rack_id(s.rack.clone().map(StrBytes::from_string));
+        // Empty rack = no rack: written as null, so the encoding is canonical.
+        .with_rack_id(
+            s.rack
+                .clone()
+                .filter(|r| !r.is_empty())
+                .map(StrBytes::from_string),
+        );
     versioned(&body)
 }
 
@@ -225,8 +231,12 @@ mod tests {
     fn empty_rack_means_no_rack() {
         let mut s = sub();
         s.rack = Some(String::new());
-        let (_, d) = decode_subscription(&encode_subscription(&s).unwrap()).unwrap();
+        let blob = encode_subscription(&s).unwrap();
+        let (_, d) = decode_subscription(&blob).unwrap();
         assert_eq!(d.rack, None);
+        // Written as null, exactly like no rack (canonical; found by the subscription fuzz target).
+        s.rack = None;
+        assert_eq!(blob, encode_subscription(&s).unwrap());
     }
 
     #[test]

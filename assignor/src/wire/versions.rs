@@ -37,8 +37,9 @@ pub fn client_range(api: ApiKey) -> Option<(i16, i16)> {
         LeaveGroup => (0, 3),
         DescribeGroups => (0, 5),
         ListGroups => (0, 4),
-        CreateTopics => (0, 7),
-        DeleteTopics => (0, 6),
+        // kafka-protocol encodes CreateTopics from v2 and DeleteTopics from v1 only.
+        CreateTopics => (2, 7),
+        DeleteTopics => (1, 6),
         // v0 of SaslHandshake means raw (unframed) SASL tokens; we only speak v1 + SaslAuthenticate.
         SaslHandshake => (1, 1),
         SaslAuthenticate => (0, 2),
@@ -132,4 +133,46 @@ pub fn interpret_api_versions(body: Bytes, version: i16) -> Result<Negotiation> 
         .map_err(|e| Error::malformed(format!("ApiVersions v{version} response"), e))?;
     crate::error::check_code(|| "ApiVersions".into(), resp.error_code)?;
     Ok(Negotiation::Done(BrokerVersions::from_response(&resp)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Message, Request};
+
+    fn within<R: Request>() {
+        let api = ApiKey::try_from(R::KEY).unwrap();
+        let (lo, hi) = client_range(api).unwrap();
+        for range in [R::VERSIONS, <R::Response as Message>::VERSIONS] {
+            assert!(
+                range.min <= lo && hi <= range.max,
+                "{api:?}: client range {lo}..={hi}, kafka-protocol {}..={}",
+                range.min,
+                range.max
+            );
+        }
+    }
+
+    /// Every version we may negotiate is one kafka-protocol can encode and decode (the fuzz
+    /// seed generator found CreateTopics v0/v1 and DeleteTopics v0 were not).
+    #[test]
+    fn client_ranges_are_within_what_kafka_protocol_supports() {
+        within::<ApiVersionsRequest>();
+        within::<MetadataRequest>();
+        within::<ProduceRequest>();
+        within::<FetchRequest>();
+        within::<ListOffsetsRequest>();
+        within::<OffsetCommitRequest>();
+        within::<OffsetFetchRequest>();
+        within::<FindCoordinatorRequest>();
+        within::<JoinGroupRequest>();
+        within::<SyncGroupRequest>();
+        within::<HeartbeatRequest>();
+        within::<LeaveGroupRequest>();
+        within::<DescribeGroupsRequest>();
+        within::<ListGroupsRequest>();
+        within::<CreateTopicsRequest>();
+        within::<DeleteTopicsRequest>();
+    }
 }

@@ -55,6 +55,20 @@ impl<B: ByteBufMut> Compressor<B> for Snappy {
     }
 }
 
+/// lagbalance hardening: refuse a declared uncompressed length that `compressed` cannot
+/// produce. The densest snappy element is a 3-byte copy of 64 bytes, so valid output is under
+/// 22 bytes per input byte; without this check a hostile header made us zero-fill up to 4 GiB
+/// per block before decompression failed (found by lagbalance's `records` fuzz target).
+fn bounded(compressed: &[u8], declared: usize) -> Result<usize> {
+    if declared > compressed.len().saturating_mul(22) {
+        anyhow::bail!(
+            "snappy block declares {declared} bytes, more than its {} compressed bytes can hold",
+            compressed.len()
+        );
+    }
+    Ok(declared)
+}
+
 const MAGIC_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
 impl<B: ByteBuf> Decompressor<B> for Snappy {
@@ -80,7 +94,10 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             .is_none_or(|magic| *magic != MAGIC_HEADER[..])
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
-            let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            let actual_len = bounded(
+                &compressed,
+                decompress_len(&compressed).context("failed to read snappy header")?,
+            )?;
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -102,8 +119,11 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
                 .try_get_bytes(compressed_block_size)
                 .context("not enough bytes for block")?;
 
-            let uncompressed_block_length = decompress_len(&compressed_block)
-                .context("failed to get snappy uncompressed length")?;
+            let uncompressed_block_length = bounded(
+                &compressed_block,
+                decompress_len(&compressed_block)
+                    .context("failed to get snappy uncompressed length")?,
+            )?;
             let uncompressed_block_start = uncompressed.len();
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
