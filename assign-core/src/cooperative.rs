@@ -193,7 +193,7 @@ fn apply_memory(view: &GroupView, offsets: &[usize], prev: &IssuedPlan, claims: 
         by_id.entry(member.member_id.as_str()).or_insert(m as u32);
     }
     let mut mask = SubscriptionMask::new(view.topics.len());
-    for (member_id, parts) in &prev.assignments {
+    for (k, (member_id, parts)) in prev.assignments.iter().enumerate() {
         let Some(&m) = by_id.get(member_id.as_str()) else {
             continue; // departed: its partitions were lost with its session
         };
@@ -205,7 +205,10 @@ fn apply_memory(view: &GroupView, offsets: &[usize], prev: &IssuedPlan, claims: 
         // The plan lists partitions grouped by topic, so caching the last lookup turns one
         // binary search per partition into one per topic.
         let mut last: Option<(&str, Option<u32>)> = None;
-        for (topic, partition) in parts {
+        for (j, (topic, partition)) in parts.iter().enumerate() {
+            if prev.since(k, j) <= member.generation {
+                continue; // handed over no later than its claim, which no longer lists it
+            }
             let t = match last {
                 Some((name, t)) if name == topic.as_str() => t,
                 _ => {
@@ -332,7 +335,7 @@ fn invalid(msg: String) -> AssignError {
 /// skipped (a validated plan has none).
 pub fn to_issued(view: &GroupView, plan: &Plan) -> IssuedPlan {
     let offsets = view.topic_offsets();
-    let assignments = view
+    let assignments: Vec<(String, Vec<(String, i32)>)> = view
         .members
         .iter()
         .zip(&plan.assignments)
@@ -345,9 +348,14 @@ pub fn to_issued(view: &GroupView, plan: &Plan) -> IssuedPlan {
             (member.member_id.clone(), parts)
         })
         .collect();
+    let since = assignments
+        .iter()
+        .map(|(_, parts)| vec![view.generation; parts.len()])
+        .collect();
     IssuedPlan {
         generation: view.generation,
         assignments,
+        since,
     }
 }
 
@@ -367,46 +375,55 @@ pub fn finalize(
 /// every partition it may hold until it next rejoins with a current claim.
 ///
 /// A member holds what it claimed until it applies this plan, and then what the plan gives
-/// it; a member whose claim predates `previous` may also hold whatever `previous` remembered
-/// for it (it may have synced a plan whose result we never saw). Remembering only the last
-/// plan (`to_issued`) is not enough on a broker without a join barrier: a member whose join is
-/// held back keeps presenting its old claim while the leader issues several plans, and a
-/// partition revoked from it in a plan it never received would look free one round later —
-/// that double ownership was seen on tansu 0.6.0 (a follower's join is held 3 s there).
+/// it; it may also hold whatever `previous` remembered for it that an earlier plan handed it
+/// *after* its claim (it may have synced a plan whose result we never saw). What it was handed
+/// (or claimed) no later than its current claim and no longer claims, it has let go: a member
+/// only gains partitions by syncing a plan. Remembering only the last plan (`to_issued`) is not
+/// enough on a broker without a join barrier: a member whose join is held back keeps
+/// presenting its old claim while the leader issues several plans, and a partition revoked
+/// from it in a plan it never received would look free one round later — that double
+/// ownership was seen on tansu 0.6.0 (a follower's join is held 3 s there). Remembering
+/// everything until the claim caught up with the memory, as we first did, handed a member
+/// back the partitions it had just revoked, round after round (seen there too).
 pub fn remember(view: &GroupView, previous: Option<&IssuedPlan>, plan: &Plan) -> IssuedPlan {
     let offsets = view.topic_offsets();
     let name = |tp: &Tp| (view.topics[tp.topic as usize].name.clone(), tp.partition);
-    let assignments = view
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, member)| {
-            let mut may_hold: std::collections::BTreeSet<(String, i32)> = plan
+    let mut assignments = Vec::with_capacity(view.members.len());
+    let mut since = Vec::with_capacity(view.members.len());
+    for (i, member) in view.members.iter().enumerate() {
+        let mut may_hold: std::collections::BTreeMap<(String, i32), i32> = Default::default();
+        let valid = |tp: &&Tp| view.flat_index(&offsets, **tp).is_some();
+        for tp in plan.assignments.get(i).into_iter().flatten().filter(valid) {
+            may_hold.insert(name(tp), view.generation);
+        }
+        for tp in member.owned.iter().filter(valid) {
+            let at = may_hold.entry(name(tp)).or_insert(member.generation);
+            *at = (*at).max(member.generation);
+        }
+        if let Some(prev) = previous {
+            if let Some((k, (_, parts))) = prev
                 .assignments
-                .get(i)
-                .into_iter()
-                .flatten()
-                .chain(&member.owned)
-                .filter(|&&tp| view.flat_index(&offsets, tp).is_some())
-                .map(name)
-                .collect();
-            if let Some(prev) = previous {
-                if member.generation < prev.generation {
-                    if let Some((_, parts)) = prev
-                        .assignments
-                        .iter()
-                        .find(|(id, _)| *id == member.member_id)
-                    {
-                        may_hold.extend(parts.iter().cloned());
+                .iter()
+                .enumerate()
+                .find(|(_, (id, _))| *id == member.member_id)
+            {
+                for (j, part) in parts.iter().enumerate() {
+                    let at = prev.since(k, j);
+                    if at > member.generation {
+                        let e = may_hold.entry(part.clone()).or_insert(at);
+                        *e = (*e).max(at);
                     }
                 }
             }
-            (member.member_id.clone(), may_hold.into_iter().collect())
-        })
-        .collect();
+        }
+        let (parts, ats): (Vec<_>, Vec<_>) = may_hold.into_iter().unzip();
+        assignments.push((member.member_id.clone(), parts));
+        since.push(ats);
+    }
     IssuedPlan {
         generation: view.generation,
         assignments,
+        since,
     }
 }
 
@@ -427,6 +444,7 @@ mod tests {
 
     fn issued(generation: i32, lists: &[(&str, &[(&str, i32)])]) -> IssuedPlan {
         IssuedPlan {
+            since: Vec::new(),
             generation,
             assignments: lists
                 .iter()
@@ -664,6 +682,61 @@ mod tests {
             validate(&v, &owners, &p).is_err(),
             "out-of-range must still be caught"
         );
+    }
+
+    /// The ping-pong seen on tansu: a member whose join is held presents claims that lag the
+    /// leader's memory. What it was handed no later than its claim and no longer claims, it
+    /// has revoked — that must not come back to it; what a later plan handed it, it may hold.
+    #[test]
+    fn memory_forgets_what_a_newer_claim_gave_up_and_keeps_later_hand_outs() {
+        // Generation 10: C claims (from generation 8) partitions 0..4 of topic a.
+        let v10 = view(
+            10,
+            &[("a", 6)],
+            vec![
+                member("A", &[0], &[(0, 4), (0, 5)], 8),
+                member("C", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], 8),
+            ],
+        );
+        // The plan keeps only 0 with C (1..3 are withheld: C must revoke them first).
+        let p10 = plan(vec![vec![(0, 4), (0, 5)], vec![(0, 0)]]);
+        let m10 = remember(&v10, None, &p10);
+        // Generation 12: A leads again and hands C partition 1 back (say, a plan of its own).
+        // C's claim still shows generation 8 (its join was held): it may hold everything.
+        let v12 = view(
+            12,
+            &[("a", 6)],
+            vec![
+                member("A", &[0], &[(0, 4), (0, 5)], 10),
+                member("C", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], 8),
+            ],
+        );
+        let p12 = plan(vec![vec![(0, 4), (0, 5)], vec![(0, 0), (0, 1)]]);
+        let m12 = remember(&v12, Some(&m10), &p12);
+        // Generation 13: C's claim is from generation 10 — it synced plan 10 and revoked
+        // 1, 2 and 3. It may hold 1 again (plan 12 came after its claim), not 2 or 3.
+        let v13 = view(
+            13,
+            &[("a", 6)],
+            vec![
+                member("A", &[0], &[(0, 4), (0, 5)], 12),
+                member("C", &[0], &[(0, 0)], 10),
+            ],
+        );
+        let owners = resolve_owners(&v13, Some(&m12));
+        assert_eq!(owners[0], Some(1));
+        assert_eq!(owners[1], Some(1), "handed out after C's claim: C may hold it");
+        assert_eq!(owners[2], None, "revoked by C's generation-10 claim");
+        assert_eq!(owners[3], None, "revoked by C's generation-10 claim");
+        let p13 = plan(vec![vec![(0, 2), (0, 4), (0, 5)], vec![(0, 0), (0, 1), (0, 3)]]);
+        let m13 = remember(&v13, Some(&m12), &p13);
+        let c = m13.assignments.iter().position(|(id, _)| id == "C").unwrap();
+        assert_eq!(
+            m13.assignments[c].1,
+            vec![("a".into(), 0), ("a".into(), 1), ("a".into(), 3)]
+        );
+        // Without the refinement, the old claim's partitions would still be remembered.
+        assert!(!m13.assignments[c].1.contains(&("a".into(), 2)));
     }
 
     #[test]

@@ -117,6 +117,21 @@ pub struct IssuedPlan {
     pub generation: i32,
     /// member id → (topic, partition) it was given.
     pub assignments: Vec<(String, Vec<(String, i32)>)>,
+    /// `since[i][j]`: the generation at which partition `j` of entry `i` was last handed to
+    /// that member by a plan, or claimed by it. A member whose claim is at least that recent
+    /// and does not list the partition has let it go. Missing entries count as `generation`.
+    pub since: Vec<Vec<i32>>,
+}
+
+impl IssuedPlan {
+    /// [`IssuedPlan::since`] of partition `j` of entry `i`.
+    pub fn since(&self, i: usize, j: usize) -> i32 {
+        self.since
+            .get(i)
+            .and_then(|s| s.get(j))
+            .copied()
+            .unwrap_or(self.generation)
+    }
 }
 
 /// What a member measured about itself, carried to the leader in its subscription user data

@@ -555,6 +555,7 @@ fn hostile_input_never_panics_and_good_members_still_get_partitions() {
         m.owned.reverse();
         m.generation = if rng.chance(50) { i32::MAX } else { i32::MIN };
         let prev = IssuedPlan {
+            since: Vec::new(),
             generation: 9,
             assignments: vec![
                 (view.members[0].member_id.clone(), vec![("t0".into(), -5)]),
