@@ -38,6 +38,10 @@ use crate::userdata::MemberUserData;
 /// Protocol name announced in JoinGroup.
 pub const PROTOCOL_NAME: &str = "lagbalance";
 
+/// Relative change of the capacity estimate that makes a member re-send its user data when it
+/// ages out (see [`Assignor::user_data_worth_sending`]).
+pub const CAPACITY_RESEND_CHANGE: f64 = 0.2;
+
 const NONE: u32 = u32::MAX;
 const NEVER: u64 = u64::MAX;
 
@@ -208,6 +212,18 @@ impl Assignor for LagBalanceAssignor {
         self.estimator.observe_stats(stats);
         self.seq = self.seq.wrapping_add(1);
         Some(MemberUserData::from_stats(stats, self.estimator.estimate(), self.seq).encode())
+    }
+
+    /// Only the capacity estimate matters to the leader (it measures partition rates and lag
+    /// itself): worth a new generation when it appears, disappears or moves by more than
+    /// [`CAPACITY_RESEND_CHANGE`].
+    fn user_data_worth_sending(&self, sent: &Bytes, fresh: &Bytes) -> bool {
+        let capacity = |b: &Bytes| MemberUserData::decode(b).ok().and_then(|d| d.capacity);
+        match (capacity(sent), capacity(fresh)) {
+            (Some(a), Some(b)) => (b - a).abs() > CAPACITY_RESEND_CHANGE * a.abs().max(1e-9),
+            (None, None) => false,
+            _ => true,
+        }
     }
 
     fn assign(
@@ -1370,6 +1386,30 @@ mod tests {
         a2.assign(&v2, None).unwrap();
         assert!(!a2.last_report().overloaded[1]);
         assert_eq!(a2.last_report().moved, 0, "{:?}", a2.last_report());
+    }
+
+    #[test]
+    fn user_data_is_worth_a_new_generation_only_when_capacity_moves() {
+        let a = LagBalanceAssignor::default();
+        let with = |capacity: Option<f64>, rate: f64| {
+            let stats = MemberStats {
+                processed_rate: rate,
+                partitions: vec![("t".into(), 0, rate * 3.0, rate)],
+                ..MemberStats::default()
+            };
+            MemberUserData::from_stats(&stats, capacity, 1).encode()
+        };
+        let sent = with(Some(500.0), 250.0);
+        // Rates and lag moved, capacity within 20 %: not worth churning the group.
+        assert!(!a.user_data_worth_sending(&sent, &with(Some(560.0), 300.0)));
+        assert!(!a.user_data_worth_sending(&sent, &with(Some(420.0), 10.0)));
+        // Capacity moved by more, appeared or vanished: worth it.
+        assert!(a.user_data_worth_sending(&sent, &with(Some(300.0), 250.0)));
+        assert!(a.user_data_worth_sending(&with(None, 1.0), &sent));
+        assert!(a.user_data_worth_sending(&sent, &with(None, 1.0)));
+        assert!(!a.user_data_worth_sending(&with(None, 1.0), &with(None, 9.0)));
+        // Garbage decodes to no capacity.
+        assert!(a.user_data_worth_sending(&sent, &Bytes::from_static(b"\x00\x01junk")));
     }
 
     #[test]

@@ -182,6 +182,15 @@ pub trait Assignor: Send {
         None
     }
 
+    /// Whether `fresh` user data says something the leader should plan with that `sent` (what
+    /// the member last joined with) does not. Checked when user data ages out, not when a
+    /// rebalance is requested (then fresh data is always sent). A changed subscription is a
+    /// new generation for the whole group on a broker without a join barrier, so re-sending
+    /// numbers that moved a little only churns the group.
+    fn user_data_worth_sending(&self, sent: &Bytes, fresh: &Bytes) -> bool {
+        sent != fresh
+    }
+
     /// Leader side: compute a plan for `view`. `previous` is the plan this process issued
     /// last time it was leader, if any.
     fn assign(

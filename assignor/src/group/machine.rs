@@ -762,10 +762,28 @@ impl Membership {
         let stale = self
             .user_data_at
             .is_none_or(|at| self.now >= at + USER_DATA_MAX_AGE_MS);
-        if self.refresh_user_data || stale || self.user_data.len() != self.assignors.len() {
-            self.user_data = (0..self.assignors.len())
+        let missing = self.user_data.len() != self.assignors.len();
+        if self.refresh_user_data || stale || missing {
+            let fresh: Vec<Option<Bytes>> = (0..self.assignors.len())
                 .map(|i| self.assignors[i].subscription_user_data(&self.stats))
                 .collect();
+            if self.refresh_user_data || missing {
+                self.user_data = fresh;
+            } else {
+                // Aged out: keep what we sent unless the assignor says the news matters.
+                for (i, new) in fresh.into_iter().enumerate() {
+                    let worth = match (&self.user_data[i], &new) {
+                        (Some(sent), Some(new)) => {
+                            self.assignors[i].user_data_worth_sending(sent, new)
+                        }
+                        (None, None) => false,
+                        _ => true,
+                    };
+                    if worth {
+                        self.user_data[i] = new;
+                    }
+                }
+            }
             self.user_data_at = Some(self.now);
             self.refresh_user_data = false;
         }
