@@ -725,12 +725,23 @@ mod tests {
         );
         let owners = resolve_owners(&v13, Some(&m12));
         assert_eq!(owners[0], Some(1));
-        assert_eq!(owners[1], Some(1), "handed out after C's claim: C may hold it");
+        assert_eq!(
+            owners[1],
+            Some(1),
+            "handed out after C's claim: C may hold it"
+        );
         assert_eq!(owners[2], None, "revoked by C's generation-10 claim");
         assert_eq!(owners[3], None, "revoked by C's generation-10 claim");
-        let p13 = plan(vec![vec![(0, 2), (0, 4), (0, 5)], vec![(0, 0), (0, 1), (0, 3)]]);
+        let p13 = plan(vec![
+            vec![(0, 2), (0, 4), (0, 5)],
+            vec![(0, 0), (0, 1), (0, 3)],
+        ]);
         let m13 = remember(&v13, Some(&m12), &p13);
-        let c = m13.assignments.iter().position(|(id, _)| id == "C").unwrap();
+        let c = m13
+            .assignments
+            .iter()
+            .position(|(id, _)| id == "C")
+            .unwrap();
         assert_eq!(
             m13.assignments[c].1,
             vec![("a".into(), 0), ("a".into(), 1), ("a".into(), 3)]

@@ -229,6 +229,14 @@ pub enum Phase {
     Closed,
 }
 
+/// What our last JoinGroup carried (see `Membership::last_join`).
+struct SentJoin {
+    protocols: Vec<(String, Bytes)>,
+    owned: BTreeSet<Tp>,
+    user_data: Vec<Option<Bytes>>,
+    leader: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pending {
     Find,
@@ -283,6 +291,10 @@ pub struct Membership {
     user_data_at: Option<u64>,
     refresh_user_data: bool,
     rejoin_reason: Option<String>,
+    /// The subscriptions of our last JoinGroup, the owned set and user data they carried and
+    /// the leader we knew then; `echo_last_join` asks to send them again unchanged.
+    last_join: Option<SentJoin>,
+    echo_last_join: bool,
     /// Outputs not yet taken by the driver.
     out: VecDeque<Output>,
     next_id: u64,
@@ -354,6 +366,8 @@ impl Membership {
             user_data_at: None,
             refresh_user_data: true,
             rejoin_reason: None,
+            last_join: None,
+            echo_last_join: false,
             out: VecDeque::new(),
             next_id: 1,
             pending: None,
@@ -787,14 +801,40 @@ impl Membership {
             self.user_data_at = Some(self.now);
             self.refresh_user_data = false;
         }
-        let protocols = (0..self.assignors.len())
-            .map(|i| {
-                (
-                    self.assignors[i].name().to_owned(),
-                    self.subscription_blob(i),
-                )
+        let echo = std::mem::take(&mut self.echo_last_join)
+            .then_some(self.last_join.as_ref())
+            .flatten()
+            .filter(|last| {
+                last.owned == self.owned
+                    && last.leader == self.leader
+                    && last.user_data == self.user_data
             })
-            .collect();
+            .map(|last| last.protocols.clone());
+        let protocols: Vec<(String, Bytes)> = match echo {
+            // Someone else's rebalance, and nothing of ours changed: the same bytes as last
+            // time. A subscription that differs only in the generation of the (unchanged)
+            // owned partitions is still a changed subscription, and on a broker without a join
+            // barrier (tansu 0.6.0) every changed subscription bumps the generation for the
+            // whole group — each member's rejoin after syncing started the next round, for
+            // ever (seen: a round every 4–8 s in a group with nothing to move). A new leader
+            // gets fresh claims (it needs them current, see
+            // `withhold_unclaimed_if_history_unknown`), and so does any change of ours.
+            Some(protocols) => protocols,
+            None => (0..self.assignors.len())
+                .map(|i| {
+                    (
+                        self.assignors[i].name().to_owned(),
+                        self.subscription_blob(i),
+                    )
+                })
+                .collect(),
+        };
+        self.last_join = Some(SentJoin {
+            protocols: protocols.clone(),
+            owned: self.owned.clone(),
+            user_data: self.user_data.clone(),
+            leader: self.leader.clone(),
+        });
         let reason = self
             .rejoin_reason
             .take()
@@ -1249,6 +1289,7 @@ impl Membership {
             self.last_heartbeat_ok = self.now;
             if self.phase == Phase::Stable {
                 self.request_rejoin("the group is rebalancing".into());
+                self.echo_last_join = true;
             } else if self.phase == Phase::NeedJoin && self.pending.is_none() {
                 // A follow-up or backoff wait is moot: the round is on now.
                 self.not_before = self.now;

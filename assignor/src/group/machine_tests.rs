@@ -3197,9 +3197,7 @@ fn a_stuck_revocation_callback_is_bounded_by_max_poll_interval() {
 fn sends(out: &[Output], api: Api) -> Vec<(u64, Request)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { id, request } if api_of(request) == api => {
-                Some((*id, request.clone()))
-            }
+            Output::Send { id, request } if api_of(request) == api => Some((*id, request.clone())),
             _ => None,
         })
         .collect()
@@ -3256,7 +3254,10 @@ fn a_member_holding_partitions_heartbeats_while_its_join_is_held() {
             assert!(more.iter().all(|o| !is_callback(o)), "{more:?}");
         }
         assert!(out.iter().all(|o| !is_callback(o)), "{out:?}");
-        assert!(sends(&out, Api::Join).is_empty(), "the held join is not resent");
+        assert!(
+            sends(&out, Api::Join).is_empty(),
+            "the held join is not resent"
+        );
     }
     // One heartbeat per interval, with the generation the owned partitions came from.
     assert!(beats.len() >= 6, "{beats:?}");
@@ -3497,4 +3498,70 @@ fn a_heartbeat_answer_for_a_generation_we_left_does_not_fence_the_new_one() {
     );
     assert!(s.input(Input::CallbacksDone).is_empty());
     assert_eq!(s.m.phase(), Phase::Stable);
+}
+
+/// tansu bumps the generation for every changed subscription; the claim's generation alone
+/// changing kept a quiet group rebalancing for ever. Someone else's rebalance with nothing of
+/// ours changed → the same bytes as our last JoinGroup; a changed owned set → fresh ones.
+#[test]
+fn a_rejoin_for_someone_elses_rebalance_repeats_our_last_subscription() {
+    let mut s = Solo::new(config(), sticky());
+    s.stable_follower(&tps("t", 0..2));
+    // A heartbeat answered REBALANCE_IN_PROGRESS; returns the JoinGroup it causes.
+    let foreign_rebalance = |s: &mut Solo| -> (u64, Request) {
+        s.now += 3_000;
+        let out = s.input(Input::Tick);
+        let (beat, _) = only_send(&out, Api::Heartbeat);
+        let out = s.respond(
+            beat,
+            Response::Heartbeat {
+                error: code(ResponseError::RebalanceInProgress),
+            },
+        );
+        only_send(&out, Api::Join)
+    };
+    let complete = |s: &mut Solo, join: u64, generation: i32, parts: &[Tp]| -> Vec<Output> {
+        let out = s.respond(
+            join,
+            Response::Join {
+                error: 0,
+                generation,
+                protocol: Some("cooperative-sticky".into()),
+                leader: "leader".into(),
+                member_id: "m1".into(),
+                members: vec![],
+            },
+        );
+        let (sync, _) = only_send(&out, Api::Sync);
+        let out = s.respond(
+            sync,
+            Response::Sync {
+                error: 0,
+                assignment: assignment_blob(parts),
+            },
+        );
+        if out.iter().any(is_callback) {
+            s.input(Input::CallbacksDone)
+        } else {
+            Vec::new()
+        }
+    };
+    // Our owned set changed since our first join (we got t0, t1): fresh claim.
+    let (join, j1) = foreign_rebalance(&mut s);
+    assert_eq!(join_subscription(&j1, 0).generation, 1);
+    complete(&mut s, join, 2, &tps("t", 0..2));
+    // Generation 2 synced with the same partitions: the next foreign rebalance repeats j1
+    // byte for byte (the claim stays at generation 1).
+    let (join, j2) = foreign_rebalance(&mut s);
+    let (Request::Join { protocols: p1, .. }, Request::Join { protocols: p2, .. }) = (&j1, &j2)
+    else {
+        unreachable!()
+    };
+    assert_eq!(p1, p2);
+    // This time we lose t1: the set changed, so the rejoin after revoking claims afresh.
+    let out = complete(&mut s, join, 3, &tps("t", 0..1));
+    let (_, j3) = only_send(&out, Api::Join);
+    let sub = join_subscription(&j3, 0);
+    assert_eq!(sub.owned, tps("t", 0..1));
+    assert_eq!(sub.generation, 3);
 }
