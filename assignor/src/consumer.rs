@@ -180,7 +180,24 @@ pub struct GroupIdentity {
     /// were: what went wrong, for logs and metrics.
     pub last_error: Option<i16>,
     pub errors: u64,
+    /// How often each error code was seen, `(code, count)` for at most
+    /// [`MAX_DISTINCT_ERRORS`] distinct codes: a transient error stays on record after the
+    /// next one (say a keepalive heartbeat's) replaced it as `last_error`.
+    pub error_codes: Vec<(i16, u64)>,
 }
+
+impl GroupIdentity {
+    /// How often error `code` was seen.
+    pub fn error_count(&self, code: i16) -> u64 {
+        self.error_codes
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// How many distinct error codes [`GroupIdentity::error_codes`] keeps.
+pub const MAX_DISTINCT_ERRORS: usize = 64;
 
 /// One batch of partition callbacks from the machine; acknowledged as a whole.
 enum Event {
@@ -824,6 +841,12 @@ impl Driver {
                 if let Ok(mut id) = self.shared.identity.lock() {
                     id.last_error = Some(code);
                     id.errors += 1;
+                    let codes = &mut id.error_codes;
+                    if let Some((_, n)) = codes.iter_mut().find(|(c, _)| *c == code) {
+                        *n += 1;
+                    } else if codes.len() < MAX_DISTINCT_ERRORS {
+                        codes.push((code, 1));
+                    }
                 }
             }
             let now = self.now();

@@ -136,6 +136,7 @@ async fn run_case(api: RDKafkaApiKey, error: RDKafkaRespErr, expect: Expect) {
     );
     let before = recorder.events().len();
 
+    let seen_before = consumer.identity().error_count(error as i16);
     // Inject the error on the next request of that API, then make that request happen.
     cluster.request_errors(api, &[error]);
     match api {
@@ -157,7 +158,7 @@ async fn run_case(api: RDKafkaApiKey, error: RDKafkaRespErr, expect: Expect) {
 
     // Wait until the consumer has really met the error (bounded).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while consumer.identity().last_error != Some(error as i16) {
+    while consumer.identity().error_count(error as i16) <= seen_before {
         assert!(
             Instant::now() < deadline,
             "{api:?} {error:?}: the error never reached the consumer"
