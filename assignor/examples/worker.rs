@@ -3,7 +3,7 @@
 //! ```text
 //! worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
 //!        [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME]
-//!        [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N]
+//!        [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N] [--slow-factor N]
 //! ```
 //!
 //! `--cost-us` simulates per-record work: `busy` (default) spins the CPU for that long per
@@ -15,6 +15,8 @@
 //! so `integration`'s audit checker can prove no double ownership and no loss. Lines are flushed
 //! after every batch and around every callback, before offsets are committed.
 //! `--assignor` may repeat; the order is the preference order. SIGTERM / Ctrl-C close cleanly.
+//! SIGUSR1 multiplies the per-record cost by `--slow-factor` (default 3): the host got slower
+//! under a running group, the case the sidecar agent exists for.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -38,11 +40,13 @@ struct Args {
     audit: Option<String>,
     commit_interval_ms: Option<u64>,
     session_timeout_ms: Option<u64>,
+    /// On SIGUSR1 the per-record cost is multiplied by this (a noisy neighbour arrives).
+    slow_factor: u64,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("worker: {msg}");
-    eprintln!("usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N] [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME] [--audit PATH]");
+    eprintln!("usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N] [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME] [--audit PATH] [--slow-factor N]");
     std::process::exit(2)
 }
 
@@ -60,6 +64,7 @@ fn parse_args() -> Args {
         audit: None,
         commit_interval_ms: None,
         session_timeout_ms: None,
+        slow_factor: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +92,7 @@ fn parse_args() -> Args {
             "--duration-s" => a.duration = Some(Duration::from_secs(num(val(), "--duration-s"))),
             "--instance-id" => a.instance_id = Some(val()),
             "--name" => a.name = val(),
+            "--slow-factor" => a.slow_factor = num(val(), "--slow-factor"),
             "--audit" => a.audit = Some(val()),
             "--commit-interval-ms" => {
                 a.commit_interval_ms = Some(num(val(), "--commit-interval-ms"))
@@ -220,7 +226,9 @@ async fn main() {
     let mut total = 0u64;
     let mut last_report = Instant::now();
     let mut last_role = (false, -1);
-    let cost = Duration::from_micros(args.cost_us);
+    let mut cost = Duration::from_micros(args.cost_us);
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .expect("signal handler");
     loop {
         if args.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -229,6 +237,11 @@ async fn main() {
             r = consumer.poll(Duration::from_millis(500)) => r,
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = usr1.recv() => {
+                cost *= args.slow_factor.max(1) as u32;
+                eprintln!("[{}] slowed down: {} µs per record", args.name, cost.as_micros());
+                continue;
+            }
         };
         let records = match batch {
             Ok(r) => r,

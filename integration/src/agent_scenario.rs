@@ -1,8 +1,10 @@
-//! The sidecar agents end to end on a real broker: three example workers in a `lagbalance` group,
-//! one with `slow_factor` × the per-record cost, each with its own `lagbalance-agent`. Records
-//! arrive evenly on every partition at a rate the group can take but the slow member's share
-//! cannot, so its lag grows until its agent trips and asks it to rebalance; the leader then
-//! moves work away from it. Later every agent is killed and the workers must keep consuming.
+//! The sidecar agents end to end on a real broker: three equal example workers in a `lagbalance`
+//! group, each with its own `lagbalance-agent`. Once the group is settled and quiet, one worker's
+//! host gets `slow_factor` × slower (SIGUSR1: a noisy neighbour). Records arrive evenly on every
+//! partition at a rate the group can take but the slow member's share cannot, so its lag grows
+//! — nothing else would rebalance the group — until its agent trips and asks it to rejoin with
+//! fresh capacity figures; the leader then moves work away from it. Later every agent is
+//! killed and the workers must keep consuming.
 //!
 //! Shared by the acceptance test (`tests/agent_tansu.rs`) and the mode measurement
 //! (`examples/agent_modes.rs`). Group lag is measured like the agents measure it: end offsets
@@ -35,8 +37,10 @@ pub struct Scenario {
     pub rate: f64,
     /// Per-record cost of the fast workers (sleep mode: I/O-bound work, no CPU).
     pub fast_cost_us: u64,
-    /// The slow worker's cost is this many times the fast ones'.
+    /// The slow worker's cost becomes this many times the others'…
     pub slow_factor: u64,
+    /// …this long after records start to arrive.
+    pub slow_after: Duration,
     /// `LAGBALANCE_LAG_FLOOR`: the outlier's lag must exceed it, and the group's lag must get
     /// back below it once work has moved.
     pub lag_floor: i64,
@@ -56,8 +60,9 @@ impl Default for Scenario {
             rate: 750.0,
             fast_cost_us: 2_000,
             slow_factor: 3,
+            slow_after: Duration::from_secs(10),
             lag_floor: 1_500,
-            produce_with_agents: Duration::from_secs(60),
+            produce_with_agents: Duration::from_secs(75),
             produce_without_agents: Duration::from_secs(10),
         }
     }
@@ -66,7 +71,7 @@ impl Default for Scenario {
 /// What happened.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// From the start of production to the first agent action.
+    /// From the slowdown to the first agent action.
     pub trigger_after: Option<Duration>,
     /// From the first action until the group's lag was back below the floor.
     pub recovered_after: Option<Duration>,
@@ -117,10 +122,10 @@ async fn run_in(
     group: &str,
     dir: &std::path::Path,
 ) -> Result<Outcome> {
-    let fast = s.fast_cost_us.to_string();
-    let slow = (s.fast_cost_us * s.slow_factor).to_string();
+    let cost = s.fast_cost_us.to_string();
+    let factor = s.slow_factor.to_string();
     let mut workers = Vec::new();
-    for (name, cost) in [("a", &fast), ("b", &fast), (SLOW, &slow)] {
+    for name in ["a", "b", SLOW] {
         let args = [
             "--assignor",
             "lagbalance",
@@ -128,6 +133,8 @@ async fn run_in(
             "sleep",
             "--cost-us",
             cost.as_str(),
+            "--slow-factor",
+            factor.as_str(),
             "--session-timeout-ms",
             "12000",
             "--commit-interval-ms",
@@ -201,6 +208,7 @@ async fn run_in(
     let mut out = Outcome::default();
     let slow_worker = &workers[2];
     let mut trigger_at: Option<Instant> = None;
+    let mut slowed_at: Option<Instant> = None;
     let mut agents_killed_at: Option<usize> = None;
     let files: Vec<PathBuf> = workers.iter().map(|w| w.audit.clone()).collect();
     let ownership_changes =
@@ -211,10 +219,14 @@ async fn run_in(
         let lag = group_lag(client, group, &ledger).await.unwrap_or(-1);
         out.timeline.push((started.elapsed().as_secs_f64(), lag));
         out.peak_lag = out.peak_lag.max(lag);
+        if slowed_at.is_none() && started.elapsed() >= s.slow_after {
+            slow_worker.slow_down()?;
+            slowed_at = Some(Instant::now());
+        }
         let acted = agents.iter().any(|a| a.actions() > 0);
         if acted && trigger_at.is_none() {
             trigger_at = Some(Instant::now());
-            out.trigger_after = Some(started.elapsed());
+            out.trigger_after = slowed_at.map(|t| t.elapsed());
             out.slow_partitions_before = owned_by_audit(&[slow_worker])
                 .get(SLOW)
                 .map_or(0, BTreeSet::len);

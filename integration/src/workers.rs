@@ -116,6 +116,11 @@ impl Worker {
         }
     }
 
+    /// SIGUSR1: the worker multiplies its per-record cost by its `--slow-factor`.
+    pub fn slow_down(&self) -> Result<()> {
+        self.signal("-USR1")
+    }
+
     pub fn pause(&self) -> Result<()> {
         self.signal("-STOP")
     }

@@ -232,6 +232,8 @@ pub enum Phase {
 /// What our last JoinGroup carried (see `Membership::last_join`).
 struct SentJoin {
     protocols: Vec<(String, Bytes)>,
+    /// The generation its claim carried (−1: we had never synced).
+    claim_generation: i32,
     owned: BTreeSet<Tp>,
     user_data: Vec<Option<Bytes>>,
     leader: String,
@@ -805,11 +807,13 @@ impl Membership {
             .then_some(self.last_join.as_ref())
             .flatten()
             .filter(|last| {
-                last.owned == self.owned
+                last.claim_generation >= 0
+                    && last.owned == self.owned
                     && last.leader == self.leader
                     && last.user_data == self.user_data
             })
             .map(|last| last.protocols.clone());
+        let echo_used = echo.is_some();
         let protocols: Vec<(String, Bytes)> = match echo {
             // Someone else's rebalance, and nothing of ours changed: the same bytes as last
             // time. A subscription that differs only in the generation of the (unchanged)
@@ -818,7 +822,9 @@ impl Membership {
             // whole group — each member's rejoin after syncing started the next round, for
             // ever (seen: a round every 4–8 s in a group with nothing to move). A new leader
             // gets fresh claims (it needs them current, see
-            // `withhold_unclaimed_if_history_unknown`), and so does any change of ours.
+            // `withhold_unclaimed_if_history_unknown`), and so does any change of ours; a
+            // claim from before our first sync is never repeated (the leader would take us for
+            // a member it knows nothing of, and keep withholding — seen: a stalled group).
             Some(protocols) => protocols,
             None => (0..self.assignors.len())
                 .map(|i| {
@@ -831,6 +837,10 @@ impl Membership {
         };
         self.last_join = Some(SentJoin {
             protocols: protocols.clone(),
+            claim_generation: match &self.last_join {
+                Some(last) if echo_used => last.claim_generation,
+                _ => self.owned_generation,
+            },
             owned: self.owned.clone(),
             user_data: self.user_data.clone(),
             leader: self.leader.clone(),

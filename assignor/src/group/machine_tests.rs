@@ -3565,3 +3565,24 @@ fn a_rejoin_for_someone_elses_rebalance_repeats_our_last_subscription() {
     assert_eq!(sub.owned, tps("t", 0..1));
     assert_eq!(sub.generation, 3);
 }
+
+#[test]
+fn a_claim_from_before_our_first_sync_is_never_repeated() {
+    // Nothing owned before or after the first sync, yet the claim must say we synced: a leader
+    // that sees a claim from before any sync withholds as if it knew nothing of us.
+    let mut s = Solo::new(config(), sticky());
+    s.stable_follower(&[]);
+    s.now += 3_000;
+    let out = s.input(Input::Tick);
+    let (beat, _) = only_send(&out, Api::Heartbeat);
+    let out = s.respond(
+        beat,
+        Response::Heartbeat {
+            error: code(ResponseError::RebalanceInProgress),
+        },
+    );
+    let (_, join) = only_send(&out, Api::Join);
+    let sub = join_subscription(&join, 0);
+    assert_eq!(sub.generation, 1);
+    assert!(sub.owned.is_empty());
+}
