@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,7 @@ pub struct Outcome {
     pub ownership_changes_after_trigger: usize,
     /// Records consumed between the agents' death and the end.
     pub consumed_without_agents: usize,
-    /// Group lag over time: (seconds since production started, lag).
+    /// Group lag over time: (seconds since the group settled under load, lag).
     pub timeline: Vec<(f64, i64)>,
     pub report: audit::Report,
     /// The workers' audits and logs and the agents' logs; the caller removes them.
@@ -122,6 +123,20 @@ async fn run_in(
     group: &str,
     dir: &std::path::Path,
 ) -> Result<Outcome> {
+    // Records arrive round-robin over the partitions at the fixed rate from the start, so the
+    // group forms under load (a group formed idle splits by count only); every acknowledged
+    // offset goes into the ledger and moves that partition's end offset.
+    let ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = tokio::spawn(produce(
+        client.clone(),
+        topic.to_owned(),
+        s.partitions,
+        s.rate,
+        stop.clone(),
+        ledger.clone(),
+    ));
+
     let cost = s.fast_cost_us.to_string();
     let factor = s.slow_factor.to_string();
     let mut workers = Vec::new();
@@ -191,19 +206,10 @@ async fn run_in(
         )?);
     }
 
-    // Records arrive round-robin over the partitions at the fixed rate; every acknowledged
-    // offset goes into the ledger and moves that partition's end offset.
-    let ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>> = Arc::default();
-    let started = Instant::now();
-    let total = s.produce_with_agents + s.produce_without_agents;
-    let producing = tokio::spawn(produce(
-        client.clone(),
-        topic.to_owned(),
-        s.partitions,
-        s.rate,
-        total,
-        ledger.clone(),
-    ));
+    // The slowdown comes `slow_after` into the settled group; the agents live on for
+    // `produce_with_agents` after it.
+    let settled = Instant::now();
+    let total = s.slow_after + s.produce_with_agents + s.produce_without_agents;
 
     let mut out = Outcome::default();
     let slow_worker = &workers[2];
@@ -214,12 +220,12 @@ async fn run_in(
     let ownership_changes =
         |files: &[PathBuf]| count_events(files, &["assigned", "revoked", "lost"]);
     let mut changes_at_trigger = 0;
-    while started.elapsed() < total {
+    while settled.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let lag = group_lag(client, group, &ledger).await.unwrap_or(-1);
-        out.timeline.push((started.elapsed().as_secs_f64(), lag));
+        out.timeline.push((settled.elapsed().as_secs_f64(), lag));
         out.peak_lag = out.peak_lag.max(lag);
-        if slowed_at.is_none() && started.elapsed() >= s.slow_after {
+        if slowed_at.is_none() && settled.elapsed() >= s.slow_after {
             slow_worker.slow_down()?;
             slowed_at = Some(Instant::now());
         }
@@ -237,7 +243,7 @@ async fn run_in(
                 out.recovered_after = Some(t.elapsed());
             }
         }
-        if started.elapsed() >= s.produce_with_agents && agents_killed_at.is_none() {
+        if settled.elapsed() >= s.slow_after + s.produce_with_agents && agents_killed_at.is_none() {
             for a in &agents {
                 out.actions.insert(a.name.clone(), a.actions());
             }
@@ -247,6 +253,7 @@ async fn run_in(
             agents_killed_at = Some(count_events(&files, &["consumed"]));
         }
     }
+    stop.store(true, Ordering::Relaxed);
     let produced: BTreeSet<(Tp, i64)> = producing
         .await
         .context("producer task")??
@@ -268,21 +275,21 @@ async fn run_in(
     Ok(out)
 }
 
-/// Produce for `duration` at `rate`/s, partition `i % partitions`; returns every acknowledged
+/// Produce at `rate`/s, partition `i % partitions`, until `stop`; returns every acknowledged
 /// (partition, offset) and keeps `ledger` current while it runs.
 async fn produce(
     client: Client,
     topic: String,
     partitions: i32,
     rate: f64,
-    duration: Duration,
+    stop: Arc<AtomicBool>,
     ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>>,
 ) -> Result<Vec<(Tp, i64)>> {
     let producer = Producer::new(client, ProducerConfig::default())?;
     let started = Instant::now();
     let mut acks = tokio::task::JoinSet::new();
     let mut i: u64 = 0;
-    while started.elapsed() < duration {
+    while !stop.load(Ordering::Relaxed) {
         let due = started + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
         let r = ProducerRecord::new(&topic)
