@@ -807,7 +807,13 @@ impl Membership {
             .then_some(self.last_join.as_ref())
             .flatten()
             .filter(|last| {
-                last.claim_generation >= 0
+                // A leader never repeats itself: tansu does not bump the generation for an
+                // unchanged subscription, and a SyncGroup for a generation that was already
+                // synced returns the assignment stored then, ignoring the leader's new plan —
+                // seen: a survivor leading alone kept its half of the partitions for good
+                // after the other member's session expired.
+                !self.is_leader()
+                    && last.claim_generation >= 0
                     && last.owned == self.owned
                     && last.leader == self.leader
                     && last.user_data == self.user_data
