@@ -49,7 +49,14 @@ struct Args {
 fn parse() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.iter().any(|x| x == "--help" || x == "-h") {
-        println!("{}", include_str!("demo.rs").lines().take(20).collect::<Vec<_>>().join("\n"));
+        println!(
+            "{}",
+            include_str!("demo.rs")
+                .lines()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         std::process::exit(0);
     }
     Ok(Args {
@@ -57,7 +64,11 @@ fn parse() -> Result<Args> {
             .iter()
             .position(|x| x == "--bootstrap")
             .and_then(|i| a.get(i + 1).cloned())
-            .or_else(|| std::env::var("LAGBALANCE_BOOTSTRAP").ok().filter(|b| !b.is_empty())),
+            .or_else(|| {
+                std::env::var("LAGBALANCE_BOOTSTRAP")
+                    .ok()
+                    .filter(|b| !b.is_empty())
+            }),
         duration: Duration::from_secs(flag(&a, "--duration-s", 75u64)?),
         rate: flag(&a, "--rate", 900.0)?,
         partitions: flag(&a, "--partitions", 30)?,
@@ -67,10 +78,14 @@ fn parse() -> Result<Args> {
         out: PathBuf::from(flag(&a, "--out", "docs".to_string())?),
         debug: a.iter().any(|x| x == "--debug"),
         keep_logs: a.iter().any(|x| x == "--keep-logs"),
-        assignors: flag(&a, "--assignors", "cooperative-sticky,lagbalance".to_string())?
-            .split(',')
-            .map(str::to_owned)
-            .collect(),
+        assignors: flag(
+            &a,
+            "--assignors",
+            "cooperative-sticky,lagbalance".to_string(),
+        )?
+        .split(',')
+        .map(str::to_owned)
+        .collect(),
     })
 }
 
@@ -160,7 +175,10 @@ impl Live {
             s.group_lag,
             group_rate
         ));
-        lines.push(format!("{:<8} {:>12} {:>11} {:>8}", "unowned", "", "", s.unowned_lag));
+        lines.push(format!(
+            "{:<8} {:>12} {:>11} {:>8}",
+            "unowned", "", "", s.unowned_lag
+        ));
         let mut out = std::io::stdout().lock();
         if self.drawn > 0 {
             // Back to the first line of the previous table, then overwrite line by line.
@@ -300,7 +318,10 @@ async fn main() -> Result<()> {
     };
     let result = match outcome {
         None => {
-            println!("\ninterrupted: stopped the workers and agents; logs in {}", logs.display());
+            println!(
+                "\ninterrupted: stopped the workers and agents; logs in {}",
+                logs.display()
+            );
             Ok(())
         }
         Some(Err(e)) => {

@@ -205,6 +205,8 @@ pub struct RunResult {
     pub triggers: Vec<Trigger>,
     /// Records acknowledged.
     pub produced: usize,
+    /// Partitions of the topic.
+    pub partitions: i32,
     /// Seconds producing lasted.
     pub produce_s: f64,
     /// The ownership audit (workers only): double ownership, loss (records not yet consumed
@@ -299,8 +301,8 @@ pub struct TriggeredRebalance {
     pub member: String,
     /// First ownership change after the trigger (seconds after it), if any.
     pub first_change_after: Option<f64>,
-    /// Trigger → the last change before `quiet` seconds without any (seconds), if ownership
-    /// changed and then held still for `quiet` inside the window.
+    /// Trigger → the first change after which every partition had an owner and ownership then
+    /// held still for `quiet` inside the window (seconds), if ownership changed at all.
     pub stable_after: Option<f64>,
     /// Partitions whose owner differs between the trigger and the stable point.
     pub moved: usize,
@@ -311,7 +313,9 @@ pub struct TriggeredRebalance {
 }
 
 /// For every agent trigger, the rebalance it caused: window = until the next trigger or the
-/// end of the run; stable = ownership unchanged for `quiet` afterwards.
+/// end of the run; stable = every partition owned and ownership unchanged for `quiet`
+/// afterwards (a cooperative move leaves revoked partitions unowned until the next round:
+/// that gap is part of the rebalance, not a stable state).
 pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<TriggeredRebalance> {
     let mut events = r.events.clone();
     events.sort_by_key(|e| e.ts_ms);
@@ -328,12 +332,14 @@ pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<Triggere
             .iter()
             .filter(|e| e.ts_ms > tr.ts_ms && e.ts_ms <= window_end)
             .collect();
-        // The end of the first burst of changes: the next change (or the window's end) is more
-        // than `quiet` later.
+        // The end of the first burst of changes: every partition owned, and the next change (or
+        // the window's end) is at least `quiet` later.
         let mut stable_at = None;
         for (k, e) in after.iter().enumerate() {
             let next = after.get(k + 1).map_or(window_end, |n| n.ts_ms);
-            if next.saturating_sub(e.ts_ms) >= quiet_ms {
+            let complete =
+                r.partitions <= 0 || owners_at(&events, e.ts_ms).len() == r.partitions as usize;
+            if complete && next.saturating_sub(e.ts_ms) >= quiet_ms {
                 stable_at = Some(e.ts_ms);
                 break;
             }
@@ -342,10 +348,7 @@ pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<Triggere
         let before = owners_at(&events, tr.ts_ms);
         let then = owners_at(&events, until);
         let all: BTreeSet<i32> = before.keys().chain(then.keys()).copied().collect();
-        let moved = all
-            .iter()
-            .filter(|p| before.get(p) != then.get(p))
-            .count();
+        let moved = all.iter().filter(|p| before.get(p) != then.get(p)).count();
         let span: Vec<&&OwnershipEvent> = after.iter().filter(|e| e.ts_ms <= until).collect();
         let paused: BTreeSet<i32> = span
             .iter()
@@ -355,9 +358,7 @@ pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<Triggere
         out.push(TriggeredRebalance {
             trigger_t: r.t_of(tr.ts_ms),
             member: tr.member.clone(),
-            first_change_after: after
-                .first()
-                .map(|e| (e.ts_ms - tr.ts_ms) as f64 / 1000.0),
+            first_change_after: after.first().map(|e| (e.ts_ms - tr.ts_ms) as f64 / 1000.0),
             stable_after: stable_at.map(|s| (s - tr.ts_ms) as f64 / 1000.0),
             moved,
             paused: paused.len(),
@@ -945,6 +946,7 @@ pub async fn run(p: &RunParams, progress: &mut dyn FnMut(Progress<'_>)) -> Resul
         events,
         triggers,
         produced: acked.len(),
+        partitions: p.partitions,
         produce_s: produce_s.unwrap_or(p.duration.as_secs_f64()),
         audit,
         logs: p.dir.clone(),
@@ -1067,8 +1069,7 @@ where
             let v = args
                 .get(i + 1)
                 .with_context(|| format!("{name} needs a value"))?;
-            v.parse()
-                .map_err(|e| anyhow::anyhow!("{name} {v}: {e}"))
+            v.parse().map_err(|e| anyhow::anyhow!("{name} {v}: {e}"))
         }
     }
 }
@@ -1115,6 +1116,7 @@ mod tests {
                 ts_ms: 10_000,
                 member: "c".into(),
             }],
+            partitions: 5,
             ..Default::default()
         };
         let rb = rebalances_after_triggers(&r, Duration::from_secs(8));
@@ -1122,6 +1124,12 @@ mod tests {
         assert_eq!((rb[0].moved, rb[0].paused), (2, 2));
         assert_eq!(rb[0].stable_after, Some(4.0));
         assert_eq!(rb[0].first_change_after, Some(1.0));
+        // Revoked partitions left unowned longer than `quiet` are not a stable assignment.
+        let mut late = r;
+        late.events[3].ts_ms = 30_000;
+        let rb = rebalances_after_triggers(&late, Duration::from_secs(8));
+        assert_eq!(rb[0].stable_after, Some(20.0));
+        assert_eq!((rb[0].moved, rb[0].paused), (2, 2));
     }
 
     #[test]

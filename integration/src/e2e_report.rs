@@ -227,10 +227,5 @@ pub fn lag_svg(runs: &[&RunResult], title_suffix: &str) -> String {
             }
         })
         .collect();
-    chart(
-        &panels,
-        "seconds since input began",
-        "lag (records)",
-        true,
-    )
+    chart(&panels, "seconds since input began", "lag (records)", true)
 }
