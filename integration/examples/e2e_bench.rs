@@ -1,0 +1,534 @@
+//! End-to-end benchmark: a `lagbalance` group (our example workers, each with its sidecar
+//! agent) against a group of `rdkafka` (librdkafka) consumers with `cooperative-sticky`, on the
+//! same local tansu, the same heterogeneous per-record costs (slept) and the same input.
+//!
+//! For every input rate of `--rates`, each group runs once on a fresh topic: records produced
+//! round-robin at that rate for `--duration-s`. Figures:
+//!
+//! - **sustained throughput**: a group *sustains* a rate when its group lag does not grow over the
+//!   second half of the input (least-squares trend ≤ `--bounded-pct` % of the rate); the highest
+//!   sustained rate of each group and their ratio (bracketed by the sweep's rates), plus the
+//!   records/s each group consumed in that window at every rate;
+//! - **per capacity-driven rebalance** (each agent trigger): partitions paused (revoked or lost)
+//!   ÷ partitions whose owner changed, between the trigger and the point where ownership held
+//!   still for `--quiet-s`, from the workers' audit files;
+//! - **trigger → stable**: from the agent's `outlier: asked the app to rebalance` to that point.
+//!
+//! Writes `<out>/RESULTS.md` and `<out>/e2e-bench-lag.svg`. Workers run with
+//! `RUST_LOG=lagbalance=debug,lagbalance_assign=debug`; their `leader plan` / `lagbalance plan`
+//! lines go into the report.
+//!
+//! ```text
+//! cargo build --release -p lagbalance --examples && cargo build --release -p lagbalance-agent
+//! cargo run --release -p lagbalance-integration --example e2e_bench -- [--bootstrap HOST:PORT]
+//!     [--rates 750,900,1150] [--duration-s 80] [--partitions 30] [--costs-us 2000,2000,4000]
+//!     [--groups rdkafka,lagbalance] [--quiet-s 8] [--bounded-pct 2] [--drain-s 15] [--out docs]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lagbalance_integration::e2e::{
+    self, flag, rebalances_after_triggers, GroupKind, MemberSpec, Progress, RunParams, RunResult,
+};
+use lagbalance_integration::e2e_report::{comparison, steady_window};
+use lagbalance_integration::lagplot::{chart, Marker, Panel, Series};
+use lagbalance_integration::{unique, TestBroker};
+
+struct Args {
+    bootstrap: Option<String>,
+    rates: Vec<f64>,
+    duration: Duration,
+    partitions: i32,
+    costs: Vec<u64>,
+    groups: Vec<String>,
+    quiet: Duration,
+    bounded_pct: f64,
+    drain: Duration,
+    out: PathBuf,
+}
+
+fn list<T: std::str::FromStr>(s: &str, name: &str) -> Result<Vec<T>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}: cannot parse '{x}'"))
+        })
+        .collect()
+}
+
+fn parse() -> Result<Args> {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    if a.iter().any(|x| x == "--help" || x == "-h") {
+        println!(
+            "{}",
+            include_str!("e2e_bench.rs")
+                .lines()
+                .take(28)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::process::exit(0);
+    }
+    let args = Args {
+        bootstrap: a
+            .iter()
+            .position(|x| x == "--bootstrap")
+            .and_then(|i| a.get(i + 1).cloned())
+            .or_else(|| {
+                std::env::var("LAGBALANCE_BOOTSTRAP")
+                    .ok()
+                    .filter(|b| !b.is_empty())
+            }),
+        rates: list(&flag(&a, "--rates", "750,900,1150".to_string())?, "--rates")?,
+        duration: Duration::from_secs(flag(&a, "--duration-s", 80u64)?),
+        partitions: flag(&a, "--partitions", 30)?,
+        costs: list(
+            &flag(&a, "--costs-us", "2000,2000,4000".to_string())?,
+            "--costs-us",
+        )?,
+        groups: list(
+            &flag(&a, "--groups", "rdkafka,lagbalance".to_string())?,
+            "--groups",
+        )?,
+        quiet: Duration::from_secs(flag(&a, "--quiet-s", 8u64)?),
+        bounded_pct: flag(&a, "--bounded-pct", 2.0)?,
+        drain: Duration::from_secs(flag(&a, "--drain-s", 15u64)?),
+        out: PathBuf::from(flag(&a, "--out", "docs".to_string())?),
+    };
+    if args.costs.is_empty() || args.costs.contains(&0) {
+        bail!("--costs-us needs positive per-record costs, one per member");
+    }
+    for g in &args.groups {
+        if g != "rdkafka" && g != "lagbalance" {
+            bail!("--groups: unknown group '{g}' (rdkafka, lagbalance)");
+        }
+    }
+    Ok(args)
+}
+
+/// One run's outcome and what the report needs about it.
+struct Row {
+    group: String,
+    rate: f64,
+    result: RunResult,
+}
+
+impl Row {
+    fn consumed(&self) -> Option<f64> {
+        let (a, b) = steady_window(&self.result);
+        self.result.consumed_rate(a, b)
+    }
+    fn trend(&self) -> Option<f64> {
+        let (a, b) = steady_window(&self.result);
+        self.result.lag_slope(a, b)
+    }
+    fn sustained(&self, pct: f64) -> bool {
+        self.trend().is_some_and(|t| t <= self.rate * pct / 100.0)
+    }
+}
+
+fn kind_of(group: &str) -> GroupKind {
+    match group {
+        "rdkafka" => GroupKind::Rdkafka,
+        _ => GroupKind::Workers {
+            assignor: "lagbalance".into(),
+            agents: true,
+        },
+    }
+}
+
+fn params(args: &Args, bootstrap: &str, group: &str, rate: f64, dir: PathBuf) -> RunParams {
+    let mut p = RunParams::demo(bootstrap, kind_of(group), dir);
+    p.rate = rate;
+    p.partitions = args.partitions;
+    p.duration = args.duration;
+    p.drain = args.drain;
+    p.members = args
+        .costs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| MemberSpec {
+            name: ((b'a' + i as u8) as char).to_string(),
+            cost_us: *c,
+        })
+        .collect();
+    p.agent_env = e2e::demo_agent_env(rate);
+    p.worker_log = Some("lagbalance=debug,lagbalance_assign=debug".into());
+    p
+}
+
+/// The leader's plan lines from the workers' logs (the last `keep` of them).
+fn plan_lines(dir: &Path, keep: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "log")
+                && !p.to_string_lossy().ends_with("-agent.log")
+        })
+        .collect();
+    logs.sort();
+    for l in logs {
+        let name = l
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for line in std::fs::read_to_string(&l).unwrap_or_default().lines() {
+            if line.contains("leader plan") || line.contains("lagbalance plan") {
+                // Strip ANSI colours tracing adds on a terminal.
+                let clean: String = strip_ansi(line).chars().take(600).collect();
+                out.push(format!("[{name}] {clean}"));
+            }
+        }
+    }
+    let skip = out.len().saturating_sub(keep);
+    out.into_iter().skip(skip).collect()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn f1(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String {
+    let mut md = String::new();
+    md.push_str("# End-to-end results: lagbalance vs rdkafka cooperative-sticky\n\n");
+    md.push_str(
+        "Written by `integration/examples/e2e_bench.rs`; rerunning it rewrites this page.\n\n",
+    );
+    md.push_str(&format!(
+        "Command:\n\n```sh\ncargo build --release -p lagbalance --examples && cargo build --release -p lagbalance-agent\ncargo run --release -p lagbalance-integration --example e2e_bench --{}\n```\n\n",
+        std::env::args().skip(1).map(|a| format!(" {a}")).collect::<String>()
+    ));
+    let cap: f64 = args.costs.iter().map(|c| 1e6 / *c as f64).sum();
+    let n = args.costs.len() as f64;
+    let even = args
+        .costs
+        .iter()
+        .map(|c| 1e6 / *c as f64 * n)
+        .fold(f64::INFINITY, f64::min);
+    md.push_str(&format!(
+        "Machine: 2 cores shared with other work (builds, other tests), tansu 0.6.0 in memory on \
+         127.0.0.1 — read ratios within this page, not absolute numbers across runs.\n\n\
+         Setup: {} partitions, records produced round-robin for {:.0} s per run; {} members with \
+         sleep-mode per-record costs {:?} µs (capacities {}; {:.0} records/s in all). An even \
+         spread sustains at most {:.0} records/s (the slowest member's capacity × members); a \
+         capacity-proportional one up to {:.0} — theory {:.2}×. **lagbalance group**: the example \
+         workers (`--assignor lagbalance`), each with a `lagbalance-agent` (rejoin, interval 1 s, \
+         sustain 3, lag floor = 2 s of input, cooldown 20 s, CPU limit 256). **rdkafka group**: \
+         in-process `BaseConsumer`s, `partition.assignment.strategy=cooperative-sticky`, same costs \
+         slept per batch, offsets stored after processing and auto-committed every 200 ms (as the \
+         workers). Lag = acknowledged end offsets − committed offsets (OffsetFetch), every second.\n\n",
+        args.partitions,
+        args.duration.as_secs_f64(),
+        args.costs.len(),
+        args.costs,
+        args.costs
+            .iter()
+            .map(|c| format!("{:.0}/s", 1e6 / *c as f64))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cap,
+        even,
+        cap,
+        cap / even
+    ));
+
+    md.push_str("## Sustained throughput\n\n");
+    md.push_str(&format!(
+        "A group sustains a rate when its group lag's least-squares trend over the second half of \
+         the input is ≤ {}% of the rate.\n\n",
+        args.bounded_pct
+    ));
+    md.push_str("| input/s | group | consumed/s (2nd half) | lag trend/s (2nd half) | lag when input stopped | peak lag | sustained |\n|---:|---|---:|---:|---:|---:|---|\n");
+    for r in rows {
+        md.push_str(&format!(
+            "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            r.rate,
+            r.result.label,
+            f1(r.consumed()),
+            f1(r.trend()),
+            r.result.lag_at_end_of_input(),
+            r.result.peak_lag(),
+            if r.sustained(args.bounded_pct) {
+                "yes"
+            } else {
+                "no"
+            }
+        ));
+    }
+    let best = |g: &str| {
+        rows.iter()
+            .filter(|r| r.group == g && r.sustained(args.bounded_pct))
+            .map(|r| r.rate)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
+    };
+    let lowest_failed = |g: &str| {
+        rows.iter()
+            .filter(|r| r.group == g && !r.sustained(args.bounded_pct))
+            .map(|r| r.rate)
+            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.min(b))))
+    };
+    let bracket = |g: &str| match (best(g), lowest_failed(g)) {
+        (Some(b), Some(f)) if f > b => format!("≥ {b:.0} and < {f:.0}"),
+        (Some(b), _) => format!("≥ {b:.0}"),
+        (None, Some(f)) => format!("< {f:.0}"),
+        (None, None) => "not measured".into(),
+    };
+    md.push_str(&format!(
+        "\nHighest sustained input rate: lagbalance {}, rdkafka {} records/s.",
+        bracket("lagbalance"),
+        bracket("rdkafka")
+    ));
+    if let (Some(l), Some(r)) = (best("lagbalance"), best("rdkafka")) {
+        let upper = lowest_failed("rdkafka").filter(|f| *f > r);
+        md.push_str(&format!(
+            " **Ratio of the highest sustained rates: {:.2}×**{} (goal ≥ 1.5×).",
+            l / r,
+            upper.map_or(String::new(), |u| format!(
+                " (at least {:.2}× given rdkafka fails at {u:.0})",
+                l / u
+            ))
+        ));
+    }
+    md.push_str("\n\nConsumed records/s, lagbalance ÷ rdkafka, per input rate: ");
+    let ratios: Vec<String> = args
+        .rates
+        .iter()
+        .filter_map(|rate| {
+            let get = |g: &str| {
+                rows.iter()
+                    .find(|r| r.group == g && r.rate == *rate)
+                    .and_then(Row::consumed)
+            };
+            Some(format!(
+                "{rate:.0}/s → {:.2}×",
+                get("lagbalance")? / get("rdkafka")?
+            ))
+        })
+        .collect();
+    md.push_str(&if ratios.is_empty() {
+        "-".to_string()
+    } else {
+        ratios.join(", ")
+    });
+    md.push_str(
+        " (below an even spread's limit both keep up and the ratio is ~1 by construction).\n\n",
+    );
+
+    md.push_str("## Capacity-driven rebalances (lagbalance group, one row per agent trigger)\n\n");
+    md.push_str(&format!(
+        "Stable = no ownership change for {} s. Paused = partitions revoked or lost between the \
+         trigger and the stable point (in a cooperative rebalance only revoked partitions stop); \
+         moved = partitions whose owner differs between the two instants. Goal: paused ÷ moved = 1.0.\n\n",
+        args.quiet.as_secs()
+    ));
+    md.push_str("| input/s | trigger (s after input began) | member | first change after (s) | trigger → stable (s) | paused | moved | paused ÷ moved | callbacks |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut any = false;
+    for r in rows.iter().filter(|r| r.group == "lagbalance") {
+        for b in rebalances_after_triggers(&r.result, args.quiet) {
+            any = true;
+            md.push_str(&format!(
+                "| {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.rate,
+                b.trigger_t,
+                b.member,
+                f1(b.first_change_after),
+                if b.callbacks == 0 {
+                    "no change".into()
+                } else {
+                    b.stable_after
+                        .map_or("not stable".into(), |s| format!("{s:.1}"))
+                },
+                b.paused,
+                b.moved,
+                if b.moved > 0 {
+                    format!("{:.2}", b.paused as f64 / b.moved as f64)
+                } else {
+                    "-".into()
+                },
+                b.callbacks
+            ));
+        }
+    }
+    if !any {
+        md.push_str("| - | no agent triggered | | | | | | | |\n");
+    }
+
+    md.push_str("\n## Every run side by side\n\n");
+    for rate in &args.rates {
+        let these: Vec<&RunResult> = rows
+            .iter()
+            .filter(|r| r.rate == *rate)
+            .map(|r| &r.result)
+            .collect();
+        md.push_str(&format!("### {rate:.0} records/s\n\n"));
+        md.push_str(&comparison(&these, *rate, args.quiet).markdown());
+        md.push('\n');
+    }
+    md.push_str("![group lag over time, per input rate](e2e-bench-lag.svg)\n\n");
+    md.push_str("## Leader debug lines (lagbalance group)\n\n");
+    for (label, lines) in plans {
+        md.push_str(&format!(
+            "{label} — the last {} `leader plan` / `lagbalance plan` lines:\n\n```text\n",
+            lines.len()
+        ));
+        for l in lines {
+            md.push_str(l);
+            md.push('\n');
+        }
+        md.push_str("```\n\n");
+    }
+    md
+}
+
+fn plot(args: &Args, rows: &[Row]) -> String {
+    let lines: Vec<Vec<(f64, f64)>> = rows
+        .iter()
+        .map(|r| {
+            r.result
+                .samples
+                .iter()
+                .map(|s| (s.t, s.group_lag as f64))
+                .collect()
+        })
+        .collect();
+    let panels: Vec<Panel> = args
+        .rates
+        .iter()
+        .map(|rate| {
+            let these = || rows.iter().zip(&lines).filter(|(r, _)| r.rate == *rate);
+            Panel {
+                title: format!("group lag at {rate:.0} records/s input"),
+                series: these()
+                    .map(|(r, points)| Series {
+                        name: r.result.label.clone(),
+                        points,
+                    })
+                    .collect(),
+                markers: these()
+                    .flat_map(|(r, _)| {
+                        r.result.triggers.iter().map(|t| Marker {
+                            x: r.result.t_of(t.ts_ms),
+                            label: format!("agent {}", t.member),
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    chart(
+        &panels,
+        "seconds since input began",
+        "group lag (records)",
+        false,
+    )
+}
+
+async fn bench(args: &Args, bootstrap: &str, logs: &Path) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut plans = Vec::new();
+    for rate in &args.rates {
+        for group in &args.groups {
+            let dir = logs.join(format!("{group}-{rate:.0}"));
+            let p = params(args, bootstrap, group, *rate, dir.clone());
+            let label = format!("{} at {rate:.0}/s", p.kind.label());
+            eprintln!("running {label} for {:?} …", p.duration);
+            let mut last = 0.0;
+            let result = e2e::run(&p, &mut |ev| match ev {
+                Progress::Phase(what) => eprintln!("  {what}"),
+                Progress::Sample(s) => {
+                    if s.t - last >= 10.0 {
+                        last = s.t;
+                        let lags: Vec<String> = s
+                            .members
+                            .iter()
+                            .map(|m| format!("{}={}", m.name, m.lag))
+                            .collect();
+                        eprintln!(
+                            "  t={:>3.0}s group lag {} ({})",
+                            s.t,
+                            s.group_lag,
+                            lags.join(" ")
+                        );
+                    }
+                }
+            })
+            .await
+            .with_context(|| label.clone())?;
+            if group == "lagbalance" {
+                plans.push((label.clone(), plan_lines(&dir, 12)));
+            }
+            rows.push(Row {
+                group: group.clone(),
+                rate: *rate,
+                result,
+            });
+        }
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let md = report(args, &rows, &plans);
+    std::fs::write(args.out.join("RESULTS.md"), &md)?;
+    std::fs::write(args.out.join("e2e-bench-lag.svg"), plot(args, &rows))?;
+    println!("{md}");
+    println!(
+        "wrote {} and {}",
+        args.out.join("RESULTS.md").display(),
+        args.out.join("e2e-bench-lag.svg").display()
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = parse()?;
+    let mut broker = None;
+    let bootstrap = match &args.bootstrap {
+        Some(b) => b.clone(),
+        None => {
+            let b = TestBroker::start_own().await?;
+            let addr = b.bootstrap.clone();
+            broker = Some(b);
+            addr
+        }
+    };
+    eprintln!("broker: {bootstrap}");
+    let logs = std::env::temp_dir().join(unique("lagbalance-e2e-bench"));
+    std::fs::create_dir_all(&logs)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        r = bench(&args, &bootstrap, &logs) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    eprintln!("logs in {}", logs.display());
+    if let Some(mut b) = broker.take() {
+        b.stop();
+    }
+    outcome.unwrap_or_else(|| {
+        eprintln!("interrupted");
+        Ok(())
+    })
+}
