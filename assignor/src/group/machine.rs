@@ -232,11 +232,11 @@ pub enum Phase {
 /// What our last JoinGroup carried (see `Membership::last_join`).
 struct SentJoin {
     protocols: Vec<(String, Bytes)>,
-    /// The generation its claim carried (−1: we had never synced).
+    /// The generation its claim carried (−1: we had never synced), and whose plan that was.
     claim_generation: i32,
+    claim_leader: String,
     owned: BTreeSet<Tp>,
     user_data: Vec<Option<Bytes>>,
-    leader: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,6 +286,8 @@ pub struct Membership {
     /// which keeps brokers that compare metadata (tansu 0.6.0 bumps the generation on any
     /// change) from rebalancing forever.
     owned_generation: i32,
+    /// The leader whose plan `owned_generation` came from.
+    owned_leader: String,
     stats: MemberStats,
     /// User data per assignor as last sent; refreshed on request or when older than
     /// [`USER_DATA_MAX_AGE_MS`], not on every join (same reason as `owned_generation`).
@@ -363,6 +365,7 @@ impl Membership {
             subscription: BTreeSet::new(),
             owned: BTreeSet::new(),
             owned_generation: -1,
+            owned_leader: String::new(),
             stats: MemberStats::default(),
             user_data: Vec::new(),
             user_data_at: None,
@@ -814,8 +817,8 @@ impl Membership {
                 // after the other member's session expired.
                 !self.is_leader()
                     && last.claim_generation >= 0
+                    && last.claim_leader == self.leader
                     && last.owned == self.owned
-                    && last.leader == self.leader
                     && last.user_data == self.user_data
             })
             .map(|last| last.protocols.clone());
@@ -826,9 +829,11 @@ impl Membership {
             // owned partitions is still a changed subscription, and on a broker without a join
             // barrier (tansu 0.6.0) every changed subscription bumps the generation for the
             // whole group — each member's rejoin after syncing started the next round, for
-            // ever (seen: a round every 4–8 s in a group with nothing to move). A new leader
-            // gets fresh claims (it needs them current, see
-            // `withhold_unclaimed_if_history_unknown`), and so does any change of ours; a
+            // ever (seen: a round every 4–8 s in a group with nothing to move). Only a claim
+            // from a plan of the current leader is repeated: a new leader needs claims no older
+            // than its first plan (`withhold_unclaimed_if_history_unknown`; seen: a new leader
+            // withholding a partition for good from members repeating older claims). Any
+            // change of ours sends fresh bytes too; a
             // claim from before our first sync is never repeated (the leader would take us for
             // a member it knows nothing of, and keep withholding — seen: a stalled group).
             Some(protocols) => protocols,
@@ -847,9 +852,12 @@ impl Membership {
                 Some(last) if echo_used => last.claim_generation,
                 _ => self.owned_generation,
             },
+            claim_leader: match &self.last_join {
+                Some(last) if echo_used => last.claim_leader.clone(),
+                _ => self.owned_leader.clone(),
+            },
             owned: self.owned.clone(),
             user_data: self.user_data.clone(),
-            leader: self.leader.clone(),
         });
         let reason = self
             .rejoin_reason
@@ -1237,6 +1245,7 @@ impl Membership {
         self.awaiting_callbacks = true;
         self.owned = assigned;
         self.owned_generation = self.generation;
+        self.owned_leader = self.leader.clone();
         let foreign = self
             .owned
             .iter()
