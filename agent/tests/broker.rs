@@ -180,6 +180,7 @@ mod slow_member {
             .env("LAGBALANCE_SUSTAIN", "2")
             .env("LAGBALANCE_LAG_FLOOR", "100")
             .env("LAGBALANCE_COOLDOWN", "60s")
+            .env("LAGBALANCE_MODE", "rejoin")
             .env("LAGBALANCE_EWMA_WINDOW", "0s")
             .env("LAGBALANCE_CONTROL_ADDR", control.to_string())
             .env("LAGBALANCE_HTTP_ADDR", "127.0.0.1:0")
