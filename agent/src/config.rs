@@ -41,7 +41,7 @@ pub const SPECS: &[Spec] = &[
     Spec { var: "LAGBALANCE_BOOTSTRAP", flag: "--bootstrap", default: None, help: "Kafka bootstrap servers, host:port[,host:port…]" },
     Spec { var: "LAGBALANCE_GROUP", flag: "--group", default: None, help: "consumer group to watch" },
     Spec { var: "LAGBALANCE_INTERVAL", flag: "--interval", default: Some("5s"), help: "poll interval (100ms..=1h)" },
-    Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("leave"), help: "action when this member is the elected outlier: leave or rejoin" },
+    Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("rejoin"), help: "action when this member is the elected outlier: leave or rejoin" },
     Spec { var: "LAGBALANCE_LAG_FLOOR", flag: "--lag-floor", default: Some("1000"), help: "absolute lag (records) the member must exceed; integer ≥ 0" },
     Spec { var: "LAGBALANCE_LAG_RATIO", flag: "--lag-ratio", default: Some("3"), help: "member lag must be ≥ this × the median lag of its peers; number ≥ 1" },
     Spec { var: "LAGBALANCE_ZSCORE", flag: "--zscore", default: Some("3.5"), help: "member lag must also have a robust z-score (MAD of peers) ≥ this; number ≥ 0 (0 disables)" },
@@ -432,7 +432,7 @@ mod tests {
     fn defaults_are_valid() {
         let c = Config::from_sources(&env(&[]), &[]).unwrap();
         assert_eq!(c.interval, Duration::from_secs(5));
-        assert_eq!(c.mode, Mode::Leave);
+        assert_eq!(c.mode, Mode::Rejoin);
         assert_eq!(c.lag_ratio, 3.0);
         assert_eq!(c.sustain, 3);
         assert_eq!(c.control_token, None);

@@ -54,7 +54,7 @@ pub struct Scenario {
 impl Default for Scenario {
     fn default() -> Self {
         Scenario {
-            mode: "leave".into(),
+            mode: "rejoin".into(),
             partitions: 12,
             // Fast members take 500/s each, the slow one 166/s: 1166/s in all. An even spread
             // of 750/s gives each 250/s, so the slow one falls behind by ~84 records/s.
