@@ -9,6 +9,7 @@ pub mod agents;
 pub mod audit;
 pub mod bin_path;
 pub mod broker;
+pub mod chaos;
 pub mod lagrun;
 pub mod workers;
 
