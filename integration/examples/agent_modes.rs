@@ -51,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
             o.slow_partitions_after,
             o.ownership_changes_after_trigger,
             o.report.duplicates,
-            if o.report.is_clean() { "clean" } else { "FAILED" },
+            if o.report.is_clean() {
+                "clean"
+            } else {
+                "FAILED"
+            },
         );
     }
     Ok(())

@@ -203,7 +203,8 @@ async fn run_in(
     let mut trigger_at: Option<Instant> = None;
     let mut agents_killed_at: Option<usize> = None;
     let files: Vec<PathBuf> = workers.iter().map(|w| w.audit.clone()).collect();
-    let ownership_changes = |files: &[PathBuf]| count_events(files, &["assigned", "revoked", "lost"]);
+    let ownership_changes =
+        |files: &[PathBuf]| count_events(files, &["assigned", "revoked", "lost"]);
     let mut changes_at_trigger = 0;
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -324,7 +325,10 @@ async fn group_lag(
 
 /// Lines with one of `events` across the audit files.
 fn count_events(files: &[PathBuf], events: &[&str]) -> usize {
-    let needles: Vec<String> = events.iter().map(|e| format!("\"event\":\"{e}\"")).collect();
+    let needles: Vec<String> = events
+        .iter()
+        .map(|e| format!("\"event\":\"{e}\""))
+        .collect();
     files
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())

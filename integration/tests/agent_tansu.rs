@@ -30,12 +30,20 @@ async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
         out.consumed_without_agents,
         out.report.duplicates,
     );
-    assert!(out.report.is_clean(), "ownership audit: {:?}", out.report.overlaps);
+    assert!(
+        out.report.is_clean(),
+        "ownership audit: {:?}",
+        out.report.overlaps
+    );
     assert!(out.trigger_after.is_some(), "no agent ever acted");
     // Only the slow member's agent acts: the others were never outliers.
     for (name, n) in &out.actions {
         if name == "c" {
-            assert!(*n >= 1, "the slow member's agent never acted: {:?}", out.actions);
+            assert!(
+                *n >= 1,
+                "the slow member's agent never acted: {:?}",
+                out.actions
+            );
         } else {
             assert_eq!(*n, 0, "agent {name} acted: {:?}", out.actions);
         }
@@ -46,9 +54,12 @@ async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
         out.slow_partitions_before,
         out.slow_partitions_after
     );
-    let recovered = out
-        .recovered_after
-        .unwrap_or_else(|| panic!("group lag never got back below the floor: {:?}", out.timeline));
+    let recovered = out.recovered_after.unwrap_or_else(|| {
+        panic!(
+            "group lag never got back below the floor: {:?}",
+            out.timeline
+        )
+    });
     assert!(
         recovered <= RECOVERY_BOUND,
         "recovered only after {recovered:?} (bound {RECOVERY_BOUND:?}): {:?}",
