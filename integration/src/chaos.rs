@@ -594,6 +594,20 @@ impl Run<'_> {
             .map(|_| ())
     }
 
+    /// Fail clearly when a worker exited that the run did not stop (e.g. a signal from outside).
+    fn check_alive(&mut self) -> Result<()> {
+        for m in self.live.iter_mut() {
+            if !m.worker.is_running() {
+                bail!(
+                    "{} exited without being stopped by the run (see {})",
+                    m.worker.name,
+                    m.worker.log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn max_generation(&self) -> i32 {
         generations(&self.files, 0).last().copied().unwrap_or(-1)
     }
@@ -605,6 +619,7 @@ impl Run<'_> {
     /// Ask a dynamic member (round-robin) to rejoin with fresh user data; wait until a
     /// generation newer than the current one shows up, and the group settles again.
     async fn forced_rebalance(&mut self) -> Result<()> {
+        self.check_alive()?;
         let before = self.max_generation();
         let t = Instant::now();
         // Static members' metadata changes are "soft updates" on tansu (no new generation).
@@ -630,15 +645,16 @@ impl Run<'_> {
         // are all owned again (the cooperative follow-up rounds finished).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let behind: Vec<&str> = self
+            let behind: Vec<String> = self
                 .live
                 .iter()
                 .filter(|m| last_generation(&m.worker.audit) <= before)
-                .map(|m| m.worker.name.as_str())
+                .map(|m| m.worker.name.clone())
                 .collect();
             if behind.is_empty() {
                 break;
             }
+            self.check_alive()?;
             if Instant::now() >= deadline {
                 bail!(
                     "{behind:?} not past generation {before} within 60 s of asking {} to rejoin",
@@ -992,5 +1008,67 @@ pub async fn wait_agent_connected(port: u16, limit: Duration) -> Result<()> {
             bail!("the agent on port {port} did not connect to its app within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        p
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(unique("chaos-test"));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const A_CRASHES: &[&str] = &[
+        r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+        r#"{"ts_ms":100,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+        r#"{"ts_ms":5000,"member":"a","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+    ];
+    const B_TAKES_OVER: &[&str] = &[
+        r#"{"ts_ms":9000,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+        r#"{"ts_ms":9001,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+    ];
+
+    #[test]
+    fn a_crashed_members_uncommitted_tail_is_attributed() {
+        let d = dir();
+        let files = [write(&d, "a", A_CRASHES), write(&d, "b", B_TAKES_OVER)];
+        let crashed = BTreeSet::from(["a".to_string()]);
+        let r = attribute_duplicates(&files, &crashed, Duration::from_secs(1)).unwrap();
+        assert_eq!(r.attributed.len(), 1, "{r:?}");
+        assert_eq!(r.attributed[0].end, Some(End::Crashed));
+        assert!(r.unattributed.is_empty());
+        // Not killed: the same log is a member that kept ownership and was redelivered anyway.
+        let r = attribute_duplicates(&files, &BTreeSet::new(), Duration::from_secs(1)).unwrap();
+        assert_eq!(r.unattributed.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn redelivery_after_a_clean_revoke_or_outside_the_window_is_not_attributed() {
+        let d = dir();
+        let mut revoked = A_CRASHES.to_vec();
+        revoked.push(r#"{"ts_ms":6000,"member":"a","event":"revoked","partitions":[["t",0]]}"#);
+        let files = [write(&d, "a", &revoked), write(&d, "b", B_TAKES_OVER)];
+        let r = attribute_duplicates(&files, &BTreeSet::new(), Duration::from_secs(1)).unwrap();
+        assert_eq!(r.unattributed.len(), 1, "{r:?}");
+        assert_eq!(r.unattributed[0].end, Some(End::Revoked));
+
+        // Offset 0 was consumed 4.9 s before a's last record: outside a 1 s window.
+        let mut b = B_TAKES_OVER.to_vec();
+        b.push(r#"{"ts_ms":9002,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0}"#);
+        let files = [write(&d, "a2", A_CRASHES), write(&d, "b2", &b)];
+        let crashed = BTreeSet::from(["a".to_string()]);
+        let r = attribute_duplicates(&files, &crashed, Duration::from_secs(1)).unwrap();
+        assert_eq!(r.attributed.len(), 1, "{r:?}");
+        assert_eq!(r.unattributed.len(), 1);
+        assert_eq!(r.unattributed[0].offset, 0);
     }
 }
