@@ -9,6 +9,7 @@ pub mod agents;
 pub mod audit;
 pub mod bin_path;
 pub mod broker;
+pub mod chaos;
 pub mod e2e;
 pub mod e2e_report;
 pub mod lagplot;
