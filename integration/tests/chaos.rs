@@ -114,7 +114,7 @@ async fn static_member_restart() {
 /// The long run (`LAGBALANCE_CHAOS_REBALANCES`, default 100; `LAGBALANCE_CHAOS_CYCLES`, default
 /// 3 rounds of every fault).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long run (about 15 minutes): cargo test -p lagbalance-integration --test chaos chaos_long -- --ignored"]
+#[ignore = "long run (about 15 minutes); currently FAILS: the leader double-assigns during forced rebalances (12 overlaps in 100, README Chaos suite); run with -- --ignored"]
 async fn chaos_long() {
     let broker = TestBroker::start().await.expect("broker");
     let mut cfg = ChaosConfig::short(env_usize("LAGBALANCE_CHAOS_REBALANCES", 100));
