@@ -56,6 +56,10 @@ impl Claims {
         }
     }
 
+    fn into_conflicts(self) -> Vec<bool> {
+        self.member.into_iter().map(|m| m == CONFLICT).collect()
+    }
+
     fn into_members(self) -> Vec<Option<u32>> {
         self.member
             .into_iter()
@@ -182,6 +186,23 @@ pub fn resolve_owners(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<Op
         apply_memory(view, &offsets, prev, &mut claims);
     }
     claims.into_members()
+}
+
+/// Partitions that two different members claim equally strongly (the same highest generation,
+/// counting the leader's memory as in [`resolve_owners`]). Kafka's rule makes them unowned, so
+/// an assignor may hand them to anyone at once; with a join barrier that is sound, but on a
+/// broker that serves stale claims either claimant may still hold the partition. The leader
+/// withholds them for a round instead: every claimant that is not given the partition revokes
+/// it, and the next round finds it free.
+pub fn contested(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<bool> {
+    let offsets = view.topic_offsets();
+    let total = offsets.last().copied().unwrap_or(0);
+    let mut claims = Claims::new(total);
+    for_each_valid_claim(view, &offsets, |p, m, g| claims.offer_owner(p, m, g));
+    if let Some(prev) = previous {
+        apply_memory(view, &offsets, prev, &mut claims);
+    }
+    claims.into_conflicts()
 }
 
 /// Inject the leader's remembered plan as claims at the plan's generation for members that
@@ -748,6 +769,25 @@ mod tests {
         );
         // Without the refinement, the old claim's partitions would still be remembered.
         assert!(!m13.assignments[c].1.contains(&("a".into(), 2)));
+    }
+
+    #[test]
+    fn equally_strong_claims_are_contested_and_nothing_else_is() {
+        // A and B both claim a/0 at generation 5 (one of them from stale metadata); A alone
+        // claims a/1; B claims a/2 at 5 and A at 4 (B wins, not contested).
+        let v = view(
+            6,
+            &[("a", 4)],
+            vec![
+                member("A", &[0], &[(0, 0), (0, 1)], 5),
+                member("B", &[0], &[(0, 0), (0, 2)], 5),
+                member("C", &[0], &[(0, 2)], 4),
+            ],
+        );
+        assert_eq!(contested(&v, None), vec![true, false, false, false]);
+        let owners = resolve_owners(&v, None);
+        assert_eq!(owners[0], None, "Kafka's rule: a tie is unowned");
+        assert_eq!(owners[2], Some(1));
     }
 
     #[test]

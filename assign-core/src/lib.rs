@@ -46,7 +46,8 @@ pub mod userdata;
 pub(crate) mod testutil;
 
 pub use cooperative::{
-    finalize, remember, resolve_owners, sticky_hints, to_issued, validate, withhold_transfers,
+    contested, finalize, remember, resolve_owners, sticky_hints, to_issued, validate,
+    withhold_transfers,
 };
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use model::{

@@ -22,8 +22,8 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use lagbalance_assign::{
-    remember, resolve_owners, validate, Assignor, GroupView, IssuedPlan, MemberStats, MemberView,
-    PartitionStats, Plan, TopicInfo, Tp as DenseTp,
+    contested, remember, resolve_owners, validate, Assignor, GroupView, IssuedPlan, MemberStats,
+    MemberView, PartitionStats, Plan, TopicInfo, Tp as DenseTp,
 };
 
 use super::codec::{
@@ -1150,6 +1150,9 @@ impl Membership {
         // The assignor's intent for those partitions is deferred: the leader asks for another
         // round once their holder has had time to rejoin with a current claim.
         self.follow_up = keep_with_remembered_owner(&view, &owners, &mut plan);
+        if withhold_contested(&view, self.issued.as_ref(), &mut plan) {
+            self.follow_up = true;
+        }
         let led_since = *self.led_since.get_or_insert(self.generation);
         if withhold_unclaimed_if_history_unknown(
             &view,
@@ -1438,6 +1441,28 @@ fn keep_with_remembered_owner(view: &GroupView, owners: &[Option<u32>], plan: &m
         }
     }
     changed
+}
+
+/// Take out of the plan every partition two members claim equally strongly
+/// ([`contested`]): either may hold it, so nobody gets it this round, both revoke it if they
+/// hold it, and a follow-up round hands it out. Returns whether it withheld anything.
+fn withhold_contested(view: &GroupView, previous: Option<&IssuedPlan>, plan: &mut Plan) -> bool {
+    let contested = contested(view, previous);
+    if !contested.iter().any(|c| *c) {
+        return false;
+    }
+    let offsets = view.topic_offsets();
+    let mut withheld = false;
+    for list in plan.assignments.iter_mut() {
+        list.retain(|tp| {
+            let keep = view
+                .flat_index(&offsets, *tp)
+                .is_none_or(|i| !contested.get(i).copied().unwrap_or(false));
+            withheld |= !keep;
+            keep
+        });
+    }
+    withheld
 }
 
 /// Build the leader's view of the group from the JoinGroup members and topic metadata.

@@ -3586,3 +3586,72 @@ fn a_claim_from_before_our_first_sync_is_never_repeated() {
     assert_eq!(sub.generation, 1);
     assert!(sub.owned.is_empty());
 }
+
+/// Stale claims on a broker without a join barrier can tie: two members claim one partition at
+/// the same generation. Kafka's rule makes it unowned — free to hand to anyone at once — but
+/// either may still hold it (seen in the chaos suite on tansu: a leader took a partition a
+/// member still consumed). The leader gives it to nobody this round.
+#[test]
+fn a_partition_two_members_claim_equally_is_given_to_nobody() {
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.input(Input::Subscribe(vec!["t".into()]));
+    let (find, _) = only_send(&out, Api::Find);
+    let out = solo.respond(
+        find,
+        Response::Coordinator {
+            node_id: 1,
+            addr: "c".into(),
+        },
+    );
+    let (join, req) = only_send(&out, Api::Join);
+    let Request::Join { protocols, .. } = req else {
+        unreachable!()
+    };
+    let claim = |owned: Vec<Tp>| {
+        encode_subscription(&Subscription {
+            topics: vec!["t".into()],
+            owned,
+            generation: 4,
+            ..Subscription::default()
+        })
+        .unwrap()
+    };
+    let member = |id: &str, metadata: Bytes| JoinedMember {
+        member_id: id.into(),
+        instance_id: None,
+        metadata,
+    };
+    let out = solo.respond(
+        join,
+        Response::Join {
+            error: 0,
+            generation: 4,
+            protocol: Some("cooperative-sticky".into()),
+            leader: "a".into(),
+            member_id: "a".into(),
+            members: vec![
+                member("a", protocols[0].1.clone()),
+                member("y", claim(tps("t", 0..1))),
+                member("z", claim(tps("t", 0..2))),
+            ],
+        },
+    );
+    let Output::LeaderInputsNeeded { id, .. } = out[0] else {
+        panic!("{out:?}")
+    };
+    let out = solo.input(Input::LeaderInputs {
+        id,
+        topics: vec![("t".into(), 6)],
+        stats: None,
+    });
+    let (_, sync) = only_send(&out, Api::Sync);
+    let plan = sync_assignments(&sync);
+    let holders: Vec<&String> = plan
+        .iter()
+        .filter(|(_, parts)| parts.contains(&("t".to_string(), 0)))
+        .map(|(m, _)| m)
+        .collect();
+    assert!(holders.is_empty(), "t0 handed to {holders:?}: {plan:?}");
+    // z keeps what only it claims.
+    assert!(plan["z"].contains(&("t".to_string(), 1)));
+}
