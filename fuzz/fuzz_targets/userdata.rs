@@ -130,6 +130,8 @@ fuzz_target!(|data: &[u8]| {
             backlogged: input.backlogged,
             cpu_used_cores: input.cpu_used,
             cpu_limit_cores: input.cpu_limit,
+            // Not carried in the user data (it feeds the member's own capacity estimate).
+            busy_fraction: None,
             partitions: input.partitions,
             measured_at_ms: input.measured_at_ms,
         };
