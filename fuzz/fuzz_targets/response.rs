@@ -116,6 +116,8 @@ fuzz_target!(
         ApiKey::ListGroups => drop(check::<ListGroupsRequest>(frame, version)),
         ApiKey::CreateTopics => drop(check::<CreateTopicsRequest>(frame, version)),
         ApiKey::DeleteTopics => drop(check::<DeleteTopicsRequest>(frame, version)),
+        ApiKey::SaslHandshake => drop(check::<SaslHandshakeRequest>(frame, version)),
+        ApiKey::SaslAuthenticate => drop(check::<SaslAuthenticateRequest>(frame, version)),
         other => unreachable!("{other:?} is not in CLIENT_APIS"),
     }
 });
