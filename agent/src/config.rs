@@ -111,34 +111,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parse a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds; fractions allowed
-/// (`1.5s`). Negative, NaN and absurd values are errors.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("unknown unit {unit:?}")),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{num:?} is not a number"))?;
-    if !n.is_finite() || n < 0.0 {
-        return Err("must not be negative".into());
-    }
-    let secs = n * scale;
-    if secs > 365.0 * 86400.0 {
-        return Err("longer than a year".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Durations are written as everywhere in lagbalance: `250ms`, `5s`, `2m`, `1h`, or a bare
+/// number of seconds (one parser, shared with the producer partitioner's settings).
+pub use lagbalance::lag_partitioner::config::parse_duration;
 
 struct Source<'a> {
     env: &'a BTreeMap<String, String>,
