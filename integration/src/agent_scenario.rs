@@ -17,8 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lagbalance::producer::{Producer, ProducerConfig};
-use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig};
 
 use crate::agents::Agent;
@@ -128,13 +126,13 @@ async fn run_in(
     // offset goes into the ledger and moves that partition's end offset.
     let ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = tokio::spawn(produce(
+    let producing = tokio::spawn(crate::ledger::produce_until(
         client.clone(),
         topic.to_owned(),
         s.partitions,
         s.rate,
         stop.clone(),
-        ledger.clone(),
+        Some(ledger.clone()),
     ));
 
     let cost = s.fast_cost_us.to_string();
@@ -272,50 +270,6 @@ async fn run_in(
         w.terminate(Duration::from_secs(20))?;
     }
     out.report = audit::check(&files, &produced)?;
-    Ok(out)
-}
-
-/// Produce at `rate`/s, partition `i % partitions`, until `stop`; returns every acknowledged
-/// (partition, offset) and keeps `ledger` current while it runs.
-async fn produce(
-    client: Client,
-    topic: String,
-    partitions: i32,
-    rate: f64,
-    stop: Arc<AtomicBool>,
-    ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>>,
-) -> Result<Vec<(Tp, i64)>> {
-    let producer = Producer::new(client, ProducerConfig::default())?;
-    let started = Instant::now();
-    let mut acks = tokio::task::JoinSet::new();
-    let mut i: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let due = started + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let r = ProducerRecord::new(&topic)
-            .partition((i % partitions as u64) as i32)
-            .value(i.to_be_bytes().to_vec());
-        let delivery = producer.send(r).await?;
-        let ledger = ledger.clone();
-        acks.spawn(async move {
-            let m = delivery.await?;
-            let tp = (m.topic, m.partition);
-            ledger
-                .lock()
-                .map_err(|_| anyhow::anyhow!("ledger poisoned"))?
-                .entry(tp.clone())
-                .or_default()
-                .insert(m.offset);
-            anyhow::Ok((tp, m.offset))
-        });
-        i += 1;
-    }
-    producer.flush().await?;
-    let mut out = Vec::new();
-    while let Some(r) = acks.join_next().await {
-        out.push(r??);
-    }
-    producer.close().await?;
     Ok(out)
 }
 

@@ -16,13 +16,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use lagbalance::control::{ControlClient, Op};
-use lagbalance::producer::{Producer, ProducerConfig};
-use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig};
 use serde::Deserialize;
 
@@ -416,40 +414,7 @@ pub async fn produce_until(
     rate: f64,
     stop: Arc<AtomicBool>,
 ) -> Result<BTreeSet<(Tp, i64)>> {
-    let producer = Producer::new(client, ProducerConfig::default())?;
-    let started = Instant::now();
-    let acked: Arc<Mutex<BTreeSet<(Tp, i64)>>> = Arc::default();
-    let mut acks = tokio::task::JoinSet::new();
-    let mut i: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let due = started + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let r = ProducerRecord::new(&topic)
-            .partition((i % partitions as u64) as i32)
-            .value(i.to_be_bytes().to_vec());
-        let delivery = producer.send(r).await?;
-        let acked = acked.clone();
-        acks.spawn(async move {
-            let m = delivery.await?;
-            acked
-                .lock()
-                .map_err(|_| anyhow::anyhow!("ledger poisoned"))?
-                .insert(((m.topic, m.partition), m.offset));
-            anyhow::Ok(())
-        });
-        // Reap finished acknowledgements as we go (a long run sends tens of thousands).
-        while let Some(r) = acks.try_join_next() {
-            r??;
-        }
-        i += 1;
-    }
-    producer.flush().await?;
-    while let Some(r) = acks.join_next().await {
-        r??;
-    }
-    producer.close().await?;
-    let out = std::mem::take(&mut *acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    Ok(out)
+    crate::ledger::produce_until(client, topic, partitions, rate, stop, None).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ pub mod e2e;
 pub mod e2e_report;
 pub mod lagplot;
 pub mod lagrun;
+pub mod ledger;
 pub mod workers;
 
 pub use broker::{unique, TestBroker};

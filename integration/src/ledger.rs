@@ -1,0 +1,71 @@
+//! Producing at a fixed rate with a ledger of every acknowledged offset, for the end-to-end
+//! scenarios that prove nothing was lost (the agent scenario, the chaos suite).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use lagbalance::producer::{Producer, ProducerConfig};
+use lagbalance::records::ProducerRecord;
+use lagbalance::Client;
+
+pub type Tp = (String, i32);
+
+/// Acknowledged offsets per partition, readable while records are still being produced.
+pub type LiveLedger = Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>>;
+
+/// Produce round-robin over `partitions` at `rate`/s until `stop`; returns every acknowledged
+/// (partition, offset) and, if given, keeps `live` current while it runs.
+pub async fn produce_until(
+    client: Client,
+    topic: String,
+    partitions: i32,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+    live: Option<LiveLedger>,
+) -> Result<BTreeSet<(Tp, i64)>> {
+    let producer = Producer::new(client, ProducerConfig::default())?;
+    let started = Instant::now();
+    let acked: Arc<Mutex<BTreeSet<(Tp, i64)>>> = Arc::default();
+    let mut acks = tokio::task::JoinSet::new();
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let r = ProducerRecord::new(&topic)
+            .partition((i % partitions as u64) as i32)
+            .value(i.to_be_bytes().to_vec());
+        let delivery = producer.send(r).await?;
+        let (acked, live) = (acked.clone(), live.clone());
+        acks.spawn(async move {
+            let m = delivery.await?;
+            let tp = (m.topic, m.partition);
+            if let Some(live) = live {
+                live.lock()
+                    .map_err(|_| anyhow::anyhow!("ledger poisoned"))?
+                    .entry(tp.clone())
+                    .or_default()
+                    .insert(m.offset);
+            }
+            acked
+                .lock()
+                .map_err(|_| anyhow::anyhow!("ledger poisoned"))?
+                .insert((tp, m.offset));
+            anyhow::Ok(())
+        });
+        // Reap finished acknowledgements as we go (a long run sends tens of thousands).
+        while let Some(r) = acks.try_join_next() {
+            r??;
+        }
+        i += 1;
+    }
+    producer.flush().await?;
+    while let Some(r) = acks.join_next().await {
+        r??;
+    }
+    producer.close().await?;
+    let out = std::mem::take(&mut *acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    Ok(out)
+}
