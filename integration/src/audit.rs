@@ -10,20 +10,24 @@ use serde::Deserialize;
 
 type Tp = (String, i32);
 
+/// One line of a worker's `--audit` file (`assignor/examples/worker.rs`).
 #[derive(Debug, Deserialize)]
-struct Line {
-    ts_ms: u64,
+pub struct Line {
+    pub ts_ms: u64,
     #[serde(default)]
-    member: Option<String>,
-    event: String,
+    pub member: Option<String>,
+    pub event: String,
     #[serde(default)]
-    partitions: Vec<(String, i32)>,
+    pub partitions: Vec<(String, i32)>,
     #[serde(default)]
-    topic: Option<String>,
+    pub topic: Option<String>,
     #[serde(default)]
-    partition: Option<i32>,
+    pub partition: Option<i32>,
     #[serde(default)]
-    offset: Option<i64>,
+    pub offset: Option<i64>,
+    /// `role` lines: the generation the member was in.
+    #[serde(default)]
+    pub generation: Option<i32>,
 }
 
 /// One member's ownership of one partition, `[start, end]` in ms.

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context, Result};
 use lagbalance::control::{ControlClient, Op};
 use lagbalance::{Client, ClientConfig};
-use serde::Deserialize;
 
 use crate::agents::Agent;
 use crate::audit;
+use crate::audit::Line;
 use crate::workers::{is_leader, owned_by_audit, wait_balanced, Worker};
 use crate::{unique, TestBroker};
 
@@ -195,24 +195,6 @@ impl Duplicates {
         }
         out
     }
-}
-
-#[derive(Deserialize)]
-struct Line {
-    ts_ms: u64,
-    #[serde(default)]
-    member: Option<String>,
-    event: String,
-    #[serde(default)]
-    partitions: Vec<(String, i32)>,
-    #[serde(default)]
-    topic: Option<String>,
-    #[serde(default)]
-    partition: Option<i32>,
-    #[serde(default)]
-    offset: Option<i64>,
-    #[serde(default)]
-    generation: Option<i32>,
 }
 
 fn read_lines(f: &Path) -> Result<Vec<Line>> {
