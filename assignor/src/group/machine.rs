@@ -17,7 +17,7 @@
 //! - the leader validates every plan (no partition both revoked and added in one round) and
 //!   remembers what it issued, to survive brokers without a join barrier.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -333,6 +333,9 @@ pub struct Membership {
     follow_up: bool,
     /// Leader: follow-up rounds run back to back; each waits twice as long as the one before.
     follow_ups_in_a_row: u32,
+    /// Leader: members of our last plan missing from a later JoinGroup answer, with when we
+    /// first missed them and what we had given them (see `hold_vanished`).
+    vanished: BTreeMap<String, (u64, Vec<Tp>)>,
     /// Leader: generation of the first plan of our current run as leader. A member whose claim
     /// predates it may hold what an earlier leader gave it, which we never saw.
     led_since: Option<i32>,
@@ -392,6 +395,7 @@ impl Membership {
             issued: None,
             follow_up: false,
             follow_ups_in_a_row: 0,
+            vanished: BTreeMap::new(),
             led_since: None,
             now: now_ms,
         }
@@ -1150,6 +1154,9 @@ impl Membership {
         // The assignor's intent for those partitions is deferred: the leader asks for another
         // round once their holder has had time to rejoin with a current claim.
         self.follow_up = keep_with_remembered_owner(&view, &owners, &mut plan);
+        if self.hold_vanished(&view, &owners, &mut plan) {
+            self.follow_up = true;
+        }
         if withhold_contested(&view, self.issued.as_ref(), &mut plan) {
             self.follow_up = true;
         }
@@ -1273,6 +1280,60 @@ impl Membership {
         } else {
             Phase::Stable
         };
+    }
+
+    /// Leader: a member of our last plan that is missing from this JoinGroup answer may still be
+    /// alive and consuming — tansu leaves a member out while its own JoinGroup sits in the 3 s
+    /// pause, or drops one that missed heartbeats and lets it back in under the same id without
+    /// a fencing error (seen in the chaos suite: a newcomer's partition given to another member
+    /// one generation later while the newcomer consumed it for 11 s). Kafka would have fenced
+    /// it; here we cannot know. So what we gave it stays with nobody until a session timeout
+    /// after we first missed it — by then it has given its partitions up itself
+    /// (`check_session`) — unless a present member owns it. Returns whether it withheld anything.
+    fn hold_vanished(&mut self, view: &GroupView, owners: &[Option<u32>], plan: &mut Plan) -> bool {
+        let present: std::collections::HashSet<&str> =
+            view.members.iter().map(|m| m.member_id.as_str()).collect();
+        let now = self.now;
+        if let Some(issued) = &self.issued {
+            for (id, parts) in &issued.assignments {
+                if !present.contains(id.as_str()) && !parts.is_empty() {
+                    self.vanished
+                        .entry(id.clone())
+                        .or_insert_with(|| (now, parts.clone()));
+                }
+            }
+        }
+        let hold_for = self.config.session_timeout_ms;
+        self.vanished
+            .retain(|id, (since, _)| !present.contains(id.as_str()) && now < *since + hold_for);
+        if self.vanished.is_empty() {
+            return false;
+        }
+        let offsets = view.topic_offsets();
+        let held: std::collections::HashSet<usize> = self
+            .vanished
+            .values()
+            .flat_map(|(_, parts)| parts.iter())
+            .filter_map(|(topic, partition)| {
+                let t = view.topic_index(topic)?;
+                view.flat_index(&offsets, DenseTp::new(t, *partition))
+            })
+            .filter(|&i| owners.get(i).copied().flatten().is_none())
+            .collect();
+        let mut withheld = false;
+        for list in plan.assignments.iter_mut() {
+            list.retain(|tp| {
+                let keep = view
+                    .flat_index(&offsets, *tp)
+                    .is_none_or(|i| !held.contains(&i));
+                withheld |= !keep;
+                keep
+            });
+        }
+        if withheld {
+            tracing::info!(group = %self.config.group_id, members = ?self.vanished.keys().collect::<Vec<_>>(), "holding the partitions of members missing from the JoinGroup answer");
+        }
+        withheld
     }
 
     /// The answer to the pending heartbeat cannot fence or reset the current generation: it was
