@@ -1032,8 +1032,16 @@ impl Membership {
         }
         if error == 0 {
             self.contact_at = self.now;
-            if self.generation < 0 {
-                // A new session: its first heartbeat is an interval away.
+            // A member holding partitions heartbeats at once in a new generation. tansu counts
+            // a heartbeat towards the session only while the group forms, or once formed only
+            // if it carries the generation it formed at; a member whose every heartbeat of a
+            // busy stretch came a generation late was expelled while it consumed (seen in the
+            // chaos suite: its partitions handed on during its next held JoinGroup, 12 s after
+            // its last counted heartbeat). Otherwise a new session's first heartbeat is an
+            // interval away, and the cadence is kept (see `keepalive_due`).
+            if !self.owned.is_empty() && generation != self.generation {
+                self.next_heartbeat = self.now;
+            } else if self.generation < 0 {
                 self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
             }
             self.member_id = member_id;

@@ -1264,6 +1264,21 @@ impl Solo {
 
 /// The single output, which must be a request of kind `api`: (id, request).
 #[track_caller]
+/// The one `api` request among `out`, which may hold other requests too.
+fn send_among(out: &[Output], api: Api) -> (u64, Request) {
+    let found: Vec<(u64, Request)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { id, request } if api_of(request) == api => Some((*id, request.clone())),
+            _ => None,
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => one.clone(),
+        _ => panic!("expected one {api:?} request, got {out:?}"),
+    }
+}
+
 fn only_send(out: &[Output], api: Api) -> (u64, Request) {
     match out {
         [Output::Send { id, request }] if api_of(request) == api => (*id, request.clone()),
@@ -3473,14 +3488,19 @@ fn a_heartbeat_answer_for_a_generation_we_left_does_not_fence_the_new_one() {
         },
     );
     let (sync, _) = only_send(&out, Api::Sync);
-    // Its late ILLEGAL_GENERATION is about generation 1: no reset, no rejoin.
+    // Its late ILLEGAL_GENERATION is about generation 1: no reset, no rejoin — only the
+    // heartbeat a member holding partitions sends at once in its new generation.
     let out = s.respond(
         beat,
         Response::Heartbeat {
             error: code(ResponseError::IllegalGeneration),
         },
     );
-    assert!(out.is_empty(), "{out:?}");
+    let (_, request) = only_send(&out, Api::Heartbeat);
+    assert!(
+        matches!(request, Request::Heartbeat { generation: 2, .. }),
+        "{request:?}"
+    );
     assert_eq!(s.m.generation(), 2);
     let out = s.respond(
         sync,
@@ -3532,7 +3552,9 @@ fn a_rejoin_for_someone_elses_rebalance_repeats_our_last_subscription() {
                 members: vec![],
             },
         );
-        let (sync, _) = only_send(&out, Api::Sync);
+        let (sync, _) = send_among(&out, Api::Sync);
+        let (beat, _) = send_among(&out, Api::Heartbeat);
+        assert!(s.respond(beat, Response::Heartbeat { error: 0 }).is_empty());
         let out = s.respond(
             sync,
             Response::Sync {
@@ -3654,4 +3676,173 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
     assert!(holders.is_empty(), "t0 handed to {holders:?}: {plan:?}");
     // z keeps what only it claims.
     assert!(plan["z"].contains(&("t".to_string(), 1)));
+}
+
+/// tansu drops a live member from a JoinGroup answer when it judged the member's session
+/// expired (heartbeats that came a generation late do not count there), and lets it back in
+/// under the same id without a fencing error; seen in the chaos suite: the leader handed a
+/// missing member's partitions to the others while it consumed them for 10 s more. The leader
+/// gives what it last gave a missing member to nobody for one session timeout — by then the
+/// member has rejoined, or given its partitions up itself (`check_session`).
+#[test]
+fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_timeout() {
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.input(Input::Subscribe(vec!["t".into()]));
+    let (find, _) = only_send(&out, Api::Find);
+    let out = solo.respond(
+        find,
+        Response::Coordinator {
+            node_id: 1,
+            addr: "c".into(),
+        },
+    );
+    let (mut join, _) = only_send(&out, Api::Join);
+    let claim = |owned: Vec<Tp>, generation: i32| {
+        encode_subscription(&Subscription {
+            topics: vec!["t".into()],
+            owned,
+            generation,
+            ..Subscription::default()
+        })
+        .unwrap()
+    };
+    let member = |id: &str, metadata: Bytes| JoinedMember {
+        member_id: id.into(),
+        instance_id: None,
+        metadata,
+    };
+    // Leads one round with `members` (besides itself) and returns the plan it synced.
+    let lead = |solo: &mut Solo,
+                join: u64,
+                generation: i32,
+                others: Vec<JoinedMember>|
+     -> BTreeMap<String, Vec<(String, i32)>> {
+        let mut members = vec![member(
+            "a",
+            claim(solo.m.owned().iter().cloned().collect(), 4),
+        )];
+        members.extend(others);
+        let out = solo.respond(
+            join,
+            Response::Join {
+                error: 0,
+                generation,
+                protocol: Some("cooperative-sticky".into()),
+                leader: "a".into(),
+                member_id: "a".into(),
+                members,
+            },
+        );
+        for o in &out {
+            if let Output::Send {
+                id,
+                request: Request::Heartbeat { .. },
+            } = o
+            {
+                assert!(solo
+                    .respond(*id, Response::Heartbeat { error: 0 })
+                    .is_empty());
+            }
+        }
+        let Some(Output::LeaderInputsNeeded { id, .. }) = out
+            .iter()
+            .find(|o| matches!(o, Output::LeaderInputsNeeded { .. }))
+            .cloned()
+        else {
+            panic!("{out:?}")
+        };
+        let out = solo.input(Input::LeaderInputs {
+            id,
+            topics: vec![("t".into(), 6)],
+            stats: None,
+        });
+        let (sync, request) = send_among(&out, Api::Sync);
+        let plan = sync_assignments(&request);
+        let mine: Vec<Tp> = plan["a"].iter().map(|(t, p)| (t.clone(), *p)).collect();
+        let out = solo.respond(
+            sync,
+            Response::Sync {
+                error: 0,
+                assignment: assignment_blob(&mine),
+            },
+        );
+        if out.iter().any(is_callback) {
+            solo.input(Input::CallbacksDone);
+        }
+        plan
+    };
+    let plan = lead(
+        &mut solo,
+        join,
+        4,
+        vec![
+            member("y", claim(tps("t", 0..2), 4)),
+            member("z", claim(tps("t", 2..4), 4)),
+        ],
+    );
+    assert_eq!(plan["y"].len(), 2, "{plan:?}");
+    let given_to_y: Vec<(String, i32)> = plan["y"].clone();
+
+    // y is missing from the next answer: what it had goes to nobody.
+    let holders_of_ys = |plan: &BTreeMap<String, Vec<(String, i32)>>| -> Vec<String> {
+        plan.iter()
+            .filter(|(_, parts)| parts.iter().any(|p| given_to_y.contains(p)))
+            .map(|(m, _)| m.clone())
+            .collect()
+    };
+    // Time passes with every heartbeat answered; returns the follow-up JoinGroup the leader
+    // sent meanwhile, if any.
+    let pass = |solo: &mut Solo, ms: u64| -> Option<u64> {
+        let mut follow_up = None;
+        let end = solo.now + ms;
+        while solo.now < end {
+            solo.now = (solo.now + 500).min(end);
+            let out = solo.input(Input::Tick);
+            for o in out {
+                match o {
+                    Output::Send {
+                        id,
+                        request: Request::Heartbeat { .. },
+                    } => assert!(solo
+                        .respond(id, Response::Heartbeat { error: 0 })
+                        .is_empty()),
+                    Output::Send {
+                        id,
+                        request: Request::Join { .. },
+                    } => follow_up = Some(id),
+                    other => panic!("{other:?}"),
+                }
+            }
+            if follow_up.is_some() {
+                break;
+            }
+        }
+        follow_up
+    };
+    // y is missing from the next answers: what it had goes to nobody for a session timeout
+    // after we first missed it; the leader's follow-up rounds then hand it out.
+    let out = solo.input(Input::RequestRejoin("test".into()));
+    join = send_among(&out, Api::Join).0;
+    let first_missed = solo.now;
+    let mut generation = 5;
+    loop {
+        let plan = lead(
+            &mut solo,
+            join,
+            generation,
+            vec![member("z", claim(tps("t", 2..4), 4))],
+        );
+        let since_missed = solo.now - first_missed;
+        if since_missed < 10_000 {
+            assert!(
+                holders_of_ys(&plan).is_empty(),
+                "{since_missed} ms: {plan:?}"
+            );
+        } else if plan.values().map(Vec::len).sum::<usize>() == 6 {
+            break;
+        }
+        assert!(since_missed < 60_000, "never handed out: {plan:?}");
+        join = pass(&mut solo, 60_000).expect("a follow-up round");
+        generation += 1;
+    }
 }
