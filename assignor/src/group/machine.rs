@@ -1237,6 +1237,14 @@ impl Membership {
         let assigned: BTreeSet<Tp> = assignment.partitions.iter().cloned().collect();
         let revoked: Vec<Tp> = self.owned.difference(&assigned).cloned().collect();
         let added: Vec<Tp> = assigned.difference(&self.owned).cloned().collect();
+        if !added.is_empty() || !revoked.is_empty() {
+            // Our last JoinGroup's claim is out of date even if the owned set comes back to
+            // what it was then: an eager member revokes everything before each rejoin, so its
+            // empty claim of generation 2 looked unchanged after it held partitions 0–7 at
+            // generation 7, and the leader, taking it for a member held back since generation
+            // 2, kept those partitions with it round after round (seen with `range` on tansu).
+            self.last_join = None;
+        }
         if let Some(a) = self
             .assignors
             .iter_mut()
