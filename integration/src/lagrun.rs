@@ -5,7 +5,7 @@
 //! prints the figures in docs/partitioner.md).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,13 @@ pub struct Params {
     /// How long it writes.
     pub duration: Duration,
     pub routing: Routing,
-    /// The group's assignor(s). Default `range`: on tansu an eager group of three settles in
-    /// one round (~13 s here), where cooperative-sticky's follow-up rounds, each behind
-    /// tansu's ~3 s rejoin pause, took up to 27 s. The partitioner does not care which.
+    /// The group's assignor(s). Default `cooperative-sticky`: on tansu 0.6.0 the group
+    /// settles 12.6 s after the first member (see `first_alone`). `range` (eager) can
+    /// livelock there: an eager member rejoins with an empty owned set, so it repeats its
+    /// last subscription byte for byte, generation field included, and the leader keeps
+    /// taking that stale claim for a held-back member and keeps partitions with it — seen:
+    /// one member of three without partitions for over 40 s, a round every ~12 s. The
+    /// partitioner does not care which assignor the group uses.
     pub assignor: String,
     /// Partitioner settings (group and topic are filled in).
     pub partitioner: LagPartitionerConfig,
@@ -67,7 +71,7 @@ impl Params {
             rate: 240.0,
             duration: Duration::from_secs(20),
             routing,
-            assignor: "range".into(),
+            assignor: "cooperative-sticky".into(),
             partitioner,
             join_limit: Duration::from_secs(30),
         }
@@ -94,6 +98,9 @@ pub struct Report {
     pub ownership_changed: bool,
     /// Partitions per consumer before and after producing.
     pub owners: (Vec<BTreeSet<i32>>, Vec<BTreeSet<i32>>),
+    /// Group generation per consumer before and after producing (a change means the group
+    /// rebalanced while records flowed, even if every partition came back to its owner).
+    pub generations: (Vec<i32>, Vec<i32>),
     /// Records written per partition.
     pub produced: Vec<u64>,
     pub samples: Vec<Sample>,
@@ -174,9 +181,12 @@ impl Partitioner for RoundRobin {
 struct Quiet;
 impl RebalanceListener for Quiet {}
 
-/// A consumer task: its partitions as it last reported them, and what it processed.
+/// A consumer task: its partitions and group generation as it last reported them, and what
+/// it processed.
 struct Member {
     owned: Arc<Mutex<BTreeSet<i32>>>,
+    /// The group generation the member last joined (−1 before the first).
+    generation: Arc<AtomicI32>,
     consumed: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -199,8 +209,9 @@ fn spawn_member(
     let mut consumer = Consumer::new(config, Box::new(Quiet))?;
     consumer.subscribe(&[topic]);
     let owned = Arc::new(Mutex::new(BTreeSet::new()));
+    let generation = Arc::new(AtomicI32::new(-1));
     let consumed = Arc::new(AtomicU64::new(0));
-    let (o, c) = (owned.clone(), consumed.clone());
+    let (o, g, c) = (owned.clone(), generation.clone(), consumed.clone());
     let task = tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let records = match consumer.poll(Duration::from_millis(100)).await {
@@ -214,6 +225,7 @@ fn spawn_member(
             }
             if let Ok(mut o) = o.lock() {
                 *o = consumer.assignment().iter().map(|(_, p)| *p).collect();
+                g.store(consumer.identity().generation, Ordering::Relaxed);
             }
         }
         consumer.close(Duration::from_secs(5)).await?;
@@ -221,6 +233,7 @@ fn spawn_member(
     });
     Ok(Member {
         owned,
+        generation,
         consumed,
         task,
     })
@@ -233,9 +246,60 @@ fn ownership(members: &[Member]) -> Vec<BTreeSet<i32>> {
         .collect()
 }
 
-/// How long ownership must hold still before producing: tansu pauses rejoining followers
-/// ~3 s, so a cooperative follow-up round can come that late.
+fn generations(members: &[Member]) -> Vec<i32> {
+    members
+        .iter()
+        .map(|m| m.generation.load(Ordering::Relaxed))
+        .collect()
+}
+
+/// Whether the group is where its assignor would leave it: every partition owned exactly once,
+/// every member in the same generation, and the shares even (no two members more than one
+/// partition apart — what range and cooperative-sticky give a group of equal members).
+///
+/// An uneven or incomplete assignment is one the leader adjusted: on tansu 0.6.0 (no join
+/// barrier) it keeps a partition with its remembered owner, or withholds a contested one, and
+/// asks for a *follow-up round* — which its back-off (up to 4 heartbeat intervals, 12 s) can
+/// start well after ownership has looked still for a few seconds. A member whose JoinGroup
+/// tansu is holding still reports the previous generation.
+fn settled(owners: &[BTreeSet<i32>], generations: &[i32], partitions: i32) -> bool {
+    let total: usize = owners.iter().map(BTreeSet::len).sum();
+    let union: BTreeSet<i32> = owners.iter().flatten().copied().collect();
+    let sizes = owners.iter().map(BTreeSet::len);
+    let (least, most) = (sizes.clone().min(), sizes.max());
+    total == partitions as usize
+        && union.len() == total
+        && least.is_some_and(|l| l > 0 && most.is_some_and(|m| m - l <= 1))
+        && generations
+            .first()
+            .is_some_and(|g| *g >= 0 && generations.iter().all(|x| x == g))
+}
+
+/// How long the group must hold still, settled, before producing: a rejoin already in flight
+/// (tansu holds a follower's JoinGroup ~3 s) shows within this.
 const SETTLE: Duration = Duration::from_secs(4);
+
+/// Wait (until `deadline`) for the first member to own every partition: a group of one,
+/// formed and synced. The others are started only then.
+///
+/// On tansu 0.6.0 (no join barrier) three members started together form the group one
+/// JoinGroup at a time: the leader's first plans go to generations that nobody syncs, its
+/// memory of them then outranks the members' claims, and follow-up rounds, each behind
+/// tansu's ~3 s hold of a follower's JoinGroup, follow (measured: settled after 3.5–27 s,
+/// producing at 7.6–31.3 s). With the first member settled alone, the other two join one
+/// cooperative rebalance with real claims (measured: settled after 12.6 s every time).
+async fn first_alone(members: &[Member], partitions: i32, deadline: Instant) -> Result<()> {
+    loop {
+        let owned = ownership(members);
+        if owned.first().map_or(0, BTreeSet::len) == partitions as usize {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the first member did not own all {partitions} partitions in time: {owned:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// Run the experiment once, on a fresh topic and group.
 pub async fn run(params: &Params) -> Result<Report> {
@@ -244,7 +308,10 @@ pub async fn run(params: &Params) -> Result<Report> {
     let group = crate::unique("lagpart-g");
     client.create_topic(&topic, params.partitions, 1).await?;
     let stop = Arc::new(AtomicBool::new(false));
+    // The whole join, first member and group, is bounded by `join_limit`.
+    let deadline = Instant::now() + params.join_limit;
     let mut members = Vec::new();
+    let mut result = Ok(());
     for cost in &params.costs {
         members.push(spawn_member(
             &params.bootstrap,
@@ -254,8 +321,17 @@ pub async fn run(params: &Params) -> Result<Report> {
             *cost,
             stop.clone(),
         )?);
+        if members.len() == 1 {
+            result = first_alone(&members, params.partitions, deadline).await;
+            if result.is_err() {
+                break;
+            }
+        }
     }
-    let result = measure(params, &client, &topic, &group, &members).await;
+    let result = match result {
+        Ok(()) => measure(params, &client, &topic, &group, &members, deadline).await,
+        Err(e) => Err(e),
+    };
     stop.store(true, Ordering::Relaxed);
     for m in members {
         match tokio::time::timeout(Duration::from_secs(10), m.task).await {
@@ -274,41 +350,52 @@ async fn measure(
     topic: &str,
     group: &str,
     members: &[Member],
+    deadline: Instant,
 ) -> Result<Report> {
     let n = params.partitions;
-    // Wait (bounded) until every partition is owned exactly once and each member has a share.
-    let deadline = Instant::now() + params.join_limit;
-    let mut stable_since: Option<(Instant, Vec<BTreeSet<i32>>)> = None;
-    // LAGRUN_TRACE=1 prints every ownership change while waiting.
+    // Wait (until `deadline`) for the group to be settled (see `settled`) and to have held
+    // still for SETTLE.
+    let mut stable_since: Option<(Instant, Vec<BTreeSet<i32>>, Vec<i32>)> = None;
+    // LAGRUN_TRACE=1 prints every ownership or generation change while waiting.
     let trace = std::env::var_os("LAGRUN_TRACE").is_some();
     let began = Instant::now();
-    let mut last_seen = Vec::new();
+    let mut last_seen = (Vec::new(), Vec::new());
     let settled = loop {
         let now = ownership(members);
-        let total: usize = now.iter().map(BTreeSet::len).sum();
-        let union: BTreeSet<i32> = now.iter().flatten().copied().collect();
-        let good = total == n as usize && union.len() == total && now.iter().all(|s| !s.is_empty());
-        if trace && last_seen != now {
-            eprintln!("{:>5.1} s {group}: {now:?}", began.elapsed().as_secs_f64());
-            last_seen = now.clone();
+        let gens = generations(members);
+        let good = settled(&now, &gens, n);
+        if trace && (last_seen.0 != now || last_seen.1 != gens) {
+            eprintln!(
+                "{:>5.1} s {group}: {now:?} generations {gens:?}{}",
+                began.elapsed().as_secs_f64(),
+                if good { " (settled)" } else { "" }
+            );
+            last_seen = (now.clone(), gens.clone());
         }
         match &stable_since {
-            Some((since, seen)) if good && *seen == now => {
+            Some((since, seen, seen_gens)) if good && *seen == now && *seen_gens == gens => {
                 if since.elapsed() >= SETTLE {
                     break now;
                 }
             }
-            _ if good => stable_since = Some((Instant::now(), now.clone())),
+            _ if good => stable_since = Some((Instant::now(), now.clone(), gens.clone())),
             _ => stable_since = None,
         }
         if Instant::now() >= deadline {
             bail!(
-                "group did not settle within {:?}: {now:?}",
+                "group did not settle within {:?}: {now:?}, generations {gens:?}",
                 params.join_limit
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    if trace {
+        eprintln!(
+            "{:>5.1} s {group}: producing",
+            began.elapsed().as_secs_f64()
+        );
+    }
+    let generations_before = generations(members);
     let slow_partitions = settled[0].clone();
 
     let mut pcfg = params.partitioner.clone();
@@ -388,6 +475,7 @@ async fn measure(
     });
     producer.close().await?;
     let owners_after = ownership(members);
+    let generations_after = generations(members);
     let ownership_changed = owners_after != settled;
     Ok(Report {
         routing: params.routing,
@@ -403,5 +491,37 @@ async fn measure(
         elapsed,
         ownership_changed,
         owners: (settled, owners_after),
+        generations: (generations_before, generations_after),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settled;
+    use std::collections::BTreeSet;
+
+    fn owners(sets: &[&[i32]]) -> Vec<BTreeSet<i32>> {
+        sets.iter().map(|s| s.iter().copied().collect()).collect()
+    }
+
+    #[test]
+    fn settled_needs_every_partition_once_even_shares_and_one_generation() {
+        let even = owners(&[&[0, 1, 2, 3], &[4, 5, 6, 7], &[8, 9, 10, 11]]);
+        assert!(settled(&even, &[6, 6, 6], 12));
+        // A member whose JoinGroup tansu holds still reports the previous generation.
+        assert!(!settled(&even, &[6, 5, 6], 12));
+        assert!(!settled(&even, &[-1, -1, -1], 12));
+        // Kept with a remembered owner: a follow-up round is coming (seen on tansu).
+        let kept = owners(&[&[4, 5], &[0, 1, 2, 3], &[6, 7, 8, 9, 10, 11]]);
+        assert!(!settled(&kept, &[6, 6, 6], 12));
+        // Withheld (contested) partitions.
+        let withheld = owners(&[&[0, 2, 4, 6], &[9, 11], &[1, 3, 5, 7]]);
+        assert!(!settled(&withheld, &[7, 7, 7], 12));
+        // Owned twice.
+        let twice = owners(&[&[0, 1, 2, 3], &[3, 4, 5, 6], &[7, 8, 9, 10, 11]]);
+        assert!(!settled(&twice, &[2, 2, 2], 12));
+        // Shares one apart are even (e.g. 10 partitions over 3 members).
+        let uneven_count = owners(&[&[0, 1, 2, 3], &[4, 5, 6], &[7, 8, 9]]);
+        assert!(settled(&uneven_count, &[3, 3, 3], 10));
+    }
 }
