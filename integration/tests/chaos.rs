@@ -82,7 +82,6 @@ fn assert_outcome(label: &str, cfg: &ChaosConfig, out: &ChaosOutcome) {
 /// The short run of the default test command: 15 forced rebalances, and kill -9 mid-rebalance,
 /// SIGSTOP past the session and the agent restart once each (about 3 minutes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finds double ownership on tansu 0.6.0 (a leader hands out a partition of a live member missing from its JoinGroup view; issues 3 and 6 stay open): cargo test -p lagbalance-integration --test chaos chaos_short -- --ignored"]
 async fn chaos_short() {
     let broker = TestBroker::start().await.expect("broker");
     let mut cfg = ChaosConfig::short(env_usize("LAGBALANCE_CHAOS_SHORT_REBALANCES", 15));
@@ -115,7 +114,7 @@ async fn static_member_restart() {
 /// The long run (`LAGBALANCE_CHAOS_REBALANCES`, default 100; `LAGBALANCE_CHAOS_CYCLES`, default
 /// 3 rounds of every fault).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long run (about 15 minutes); currently FAILS: the leader double-assigns during forced rebalances (12 overlaps in 100, README Chaos suite); run with -- --ignored"]
+#[ignore = "long run (about 18 minutes); run with -- --ignored (README, Chaos suite)"]
 async fn chaos_long() {
     let broker = TestBroker::start().await.expect("broker");
     let mut cfg = ChaosConfig::short(env_usize("LAGBALANCE_CHAOS_REBALANCES", 100));
