@@ -11,7 +11,9 @@
 //! is adopted only if it lowers the objective by more than `min_improvement` (relative), and a
 //! partition that moved within `stabilisation_window_ms` does not move again (the leader keeps
 //! that memory, by topic name, across generations) unless its owner is overloaded (projected
-//! utilisation above 1: it cannot keep up, which no window should prolong).
+//! utilisation above 1: it cannot keep up, which no window should prolong). A move starts the
+//! window only if the owner claimed the partition in its subscription: one it holds only in
+//! the leader's memory stays with it whatever the plan says (the group machine's rule).
 //!
 //! Inputs, most trusted first: partition rate/lag from the leader's own measurement
 //! ([`GroupView::stats`]); otherwise what the partition's current owner reported in its user
@@ -377,6 +379,20 @@ impl LagBalanceAssignor {
         self.last_move
             .retain(|name, _| view.topic_index(name).is_some());
         self.pending.clear();
+        // A move counts for the window only if its owner claims the partition in this view.
+        // One it holds only in the leader's memory (it has not rejoined since it was given it)
+        // the group machine keeps with it after the assignor decides (`keep_with_remembered_
+        // owner`): pinning those pinned partitions that never moved — a group that formed while
+        // members were still syncing stayed split 2/4/6 for the whole window (seen in the
+        // agent's end-to-end test on tansu).
+        let mut claimed: Vec<Option<u32>> = vec![None; work.n];
+        for (m, member) in view.members.iter().enumerate() {
+            for &tp in &member.owned {
+                if let Some(p) = view.flat_index(&work.offsets, tp) {
+                    claimed[p] = Some(m as u32);
+                }
+            }
+        }
         let mut moved = 0;
         let mut unassigned = 0;
         for (t, topic) in view.topics.iter().enumerate() {
@@ -393,7 +409,9 @@ impl LagBalanceAssignor {
                 match owners[p] {
                     Some(o) if o != target => {
                         moved += 1;
-                        *last = view.now_ms;
+                        if claimed[p] == Some(o) {
+                            *last = view.now_ms;
+                        }
                         if target != NONE {
                             self.pending.insert(
                                 (topic.name.clone(), i as i32),
@@ -1386,6 +1404,45 @@ mod tests {
         a2.assign(&v2, None).unwrap();
         assert!(!a2.last_report().overloaded[1]);
         assert_eq!(a2.last_report().moved, 0, "{:?}", a2.last_report());
+    }
+
+    /// A partition a member holds only in the leader's memory (it has not rejoined since it was
+    /// given it) is kept with it by the group machine whatever the plan says, so a plan that
+    /// moves it does not start its stabilisation window; once the member claims it, a move
+    /// does.
+    #[test]
+    fn only_a_claimed_partitions_move_starts_the_window() {
+        let mut a = LagBalanceAssignor::default();
+        let held = |ids: &[i32]| {
+            ids.iter()
+                .map(|&p| ("t".to_string(), p))
+                .collect::<Vec<_>>()
+        };
+        let memory = IssuedPlan {
+            generation: 1,
+            assignments: vec![
+                ("a".into(), held(&[0, 1, 2, 3, 4, 5])),
+                ("b".into(), Vec::new()),
+            ],
+            since: vec![vec![1; 6], Vec::new()],
+        };
+        let mut v = view(
+            &[("t", 6)],
+            vec![mv("a", &[0], &[], None), mv("b", &[0], &[], None)],
+            Some(vec![1.0; 6]),
+        );
+        v.members[0].generation = -1;
+        v.members[1].generation = -1;
+        a.assign(&v, Some(&memory)).unwrap();
+        assert!(a.last_report().moved > 0, "{:?}", a.last_report());
+        assert!((0..6).all(|p| a.last_move_ms("t", p).is_none()));
+        // Now a claims all six: the same moves start the window.
+        v.members[0].owned = (0..6).map(|p| Tp::new(0, p)).collect();
+        v.members[0].generation = 1;
+        v.now_ms += 1_000;
+        a.assign(&v, Some(&memory)).unwrap();
+        assert!(a.last_report().moved > 0, "{:?}", a.last_report());
+        assert!((0..6).any(|p| a.last_move_ms("t", p).is_some()));
     }
 
     #[test]

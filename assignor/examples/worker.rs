@@ -3,7 +3,8 @@
 //! ```text
 //! worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
 //!        [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME]
-//!        [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N] [--slow-factor N]
+//!        [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N]
+//!        [--heartbeat-interval-ms N] [--slow-factor N]
 //! ```
 //!
 //! `--cost-us` simulates per-record work: `busy` (default) spins the CPU for that long per
@@ -40,6 +41,7 @@ struct Args {
     audit: Option<String>,
     commit_interval_ms: Option<u64>,
     session_timeout_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
     /// On SIGUSR1 the per-record cost is multiplied by this (a noisy neighbour arrives).
     slow_factor: u64,
 }
@@ -64,6 +66,7 @@ fn parse_args() -> Args {
         audit: None,
         commit_interval_ms: None,
         session_timeout_ms: None,
+        heartbeat_interval_ms: None,
         slow_factor: 3,
     };
     let mut it = std::env::args().skip(1);
@@ -99,6 +102,9 @@ fn parse_args() -> Args {
             }
             "--session-timeout-ms" => {
                 a.session_timeout_ms = Some(num(val(), "--session-timeout-ms"))
+            }
+            "--heartbeat-interval-ms" => {
+                a.heartbeat_interval_ms = Some(num(val(), "--heartbeat-interval-ms"))
             }
             other => usage(&format!("unknown flag {other}")),
         }
@@ -206,6 +212,11 @@ async fn main() {
         config
             .set("heartbeat.interval.ms", &(ms / 3).max(100).to_string())
             .expect("valid");
+    }
+    if let Some(ms) = args.heartbeat_interval_ms {
+        if let Err(e) = config.set("heartbeat.interval.ms", &ms.to_string()) {
+            usage(&e.to_string());
+        }
     }
     config.set("client.id", &args.name).expect("valid");
     let mut consumer = match Consumer::new(config, Box::new(audit.clone())) {
