@@ -31,8 +31,10 @@ use super::codec::{
     Subscription,
 };
 
-/// How long cached subscription user data may be reused by later joins.
-pub const USER_DATA_MAX_AGE_MS: u64 = 30_000;
+/// How long cached subscription user data may be reused by later joins; older data is
+/// recomputed and sent only if the assignor says the news matters
+/// ([`Assignor::user_data_worth_sending`]), so a short age costs no rebalances.
+pub const USER_DATA_MAX_AGE_MS: u64 = 5_000;
 
 /// A partition by name.
 pub type Tp = (String, i32);

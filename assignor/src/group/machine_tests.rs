@@ -3888,3 +3888,86 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         generation += 1;
     }
 }
+
+/// Capacity news reaches the leader at the next rebalance: user data older than
+/// `USER_DATA_MAX_AGE_MS` is recomputed at a join and sent if the assignor says it matters
+/// (lagbalance: a capacity appeared, vanished or moved by more than 20 %). Members that had
+/// just joined when the group formed otherwise kept announcing "capacity unknown" for 30 s,
+/// and the leader, giving unknown members the median of the known, spread a 2:2:1 group
+/// evenly (the end-to-end benchmark's 1.00×).
+#[test]
+fn capacity_learnt_after_joining_is_sent_at_the_next_rebalance() {
+    let mut s = Solo::new(config(), lagbalance_then_sticky());
+    s.stable_follower(&tps("t", 0..2));
+    let capacity_in = |req: &Request| {
+        let sub = join_subscription(req, 0);
+        sub.user_data
+            .and_then(|b| MemberUserData::decode(&b).ok())
+            .and_then(|d| d.capacity)
+    };
+    // A heartbeat answered REBALANCE_IN_PROGRESS; returns the JoinGroup it causes.
+    let foreign_rebalance = |s: &mut Solo, at: u64| -> (u64, Request) {
+        s.now = at;
+        let out = s.input(Input::Tick);
+        let (beat, _) = only_send(&out, Api::Heartbeat);
+        let out = s.respond(
+            beat,
+            Response::Heartbeat {
+                error: code(ResponseError::RebalanceInProgress),
+            },
+        );
+        only_send(&out, Api::Join)
+    };
+    let complete = |s: &mut Solo, join: u64, generation: i32| {
+        let out = s.respond(
+            join,
+            Response::Join {
+                error: 0,
+                generation,
+                protocol: Some("cooperative-sticky".into()),
+                leader: "leader".into(),
+                member_id: "m1".into(),
+                members: vec![],
+            },
+        );
+        let (sync, _) = send_among(&out, Api::Sync);
+        if let Some(Output::Send { id, .. }) = out.iter().find(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    request: Request::Heartbeat { .. },
+                    ..
+                }
+            )
+        }) {
+            assert!(s.respond(*id, Response::Heartbeat { error: 0 }).is_empty());
+        }
+        let out = s.respond(
+            sync,
+            Response::Sync {
+                error: 0,
+                assignment: assignment_blob(&tps("t", 0..2)),
+            },
+        );
+        if out.iter().any(is_callback) {
+            s.input(Input::CallbacksDone);
+        }
+    };
+    // Measured after the first join: busy half the time at 100 records/s.
+    let stats = |at: u64| MemberStats {
+        processed_rate: 100.0,
+        busy_fraction: Some(0.5),
+        measured_at_ms: at,
+        ..MemberStats::default()
+    };
+    s.input(Input::Stats(stats(2_000)));
+    // 3 s after the first join the user data is still fresh: no capacity yet.
+    let (join, j1) = foreign_rebalance(&mut s, 3_000);
+    assert_eq!(capacity_in(&j1), None);
+    complete(&mut s, join, 2);
+    // Past the age limit, the next rebalance carries the capacity.
+    s.input(Input::Stats(stats(5_500)));
+    let (_, j2) = foreign_rebalance(&mut s, 6_000);
+    let capacity = capacity_in(&j2).expect("capacity sent");
+    assert!((capacity - 200.0).abs() < 1.0, "{capacity}");
+}
