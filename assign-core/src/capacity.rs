@@ -170,6 +170,17 @@ impl CapacityEstimator {
         ) else {
             return self.estimate;
         };
+        // Down fast, up slow: a backlogged member processing less than we estimated cannot do
+        // more right now, whatever older samples said. Smoothing that away kept a member whose
+        // host had just got 3× slower at about twice its real capacity (half its old estimate
+        // still in the average), so the leader moved one partition of four off it and its lag
+        // kept growing until the next trigger (agent end-to-end test on tansu). Overestimating
+        // costs lag; underestimating only leaves some capacity unused until the next sample.
+        if backlogged && self.estimate.is_some_and(|e| sample < e) {
+            self.smoothed = Some(sample);
+            self.estimate = Some(sample);
+            return self.estimate;
+        }
         let smoothed = match self.smoothed {
             None => sample,
             Some(s) => s + ewma_alpha(dt, self.settings.window_ms) * (sample - s),
@@ -197,6 +208,28 @@ impl Default for CapacityEstimator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backlogged_member_that_slowed_down_publishes_its_new_capacity_at_once() {
+        let mut e = CapacityEstimator::default();
+        // 250 records/s at half utilisation: 500/s, for a while.
+        for i in 0..10 {
+            e.observe(i * 5_000, 250.0, false, Some(0.5));
+        }
+        let before = e.estimate().unwrap();
+        assert!((before - 500.0).abs() < 1.0, "{before}");
+        // The host gets 3× slower: backlogged at 166/s.
+        let after = e.observe(55_000, 166.0, true, Some(1.0)).unwrap();
+        assert!((after - 166.0).abs() < 1e-9, "{after}");
+        // Recovery upwards stays smoothed: one sample does not jump back to 500.
+        let up = e.observe(60_000, 250.0, false, Some(0.5)).unwrap();
+        assert!(up > 166.0 && up < 400.0, "{up}");
+        // A backlogged sample above the estimate is ordinary evidence, smoothed as well.
+        let mut f = CapacityEstimator::default();
+        f.observe(0, 100.0, true, None);
+        let up = f.observe(5_000, 300.0, true, None).unwrap();
+        assert!(up > 100.0 && up < 300.0, "{up}");
+    }
 
     #[test]
     fn alpha_follows_elapsed_time() {
@@ -270,8 +303,10 @@ mod tests {
             Some(100.0),
             "clock went back"
         );
-        let e = est.observe(500 + 30_000, 10.0, true, None).unwrap();
-        assert!(e < 100.0 && e > 10.0);
+        // An informative sample after the clock reset is smoothed in (not backlogged: a
+        // backlogged one below the estimate would be taken as is).
+        let e = est.observe(500 + 30_000, 10.0, false, Some(0.5)).unwrap();
+        assert!(e < 100.0 && e > 20.0);
     }
 
     /// Three hardware generations (1.0 / 0.8 / 0.5 of a 1000 records/s machine), total input

@@ -12,7 +12,6 @@ use lagbalance_integration::agent_scenario::{run, Scenario};
 const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the 45 s recovery bound is not met in every run on tansu (docs/agent.md); run with -- --ignored"]
 async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
     let s = Scenario::default();
     let out = run(&s).await.expect("scenario ran");
