@@ -11,6 +11,9 @@
 //! 2. Implied capacities are smoothed by an EWMA whose weight depends on the real time between
 //!    samples, `α = 1 − exp(−Δt / window)`, so irregular sampling (rebalances come when they
 //!    come) weighs old and new evidence by age, not by count.
+//!    Except downwards under load: a backlogged sample below the estimate replaces it at once
+//!    (a member that cannot keep up cannot do more than it does; overestimating costs lag,
+//!    underestimating only idle capacity until the next sample).
 //! 3. The published estimate moves toward the smoothed value by a proportional gain: with the
 //!    assignor in the loop (its plan changes what the member measures next), a gain below 1
 //!    damps over-correction the way Hermes's controller does.
