@@ -1217,6 +1217,62 @@ impl Solo {
         self.input(Input::Response { id, response })
     }
 
+    /// At `at`, a heartbeat answered REBALANCE_IN_PROGRESS (someone else's rebalance);
+    /// returns the JoinGroup it causes.
+    fn foreign_rebalance_at(&mut self, at: u64) -> (u64, Request) {
+        self.now = at;
+        let out = self.input(Input::Tick);
+        let (beat, _) = only_send(&out, Api::Heartbeat);
+        let out = self.respond(
+            beat,
+            Response::Heartbeat {
+                error: code(ResponseError::RebalanceInProgress),
+            },
+        );
+        only_send(&out, Api::Join)
+    }
+
+    /// Answer follower `m1`'s JoinGroup for `generation` and its SyncGroup with `parts` (and
+    /// the heartbeat a member holding partitions sends in a new generation); returns what
+    /// the callbacks' completion produced.
+    fn complete_round(&mut self, join: u64, generation: i32, parts: &[Tp]) -> Vec<Output> {
+        let out = self.respond(
+            join,
+            Response::Join {
+                error: 0,
+                generation,
+                protocol: Some("cooperative-sticky".into()),
+                leader: "leader".into(),
+                member_id: "m1".into(),
+                members: vec![],
+            },
+        );
+        let (sync, _) = send_among(&out, Api::Sync);
+        for o in &out {
+            if let Output::Send {
+                id,
+                request: Request::Heartbeat { .. },
+            } = o
+            {
+                assert!(self
+                    .respond(*id, Response::Heartbeat { error: 0 })
+                    .is_empty());
+            }
+        }
+        let out = self.respond(
+            sync,
+            Response::Sync {
+                error: 0,
+                assignment: assignment_blob(parts),
+            },
+        );
+        if out.iter().any(is_callback) {
+            self.input(Input::CallbacksDone)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Subscribe to `t` and become a stable follower of generation 1 owning `owned`.
     /// Returns the member id.
     fn stable_follower(&mut self, owned: &[Tp]) -> String {
@@ -3569,61 +3625,20 @@ fn a_heartbeat_answer_for_a_generation_we_left_does_not_fence_the_new_one() {
 fn a_rejoin_for_someone_elses_rebalance_repeats_our_last_subscription() {
     let mut s = Solo::new(config(), sticky());
     s.stable_follower(&tps("t", 0..2));
-    // A heartbeat answered REBALANCE_IN_PROGRESS; returns the JoinGroup it causes.
-    let foreign_rebalance = |s: &mut Solo| -> (u64, Request) {
-        s.now += 3_000;
-        let out = s.input(Input::Tick);
-        let (beat, _) = only_send(&out, Api::Heartbeat);
-        let out = s.respond(
-            beat,
-            Response::Heartbeat {
-                error: code(ResponseError::RebalanceInProgress),
-            },
-        );
-        only_send(&out, Api::Join)
-    };
-    let complete = |s: &mut Solo, join: u64, generation: i32, parts: &[Tp]| -> Vec<Output> {
-        let out = s.respond(
-            join,
-            Response::Join {
-                error: 0,
-                generation,
-                protocol: Some("cooperative-sticky".into()),
-                leader: "leader".into(),
-                member_id: "m1".into(),
-                members: vec![],
-            },
-        );
-        let (sync, _) = send_among(&out, Api::Sync);
-        let (beat, _) = send_among(&out, Api::Heartbeat);
-        assert!(s.respond(beat, Response::Heartbeat { error: 0 }).is_empty());
-        let out = s.respond(
-            sync,
-            Response::Sync {
-                error: 0,
-                assignment: assignment_blob(parts),
-            },
-        );
-        if out.iter().any(is_callback) {
-            s.input(Input::CallbacksDone)
-        } else {
-            Vec::new()
-        }
-    };
     // Our owned set changed since our first join (we got t0, t1): fresh claim.
-    let (join, j1) = foreign_rebalance(&mut s);
+    let (join, j1) = s.foreign_rebalance_at(s.now + 3_000);
     assert_eq!(join_subscription(&j1, 0).generation, 1);
-    complete(&mut s, join, 2, &tps("t", 0..2));
+    s.complete_round(join, 2, &tps("t", 0..2));
     // Generation 2 synced with the same partitions: the next foreign rebalance repeats j1
     // byte for byte (the claim stays at generation 1).
-    let (join, j2) = foreign_rebalance(&mut s);
+    let (join, j2) = s.foreign_rebalance_at(s.now + 3_000);
     let (Request::Join { protocols: p1, .. }, Request::Join { protocols: p2, .. }) = (&j1, &j2)
     else {
         unreachable!()
     };
     assert_eq!(p1, p2);
     // This time we lose t1: the set changed, so the rejoin after revoking claims afresh.
-    let out = complete(&mut s, join, 3, &tps("t", 0..1));
+    let out = s.complete_round(join, 3, &tps("t", 0..1));
     let (_, j3) = only_send(&out, Api::Join);
     let sub = join_subscription(&j3, 0);
     assert_eq!(sub.owned, tps("t", 0..1));
@@ -3905,54 +3920,6 @@ fn capacity_learnt_after_joining_is_sent_at_the_next_rebalance() {
             .and_then(|b| MemberUserData::decode(&b).ok())
             .and_then(|d| d.capacity)
     };
-    // A heartbeat answered REBALANCE_IN_PROGRESS; returns the JoinGroup it causes.
-    let foreign_rebalance = |s: &mut Solo, at: u64| -> (u64, Request) {
-        s.now = at;
-        let out = s.input(Input::Tick);
-        let (beat, _) = only_send(&out, Api::Heartbeat);
-        let out = s.respond(
-            beat,
-            Response::Heartbeat {
-                error: code(ResponseError::RebalanceInProgress),
-            },
-        );
-        only_send(&out, Api::Join)
-    };
-    let complete = |s: &mut Solo, join: u64, generation: i32| {
-        let out = s.respond(
-            join,
-            Response::Join {
-                error: 0,
-                generation,
-                protocol: Some("cooperative-sticky".into()),
-                leader: "leader".into(),
-                member_id: "m1".into(),
-                members: vec![],
-            },
-        );
-        let (sync, _) = send_among(&out, Api::Sync);
-        if let Some(Output::Send { id, .. }) = out.iter().find(|o| {
-            matches!(
-                o,
-                Output::Send {
-                    request: Request::Heartbeat { .. },
-                    ..
-                }
-            )
-        }) {
-            assert!(s.respond(*id, Response::Heartbeat { error: 0 }).is_empty());
-        }
-        let out = s.respond(
-            sync,
-            Response::Sync {
-                error: 0,
-                assignment: assignment_blob(&tps("t", 0..2)),
-            },
-        );
-        if out.iter().any(is_callback) {
-            s.input(Input::CallbacksDone);
-        }
-    };
     // Measured after the first join: busy half the time at 100 records/s.
     let stats = |at: u64| MemberStats {
         processed_rate: 100.0,
@@ -3962,12 +3929,12 @@ fn capacity_learnt_after_joining_is_sent_at_the_next_rebalance() {
     };
     s.input(Input::Stats(stats(2_000)));
     // 3 s after the first join the user data is still fresh: no capacity yet.
-    let (join, j1) = foreign_rebalance(&mut s, 3_000);
+    let (join, j1) = s.foreign_rebalance_at(3_000);
     assert_eq!(capacity_in(&j1), None);
-    complete(&mut s, join, 2);
+    s.complete_round(join, 2, &tps("t", 0..2));
     // Past the age limit, the next rebalance carries the capacity.
     s.input(Input::Stats(stats(5_500)));
-    let (_, j2) = foreign_rebalance(&mut s, 6_000);
+    let (_, j2) = s.foreign_rebalance_at(6_000);
     let capacity = capacity_in(&j2).expect("capacity sent");
     assert!((capacity - 200.0).abs() < 1.0, "{capacity}");
 }
