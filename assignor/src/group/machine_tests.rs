@@ -1217,6 +1217,52 @@ impl Solo {
         self.input(Input::Response { id, response })
     }
 
+    /// Subscribe to `t` and find the coordinator; returns what followed (the first JoinGroup).
+    fn subscribe_and_find(&mut self) -> Vec<Output> {
+        let out = self.input(Input::Subscribe(vec!["t".into()]));
+        let (find, _) = only_send(&out, Api::Find);
+        self.respond(
+            find,
+            Response::Coordinator {
+                node_id: 1,
+                addr: "c".into(),
+            },
+        )
+    }
+
+    /// As leader: supply the inputs the JoinGroup answer `out` asked for (topic `t` with
+    /// `partitions` partitions, no stats) and return the SyncGroup that follows.
+    fn leader_sync(&mut self, out: &[Output], partitions: i32) -> (u64, Request) {
+        let Some(Output::LeaderInputsNeeded { id, .. }) = out
+            .iter()
+            .find(|o| matches!(o, Output::LeaderInputsNeeded { .. }))
+            .cloned()
+        else {
+            panic!("{out:?}")
+        };
+        let out = self.input(Input::LeaderInputs {
+            id,
+            topics: vec![("t".into(), partitions)],
+            stats: None,
+        });
+        send_among(&out, Api::Sync)
+    }
+
+    /// Answer every heartbeat among `out` with NONE.
+    fn answer_heartbeats(&mut self, out: &[Output]) {
+        for o in out {
+            if let Output::Send {
+                id,
+                request: Request::Heartbeat { .. },
+            } = o
+            {
+                assert!(self
+                    .respond(*id, Response::Heartbeat { error: 0 })
+                    .is_empty());
+            }
+        }
+    }
+
     /// At `at`, a heartbeat answered REBALANCE_IN_PROGRESS (someone else's rebalance);
     /// returns the JoinGroup it causes.
     fn foreign_rebalance_at(&mut self, at: u64) -> (u64, Request) {
@@ -1236,29 +1282,9 @@ impl Solo {
     /// the heartbeat a member holding partitions sends in a new generation); returns what
     /// the callbacks' completion produced.
     fn complete_round(&mut self, join: u64, generation: i32, parts: &[Tp]) -> Vec<Output> {
-        let out = self.respond(
-            join,
-            Response::Join {
-                error: 0,
-                generation,
-                protocol: Some("cooperative-sticky".into()),
-                leader: "leader".into(),
-                member_id: "m1".into(),
-                members: vec![],
-            },
-        );
+        let out = self.respond(join, follower_join_ok(generation));
         let (sync, _) = send_among(&out, Api::Sync);
-        for o in &out {
-            if let Output::Send {
-                id,
-                request: Request::Heartbeat { .. },
-            } = o
-            {
-                assert!(self
-                    .respond(*id, Response::Heartbeat { error: 0 })
-                    .is_empty());
-            }
-        }
+        self.answer_heartbeats(&out);
         let out = self.respond(
             sync,
             Response::Sync {
@@ -1286,17 +1312,7 @@ impl Solo {
             },
         );
         let (join, _) = only_send(&out, Api::Join);
-        let out = self.respond(
-            join,
-            Response::Join {
-                error: 0,
-                generation: 1,
-                protocol: Some("cooperative-sticky".into()),
-                leader: "leader".into(),
-                member_id: "m1".into(),
-                members: vec![],
-            },
-        );
+        let out = self.respond(join, follower_join_ok(1));
         let (sync, _) = only_send(&out, Api::Sync);
         let out = self.respond(
             sync,
@@ -1320,6 +1336,38 @@ impl Solo {
 
 /// The single output, which must be a request of kind `api`: (id, request).
 #[track_caller]
+/// A JoinGroup answer making `m1` a follower of `leader` in `generation`.
+fn follower_join_ok(generation: i32) -> Response {
+    Response::Join {
+        error: 0,
+        generation,
+        protocol: Some("cooperative-sticky".into()),
+        leader: "leader".into(),
+        member_id: "m1".into(),
+        members: vec![],
+    }
+}
+
+/// A subscription to `t` claiming `owned` as of `generation`.
+fn claim_of_t(owned: Vec<Tp>, generation: i32) -> Bytes {
+    encode_subscription(&Subscription {
+        topics: vec!["t".into()],
+        owned,
+        generation,
+        ..Subscription::default()
+    })
+    .unwrap()
+}
+
+/// A member of a JoinGroup answer.
+fn member(id: &str, metadata: Bytes) -> JoinedMember {
+    JoinedMember {
+        member_id: id.into(),
+        instance_id: None,
+        metadata,
+    }
+}
+
 /// The one `api` request among `out`, which may hold other requests too.
 fn send_among(out: &[Output], api: Api) -> (u64, Request) {
     let found: Vec<(u64, Request)> = out
@@ -1491,15 +1539,7 @@ fn coordinator_picks_the_protocol_everyone_supports_with_most_votes() {
 #[test]
 fn a_protocol_this_member_does_not_offer_is_fatal() {
     let mut solo = Solo::new(config(), sticky());
-    let out = solo.input(Input::Subscribe(vec!["t".into()]));
-    let (find, _) = only_send(&out, Api::Find);
-    let out = solo.respond(
-        find,
-        Response::Coordinator {
-            node_id: 1,
-            addr: "c".into(),
-        },
-    );
+    let out = solo.subscribe_and_find();
     let (join, _) = only_send(&out, Api::Join);
     let out = solo.respond(
         join,
@@ -1576,15 +1616,7 @@ fn leader_rejects_an_invalid_plan() {
         }
     }
     let mut solo = Solo::new(config(), vec![Box::new(Greedy)]);
-    let out = solo.input(Input::Subscribe(vec!["t".into()]));
-    let (find, _) = only_send(&out, Api::Find);
-    let out = solo.respond(
-        find,
-        Response::Coordinator {
-            node_id: 1,
-            addr: "c".into(),
-        },
-    );
+    let out = solo.subscribe_and_find();
     let (join, req) = only_send(&out, Api::Join);
     let mine = match req {
         Request::Join { protocols, .. } => protocols[0].1.clone(),
@@ -2049,15 +2081,7 @@ fn rebalance_in_progress_on_heartbeat_rejoins_only_when_stable() {
 
     // Mid-rebalance (waiting for the Sync answer): ignore, no second JoinGroup.
     let mut solo = Solo::new(config(), sticky());
-    let out = solo.input(Input::Subscribe(vec!["t".into()]));
-    let (find, _) = only_send(&out, Api::Find);
-    let out = solo.respond(
-        find,
-        Response::Coordinator {
-            node_id: 1,
-            addr: "c".into(),
-        },
-    );
+    let out = solo.subscribe_and_find();
     let (join, _) = only_send(&out, Api::Join);
     let out = solo.respond(
         join,
@@ -2909,15 +2933,7 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
             members: members.clone(),
         },
     );
-    let Output::LeaderInputsNeeded { id, .. } = out[0] else {
-        panic!("{out:?}")
-    };
-    let out = fresh.input(Input::LeaderInputs {
-        id,
-        topics: vec![("t".into(), 4)],
-        stats: None,
-    });
-    let (_, sync) = only_send(&out, Api::Sync);
+    let (_, sync) = fresh.leader_sync(&out, 4);
     let guarded = sync_assignments(&sync);
     assert!(
         guarded[&c_id].iter().all(|p| !tps("t", 2..4).contains(p)),
@@ -3383,17 +3399,7 @@ fn a_member_holding_partitions_heartbeats_while_its_join_is_held() {
     )));
     // Our contact stayed fresh: nothing was given up, and the join completes normally.
     assert_eq!(s.m.owned(), &set(tps("t", 0..3)));
-    let out = s.respond(
-        join,
-        Response::Join {
-            error: 0,
-            generation: 2,
-            protocol: Some("cooperative-sticky".into()),
-            leader: "leader".into(),
-            member_id: "m1".into(),
-            members: vec![],
-        },
-    );
+    let out = s.respond(join, follower_join_ok(2));
     assert_eq!(sends(&out, Api::Sync).len(), 1, "{out:?}");
 }
 
@@ -3459,17 +3465,7 @@ fn a_leader_running_rounds_back_to_back_keeps_its_heartbeat_cadence() {
                 }
                 Request::Join { .. } => {
                     generation += 1;
-                    out.extend(s.respond(
-                        id,
-                        Response::Join {
-                            error: 0,
-                            generation,
-                            protocol: Some("cooperative-sticky".into()),
-                            leader: "leader".into(),
-                            member_id: "m1".into(),
-                            members: vec![],
-                        },
-                    ));
+                    out.extend(s.respond(id, follower_join_ok(generation)));
                 }
                 Request::Sync { .. } => out.extend(s.respond(
                     id,
@@ -3505,17 +3501,7 @@ fn keepalive_errors_other_than_unknown_member_leave_the_join_alone() {
         assert!(out.iter().all(|o| !is_callback(o)), "{error:?}: {out:?}");
         assert_eq!(s.m.phase(), Phase::Joining, "{error:?}");
         assert_eq!(s.m.generation(), 1, "{error:?}");
-        let out = s.respond(
-            join,
-            Response::Join {
-                error: 0,
-                generation: 2,
-                protocol: Some("cooperative-sticky".into()),
-                leader: "leader".into(),
-                member_id: "m1".into(),
-                members: vec![],
-            },
-        );
+        let out = s.respond(join, follower_join_ok(2));
         assert_eq!(sends(&out, Api::Sync).len(), 1, "{error:?}: {out:?}");
     }
 }
@@ -3536,17 +3522,7 @@ fn a_keepalive_answered_unknown_member_loses_the_partitions_before_the_join_retu
     assert!(s.input(Input::CallbacksDone).is_empty());
     // tansu lets the forgotten member back in under the same id as a newcomer; the plan it
     // gets no longer includes what it lost, and there is nothing to revoke.
-    let out = s.respond(
-        join,
-        Response::Join {
-            error: 0,
-            generation: 3,
-            protocol: Some("cooperative-sticky".into()),
-            leader: "leader".into(),
-            member_id: "m1".into(),
-            members: vec![],
-        },
-    );
+    let out = s.respond(join, follower_join_ok(3));
     let (sync, _) = only_send(&out, Api::Sync);
     let out = s.respond(
         sync,
@@ -3574,17 +3550,7 @@ fn a_heartbeat_answer_for_a_generation_we_left_does_not_fence_the_new_one() {
     let (beat, _) = only_send(&out, Api::Heartbeat);
     let out = s.input(Input::RequestRejoin("test".into()));
     let (join, _) = only_send(&out, Api::Join);
-    let out = s.respond(
-        join,
-        Response::Join {
-            error: 0,
-            generation: 2,
-            protocol: Some("cooperative-sticky".into()),
-            leader: "leader".into(),
-            member_id: "m1".into(),
-            members: vec![],
-        },
-    );
+    let out = s.respond(join, follower_join_ok(2));
     let (sync, _) = only_send(&out, Api::Sync);
     // Its late ILLEGAL_GENERATION is about generation 1: no reset, no rejoin — only the
     // heartbeat a member holding partitions sends at once in its new generation.
@@ -3673,33 +3639,12 @@ fn a_claim_from_before_our_first_sync_is_never_repeated() {
 #[test]
 fn a_partition_two_members_claim_equally_is_given_to_nobody() {
     let mut solo = Solo::new(config(), sticky());
-    let out = solo.input(Input::Subscribe(vec!["t".into()]));
-    let (find, _) = only_send(&out, Api::Find);
-    let out = solo.respond(
-        find,
-        Response::Coordinator {
-            node_id: 1,
-            addr: "c".into(),
-        },
-    );
+    let out = solo.subscribe_and_find();
     let (join, req) = only_send(&out, Api::Join);
     let Request::Join { protocols, .. } = req else {
         unreachable!()
     };
-    let claim = |owned: Vec<Tp>| {
-        encode_subscription(&Subscription {
-            topics: vec!["t".into()],
-            owned,
-            generation: 4,
-            ..Subscription::default()
-        })
-        .unwrap()
-    };
-    let member = |id: &str, metadata: Bytes| JoinedMember {
-        member_id: id.into(),
-        instance_id: None,
-        metadata,
-    };
+    let claim = |owned: Vec<Tp>| claim_of_t(owned, 4);
     let out = solo.respond(
         join,
         Response::Join {
@@ -3744,30 +3689,9 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
 #[test]
 fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_timeout() {
     let mut solo = Solo::new(config(), sticky());
-    let out = solo.input(Input::Subscribe(vec!["t".into()]));
-    let (find, _) = only_send(&out, Api::Find);
-    let out = solo.respond(
-        find,
-        Response::Coordinator {
-            node_id: 1,
-            addr: "c".into(),
-        },
-    );
+    let out = solo.subscribe_and_find();
     let (mut join, _) = only_send(&out, Api::Join);
-    let claim = |owned: Vec<Tp>, generation: i32| {
-        encode_subscription(&Subscription {
-            topics: vec!["t".into()],
-            owned,
-            generation,
-            ..Subscription::default()
-        })
-        .unwrap()
-    };
-    let member = |id: &str, metadata: Bytes| JoinedMember {
-        member_id: id.into(),
-        instance_id: None,
-        metadata,
-    };
+    let claim = claim_of_t;
     // Leads one round with `members` (besides itself) and returns the plan it synced.
     let lead = |solo: &mut Solo,
                 join: u64,
@@ -3790,30 +3714,8 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
                 members,
             },
         );
-        for o in &out {
-            if let Output::Send {
-                id,
-                request: Request::Heartbeat { .. },
-            } = o
-            {
-                assert!(solo
-                    .respond(*id, Response::Heartbeat { error: 0 })
-                    .is_empty());
-            }
-        }
-        let Some(Output::LeaderInputsNeeded { id, .. }) = out
-            .iter()
-            .find(|o| matches!(o, Output::LeaderInputsNeeded { .. }))
-            .cloned()
-        else {
-            panic!("{out:?}")
-        };
-        let out = solo.input(Input::LeaderInputs {
-            id,
-            topics: vec![("t".into(), 6)],
-            stats: None,
-        });
-        let (sync, request) = send_among(&out, Api::Sync);
+        solo.answer_heartbeats(&out);
+        let (sync, request) = solo.leader_sync(&out, 6);
         let plan = sync_assignments(&request);
         let mine: Vec<Tp> = plan["a"].iter().map(|(t, p)| (t.clone(), *p)).collect();
         let out = solo.respond(
