@@ -239,6 +239,8 @@ struct SentJoin {
     claim_leader: String,
     owned: BTreeSet<Tp>,
     user_data: Vec<Option<Bytes>>,
+    /// It repeated the JoinGroup before it byte for byte (someone else's rebalance).
+    echoed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +298,10 @@ pub struct Membership {
     user_data: Vec<Option<Bytes>>,
     user_data_at: Option<u64>,
     refresh_user_data: bool,
+    /// Follower: our repeated JoinGroup came back in the generation we already had — the
+    /// REBALANCE_IN_PROGRESS that sent us was a member expelled without a new generation
+    /// (see `on_join`); the leader must hear of it.
+    nudge_leader: bool,
     rejoin_reason: Option<String>,
     /// The subscriptions of our last JoinGroup, the owned set and user data they carried and
     /// the leader we knew then; `echo_last_join` asks to send them again unchanged.
@@ -375,6 +381,7 @@ impl Membership {
             user_data: Vec::new(),
             user_data_at: None,
             refresh_user_data: true,
+            nudge_leader: false,
             rejoin_reason: None,
             last_join: None,
             echo_last_join: false,
@@ -864,6 +871,7 @@ impl Membership {
             },
             owned: self.owned.clone(),
             user_data: self.user_data.clone(),
+            echoed: echo_used,
         });
         let reason = self
             .rejoin_reason
@@ -1046,6 +1054,7 @@ impl Membership {
             } else if self.generation < 0 {
                 self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
             }
+            let previous_generation = self.generation;
             self.member_id = member_id;
             self.generation = generation;
             self.leader = leader;
@@ -1067,6 +1076,15 @@ impl Membership {
                 self.out
                     .push_back(Output::LeaderInputsNeeded { id, topics });
             } else {
+                // tansu expels a member whose session lapsed while the group is formed without
+                // starting a rebalance: only the member whose heartbeat found it hears
+                // REBALANCE_IN_PROGRESS, and its repeated JoinGroup leaves the generation as it
+                // was. The leader never re-planned, and the expelled member's partitions went
+                // unconsumed for good (seen in the chaos suite: a member SIGSTOPped past its
+                // session, 77 s without an owner). Such a follower rejoins once more with fresh
+                // user data after syncing, which does start a rebalance.
+                self.nudge_leader = previous_generation == generation
+                    && self.last_join.as_ref().is_some_and(|l| l.echoed);
                 // Someone else leads: our memory stops covering the group's plans.
                 self.led_since = None;
                 self.phase = Phase::Syncing;
@@ -1281,6 +1299,11 @@ impl Membership {
         if foreign {
             self.rejoin_reason
                 .get_or_insert_with(|| "assignment has unsubscribed topics".into());
+        }
+        if std::mem::take(&mut self.nudge_leader) && self.rejoin_reason.is_none() {
+            self.refresh_user_data = true;
+            self.rejoin_reason =
+                Some("the coordinator expelled a member without a new generation".into());
         }
         if std::mem::take(&mut self.follow_up) && self.rejoin_reason.is_none() {
             self.rejoin_reason =

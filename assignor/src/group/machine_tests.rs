@@ -3840,3 +3840,54 @@ fn capacity_learnt_after_joining_is_sent_at_the_next_rebalance() {
     let capacity = capacity_in(&j2).expect("capacity sent");
     assert!((capacity - 200.0).abs() < 1.0, "{capacity}");
 }
+
+/// tansu expels a member whose session lapsed in a formed group without a new generation; only
+/// the member whose heartbeat found it is told (REBALANCE_IN_PROGRESS), and its repeated
+/// JoinGroup keeps the generation, so the leader never re-plans (chaos suite: a SIGSTOPped
+/// member's partitions unowned for 77 s). A follower whose repeated JoinGroup comes back in the
+/// generation it had rejoins once more, with fresh user data, after syncing.
+#[test]
+fn a_repeated_join_answered_in_the_same_generation_rejoins_with_fresh_bytes() {
+    let run = |answer_generation: i32| -> (Request, Vec<Output>) {
+        let mut s = Solo::new(config(), lagbalance_then_sticky());
+        s.stable_follower(&tps("t", 0..2));
+        let (join, _) = s.foreign_rebalance_at(3_000);
+        s.complete_round(join, 2, &tps("t", 0..2));
+        // Someone else's "rebalance" again, nothing of ours changed: the same bytes.
+        let (join, echoed) = s.foreign_rebalance_at(7_000);
+        let out = s.respond(join, follower_join_ok(answer_generation));
+        let (sync, _) = send_among(&out, Api::Sync);
+        let out = s.respond(
+            sync,
+            Response::Sync {
+                error: 0,
+                assignment: assignment_blob(&tps("t", 0..2)),
+            },
+        );
+        let mut after = out.clone();
+        if out.iter().any(is_callback) {
+            after.extend(s.input(Input::CallbacksDone));
+        }
+        (echoed, after)
+    };
+    let (echoed, after) = run(2);
+    let (_, again) = send_among(&after, Api::Join);
+    let (Request::Join { protocols: p1, .. }, Request::Join { protocols: p2, .. }) =
+        (&echoed, &again)
+    else {
+        unreachable!()
+    };
+    assert_ne!(p1, p2, "fresh bytes, so the coordinator starts a rebalance");
+    // A repeated JoinGroup answered in a new generation was an ordinary rebalance: settle.
+    let (_, after) = run(3);
+    assert!(
+        !after.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                request: Request::Join { .. },
+                ..
+            }
+        )),
+        "{after:?}"
+    );
+}
