@@ -386,20 +386,6 @@ pub fn now_ms() -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Producing with a ledger
-
-/// Produce round-robin at `rate`/s until `stop`; returns every acknowledged (partition, offset).
-pub async fn produce_until(
-    client: Client,
-    topic: String,
-    partitions: i32,
-    rate: f64,
-    stop: Arc<AtomicBool>,
-) -> Result<BTreeSet<(Tp, i64)>> {
-    crate::ledger::produce_until(client, topic, partitions, rate, stop, None).await
-}
-
-// ---------------------------------------------------------------------------------------------
 // The runner
 
 /// One worker process of the run and what the runner knows about it.
@@ -453,12 +439,13 @@ pub async fn run(broker: &TestBroker, cfg: &ChaosConfig) -> Result<ChaosOutcome>
         agent: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = tokio::spawn(produce_until(
+    let producing = tokio::spawn(crate::ledger::produce_until(
         client.clone(),
         topic,
         cfg.partitions,
         cfg.rate,
         stop.clone(),
+        None,
     ));
     let result = run.scenario().await;
     stop.store(true, Ordering::Relaxed);

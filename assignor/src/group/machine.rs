@@ -1361,16 +1361,7 @@ impl Membership {
             })
             .filter(|&i| owners.get(i).copied().flatten().is_none())
             .collect();
-        let mut withheld = false;
-        for list in plan.assignments.iter_mut() {
-            list.retain(|tp| {
-                let keep = view
-                    .flat_index(&offsets, *tp)
-                    .is_none_or(|i| !held.contains(&i));
-                withheld |= !keep;
-                keep
-            });
-        }
+        let withheld = withhold_from_plan(view, plan, |i| i.is_none_or(|i| !held.contains(&i)));
         if withheld {
             tracing::info!(group = %self.config.group_id, members = ?self.vanished.keys().collect::<Vec<_>>(), "holding the partitions of members missing from the JoinGroup answer");
         }
@@ -1487,18 +1478,7 @@ fn withhold_unclaimed_if_history_unknown(
     if fresh_group || !unknown || plan.assignments.len() != view.members.len() {
         return false;
     }
-    let offsets = view.topic_offsets();
-    let mut withheld = false;
-    for list in plan.assignments.iter_mut() {
-        list.retain(|tp| {
-            let keep = view
-                .flat_index(&offsets, *tp)
-                .is_some_and(|i| owners[i].is_some());
-            withheld |= !keep;
-            keep
-        });
-    }
-    withheld
+    withhold_from_plan(view, plan, |i| i.is_some_and(|i| owners[i].is_some()))
 }
 
 /// Give every partition whose owner is known only from the leader's memory back to that owner.
@@ -1545,6 +1525,25 @@ fn keep_with_remembered_owner(view: &GroupView, owners: &[Option<u32>], plan: &m
     changed
 }
 
+/// Take out of the plan every partition for which `keep` (given its flat index in the view,
+/// `None` if the view cannot name it) is false. Returns whether it took anything out.
+fn withhold_from_plan(
+    view: &GroupView,
+    plan: &mut Plan,
+    keep: impl Fn(Option<usize>) -> bool,
+) -> bool {
+    let offsets = view.topic_offsets();
+    let mut withheld = false;
+    for list in plan.assignments.iter_mut() {
+        list.retain(|tp| {
+            let kept = keep(view.flat_index(&offsets, *tp));
+            withheld |= !kept;
+            kept
+        });
+    }
+    withheld
+}
+
 /// Take out of the plan every partition two members claim equally strongly
 /// ([`contested`]): either may hold it, so nobody gets it this round, both revoke it if they
 /// hold it, and a follow-up round hands it out. Returns whether it withheld anything.
@@ -1553,18 +1552,9 @@ fn withhold_contested(view: &GroupView, previous: Option<&IssuedPlan>, plan: &mu
     if !contested.iter().any(|c| *c) {
         return false;
     }
-    let offsets = view.topic_offsets();
-    let mut withheld = false;
-    for list in plan.assignments.iter_mut() {
-        list.retain(|tp| {
-            let keep = view
-                .flat_index(&offsets, *tp)
-                .is_none_or(|i| !contested.get(i).copied().unwrap_or(false));
-            withheld |= !keep;
-            keep
-        });
-    }
-    withheld
+    withhold_from_plan(view, plan, |i| {
+        i.is_none_or(|i| !contested.get(i).copied().unwrap_or(false))
+    })
 }
 
 /// Build the leader's view of the group from the JoinGroup members and topic metadata.
