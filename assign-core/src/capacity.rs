@@ -56,6 +56,10 @@ pub fn ewma_alpha(dt_ms: u64, window_ms: u64) -> f64 {
     1.0 - (-(dt_ms as f64) / window_ms as f64).exp()
 }
 
+/// Below this utilisation a backlogged sample's utilisation is not trusted (see
+/// [`implied_capacity`]).
+const BACKLOGGED_TRUSTED_UTILISATION: f64 = 0.5;
+
 /// The capacity (records/s) one measurement implies, or `None` if it says nothing.
 ///
 /// `throughput` is records/s processed; `utilisation` the CPU used ÷ limit, when known.
@@ -68,12 +72,20 @@ pub fn implied_capacity(
     if !throughput.is_finite() || throughput <= 0.0 {
         return None;
     }
+    let u = utilisation.filter(|u| u.is_finite());
     if backlogged {
         // Processing as fast as it can: whatever limits it (CPU, I/O, downstream), this is the
-        // rate it achieves under load.
-        return Some(throughput);
+        // rate it achieves under load. A window that was only partly backlogged (the backlog
+        // arrived with a partition moved to it mid-window) still shows in the utilisation:
+        // dividing by it keeps such a sample from understating the member. Utilisation below
+        // one half beside a backlog means it missed the bottleneck; the throughput is then
+        // the better figure.
+        return Some(match u {
+            Some(u) if u >= BACKLOGGED_TRUSTED_UTILISATION => throughput / u.min(1.0),
+            _ => throughput,
+        });
     }
-    let u = utilisation.filter(|u| u.is_finite())?;
+    let u = u?;
     if u < min_utilisation.max(f64::MIN_POSITIVE) {
         return None;
     }
@@ -245,6 +257,9 @@ mod tests {
     #[test]
     fn implied_capacity_rules() {
         assert_eq!(implied_capacity(100.0, true, Some(0.3), 0.05), Some(100.0));
+        // Backlogged for most of the window: busy 80 % of it at 100/s means 125/s.
+        assert_eq!(implied_capacity(100.0, true, Some(0.8), 0.05), Some(125.0));
+        assert_eq!(implied_capacity(100.0, true, Some(1.2), 0.05), Some(100.0));
         assert_eq!(implied_capacity(100.0, false, Some(0.5), 0.05), Some(200.0));
         assert_eq!(implied_capacity(100.0, false, Some(1.5), 0.05), Some(100.0));
         assert_eq!(implied_capacity(100.0, false, Some(0.01), 0.05), None);

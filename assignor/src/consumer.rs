@@ -243,9 +243,53 @@ pub struct Consumer {
 /// The consumer's end of the agent's control channel.
 struct Control {
     handle: crate::control::ControlHandle,
-    commands: mpsc::Receiver<crate::control::ControlCommand>,
     published: Option<crate::control::MemberIdentity>,
-    cpu: Option<crate::control::CapacitySample>,
+    /// The agent's latest CPU sample, for the next [`MemberStats`].
+    cpu: Arc<Mutex<Option<crate::control::CapacitySample>>>,
+    /// Hands the agent's commands to the group task (see [`forward_control`]).
+    forwarder: JoinHandle<()>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
+/// Serve the agent's commands as they arrive, not at the application's next `poll`: a member
+/// whose host got slow spends seconds per batch, which is when its agent asks it to rejoin
+/// (a worker at 6 ms per record acted 2.7 s late). Rejoin and leave go straight to the group
+/// task, whose user data comes from the stats the consumer last published (every 5 s).
+async fn forward_control(
+    mut commands: mpsc::Receiver<crate::control::ControlCommand>,
+    to_group: mpsc::UnboundedSender<ToGroup>,
+    cpu: Arc<Mutex<Option<crate::control::CapacitySample>>>,
+) {
+    use crate::control::ControlCommand;
+    while let Some(cmd) = commands.recv().await {
+        let input = match cmd {
+            ControlCommand::Leave { cooldown, reason } => {
+                tracing::info!(%reason, ?cooldown, "agent asked us to leave and rejoin");
+                Input::LeaveAndRejoin {
+                    cooldown_ms: cooldown.as_millis() as u64,
+                    reason,
+                }
+            }
+            ControlCommand::Rejoin { reason } => {
+                tracing::info!(%reason, "agent asked for a rebalance");
+                Input::RequestRejoin(reason)
+            }
+            ControlCommand::Capacity(sample) => {
+                if let Ok(mut slot) = cpu.lock() {
+                    *slot = Some(sample);
+                }
+                continue;
+            }
+        };
+        if to_group.send(ToGroup::Input(input)).is_err() {
+            return;
+        }
+    }
 }
 
 /// Measures what the member processes, for its subscription user data.
@@ -340,39 +384,46 @@ impl Consumer {
     /// then ask this consumer to rejoin or leave, and feed it CPU samples; the consumer tells
     /// it who it is and what it owns. Fail-open: without an agent nothing changes.
     pub async fn enable_control(&mut self) -> Result<Option<std::net::SocketAddr>> {
-        let served = crate::control::serve_from_env()
-            .await
+        let config = crate::control::ControlConfig::from_env()
             .map_err(|e| Error::Config(format!("control channel: {e}")))?;
-        Ok(served.map(|(handle, commands)| {
-            let addr = handle.local_addr();
-            self.control = Some(Control {
-                handle,
-                commands,
-                published: None,
-                cpu: None,
-            });
-            addr
-        }))
+        match config {
+            Some(config) => self.enable_control_with(config).await.map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// Act on the agent's commands and tell it who we are (cheap when nothing changed).
+    /// [`Self::enable_control`] with the listener configured in code instead of the
+    /// environment. Returns the address the agent should connect to.
+    pub async fn enable_control_with(
+        &mut self,
+        config: crate::control::ControlConfig,
+    ) -> Result<std::net::SocketAddr> {
+        let (handle, commands) = crate::control::serve(config)
+            .await
+            .map_err(|e| Error::Config(format!("control channel: {e}")))?;
+        {
+            let addr = handle.local_addr();
+            let cpu = Arc::new(Mutex::new(None));
+            let forwarder = tokio::spawn(forward_control(
+                commands,
+                self.to_group.clone(),
+                cpu.clone(),
+            ));
+            self.control = Some(Control {
+                handle,
+                published: None,
+                cpu,
+                forwarder,
+            });
+            Ok(addr)
+        }
+    }
+
+    /// Tell the agent who we are and what we own (cheap when nothing changed).
     fn serve_control(&mut self) {
         let Some(mut control) = self.control.take() else {
             return;
         };
-        while let Ok(cmd) = control.commands.try_recv() {
-            match cmd {
-                crate::control::ControlCommand::Leave { cooldown, reason } => {
-                    tracing::info!(%reason, ?cooldown, "agent asked us to leave and rejoin");
-                    self.leave_and_rejoin(cooldown, &reason);
-                }
-                crate::control::ControlCommand::Rejoin { reason } => {
-                    tracing::info!(%reason, "agent asked for a rebalance");
-                    self.request_rebalance(&reason);
-                }
-                crate::control::ControlCommand::Capacity(sample) => control.cpu = Some(sample),
-            }
-        }
         let id = self.identity();
         let now = (!id.member_id.is_empty()).then(|| crate::control::MemberIdentity {
             group: self.config.group.group_id.clone(),
@@ -441,11 +492,22 @@ impl Consumer {
         }
     }
 
-    /// Records behind the log end per owned partition, as of the last fetch.
+    /// Records the application has not been handed yet, per owned partition: from the next
+    /// offset it has not seen to the high watermark of the last fetch. Records fetched but
+    /// still buffered count: measured from the fetch position instead, a member that fetches
+    /// far ahead of what it processes (the fetcher drains the log in one round trip, the
+    /// application takes seconds per batch) looked caught up while it was thousands behind.
     pub fn lag(&self) -> BTreeMap<Tp, i64> {
         self.fetcher
             .assigned()
-            .filter_map(|(tp, st)| st.lag().map(|l| (tp.clone(), l)))
+            .filter_map(|(tp, st)| {
+                let fetch_lag = st.lag()?;
+                let buffered = match (self.consumed.get(tp), st.position) {
+                    (Some(&seen), Some(fetched)) => (fetched - seen).max(0),
+                    _ => 0,
+                };
+                Some((tp.clone(), fetch_lag + buffered))
+            })
             .collect()
     }
 
@@ -473,6 +535,7 @@ impl Consumer {
             }
             let now = Instant::now();
             if now >= deadline {
+                self.meter.backlogged = false;
                 return Ok(Vec::new());
             }
             let fetchable = self.owned.len() > self.unpositioned.len();
@@ -486,7 +549,6 @@ impl Consumer {
             }
             match self.fetcher.fetch().await {
                 Ok(records) => {
-                    self.meter.backlogged = self.lag().values().any(|l| *l > 0);
                     self.buffer.extend(
                         records
                             .into_iter()
@@ -517,6 +579,11 @@ impl Consumer {
             self.consumed.insert(tp, r.offset + 1);
         }
         self.meter.records += out.len() as u64;
+        // Records still waiting for the application after this batch (buffered, or known on
+        // the broker past our fetch position): it is the bottleneck, so what it processes is
+        // what it can process (the capacity estimator trusts such samples at once).
+        self.meter.backlogged =
+            !self.buffer.is_empty() || self.fetcher.assigned().any(|(_, st)| st.lag() > Some(0));
         out
     }
 
@@ -736,7 +803,11 @@ impl Consumer {
         self.meter.busy = Duration::ZERO;
         self.meter.per_partition.clear();
         let mut stats = stats;
-        if let Some(cpu) = self.control.as_ref().and_then(|c| c.cpu.as_ref()) {
+        let cpu = self
+            .control
+            .as_ref()
+            .and_then(|c| c.cpu.lock().ok().and_then(|s| s.clone()));
+        if let Some(cpu) = cpu {
             cpu.apply_to(&mut stats);
         }
         stats
