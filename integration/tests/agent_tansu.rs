@@ -69,5 +69,7 @@ async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
         out.consumed_without_agents > 0,
         "the workers stopped consuming when the agents died"
     );
-    let _ = std::fs::remove_dir_all(&out.logs);
+    if std::env::var_os("LAGBALANCE_E2E_KEEP_LOGS").is_none() {
+        let _ = std::fs::remove_dir_all(&out.logs);
+    }
 }
