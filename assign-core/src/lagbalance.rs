@@ -353,16 +353,16 @@ impl LagBalanceAssignor {
     }
 
     /// Last round's withheld transfers, as flat partition → member index, and per flat
-    /// partition the member index that gave it up.
+    /// partition the member index that gave it up (empty when nothing was withheld).
     fn pending_targets(
         &self,
         view: &GroupView,
         work: &Work,
     ) -> (Vec<(u32, u32)>, Vec<Option<u32>>) {
-        let mut given_up_by = vec![None; work.n];
         if self.pending.is_empty() {
-            return (Vec::new(), given_up_by);
+            return (Vec::new(), Vec::new());
         }
+        let mut given_up_by = vec![None; work.n];
         let by_id: HashMap<&str, u32> = view
             .members
             .iter()
@@ -952,6 +952,9 @@ impl Work {
     /// headed — the nearest in load, so the balance barely changes. A return without a
     /// revocation (a first move that overshot, corrected) is left alone. Returns the pairs.
     fn cancel_swaps(&mut self, owners: &[Option<u32>], given_up_by: &[Option<u32>]) -> usize {
+        if given_up_by.is_empty() {
+            return 0; // nothing was withheld last round
+        }
         let mut returned: Vec<Vec<usize>> = vec![Vec::new(); self.m];
         let mut leaving: Vec<Vec<usize>> = vec![Vec::new(); self.m];
         for p in 0..self.n {

@@ -270,10 +270,7 @@ async fn forward_control(
         let input = match cmd {
             ControlCommand::Leave { cooldown, reason } => {
                 tracing::info!(%reason, ?cooldown, "agent asked us to leave and rejoin");
-                Input::LeaveAndRejoin {
-                    cooldown_ms: cooldown.as_millis() as u64,
-                    reason,
-                }
+                leave_and_rejoin_input(cooldown, reason)
             }
             ControlCommand::Rejoin { reason } => {
                 tracing::info!(%reason, "agent asked for a rebalance");
@@ -289,6 +286,13 @@ async fn forward_control(
         if to_group.send(ToGroup::Input(input)).is_err() {
             return;
         }
+    }
+}
+
+fn leave_and_rejoin_input(cooldown: Duration, reason: String) -> Input {
+    Input::LeaveAndRejoin {
+        cooldown_ms: u64::try_from(cooldown.as_millis()).unwrap_or(u64::MAX),
+        reason,
     }
 }
 
@@ -401,22 +405,20 @@ impl Consumer {
         let (handle, commands) = crate::control::serve(config)
             .await
             .map_err(|e| Error::Config(format!("control channel: {e}")))?;
-        {
-            let addr = handle.local_addr();
-            let cpu = Arc::new(Mutex::new(None));
-            let forwarder = tokio::spawn(forward_control(
-                commands,
-                self.to_group.clone(),
-                cpu.clone(),
-            ));
-            self.control = Some(Control {
-                handle,
-                published: None,
-                cpu,
-                forwarder,
-            });
-            Ok(addr)
-        }
+        let addr = handle.local_addr();
+        let cpu = Arc::new(Mutex::new(None));
+        let forwarder = tokio::spawn(forward_control(
+            commands,
+            self.to_group.clone(),
+            cpu.clone(),
+        ));
+        self.control = Some(Control {
+            handle,
+            published: None,
+            cpu,
+            forwarder,
+        });
+        Ok(addr)
     }
 
     /// Tell the agent who we are and what we own (cheap when nothing changed).
@@ -455,10 +457,7 @@ impl Consumer {
 
     /// Voluntarily leave the group (committing and revoking first), and rejoin after `cooldown`.
     pub fn leave_and_rejoin(&mut self, cooldown: Duration, reason: &str) {
-        self.send(Input::LeaveAndRejoin {
-            cooldown_ms: cooldown.as_millis() as u64,
-            reason: reason.to_owned(),
-        });
+        self.send(leave_and_rejoin_input(cooldown, reason.to_owned()));
     }
 
     /// The partitions this member owns now.

@@ -497,17 +497,6 @@ fn handle_line(text: &[u8], shared: &Shared, identity: Option<MemberIdentity>) -
     )
 }
 
-/// [`serve`] with [`ControlConfig::from_env`]: the one call a consumer builder makes.
-/// `Ok(None)` when `LAGBALANCE_CONTROL_ADDR` is unset (channel off); an error for a bad value or
-/// a bind failure, which a consumer may log and ignore (fail-open).
-pub async fn serve_from_env(
-) -> Result<Option<(ControlHandle, mpsc::Receiver<ControlCommand>)>, ControlError> {
-    match ControlConfig::from_env()? {
-        Some(cfg) => serve(cfg).await.map(Some),
-        None => Ok(None),
-    }
-}
-
 /// The agent's end: one connection to the consumer's listener, one request at a time.
 pub struct ControlClient {
     addr: SocketAddr,
