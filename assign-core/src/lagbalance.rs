@@ -950,10 +950,10 @@ impl Work {
     /// the swap: the e2e benchmark on tansu paused 15 partitions to move 9). Undo such pairs:
     /// the member keeps the partition it owns, and the returned one goes where that one was
     /// headed — the nearest in load, so the balance barely changes. A return without a
-    /// revocation (a first move that overshot, corrected) is left alone. Returns the pairs.
-    fn cancel_swaps(&mut self, owners: &[Option<u32>], given_up_by: &[Option<u32>]) -> usize {
+    /// revocation (a first move that overshot, corrected) is left alone.
+    fn cancel_swaps(&mut self, owners: &[Option<u32>], given_up_by: &[Option<u32>]) {
         if given_up_by.is_empty() {
-            return 0; // nothing was withheld last round
+            return; // nothing was withheld last round
         }
         let mut returned: Vec<Vec<usize>> = vec![Vec::new(); self.m];
         let mut leaving: Vec<Vec<usize>> = vec![Vec::new(); self.m];
@@ -968,7 +968,6 @@ impl Work {
                 _ => {}
             }
         }
-        let mut pairs = 0;
         for x in 0..self.m {
             for &p in &returned[x] {
                 let nearest = leaving[x]
@@ -984,11 +983,9 @@ impl Work {
                     let q = leaving[x].swap_remove(i);
                     self.target[p] = self.target[q];
                     self.target[q] = x as u32;
-                    pairs += 1;
                 }
             }
         }
-        pairs
     }
 
     /// Every member that can take a partition gets one when partitions ≥ members: take it
