@@ -662,7 +662,7 @@ async fn sasl_plain_and_scram_produce_fetch_through_gate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_rejects_a_server_that_cannot_prove_the_password() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let broker = TestBroker::start_own().await.expect("tansu");
+    let broker = TestBroker::start().await.expect("broker");
     let gate = SaslGate::start(
         listener,
         broker.bootstrap.clone(),
