@@ -15,6 +15,7 @@ pub mod e2e_report;
 pub mod lagplot;
 pub mod lagrun;
 pub mod ledger;
+pub mod peers;
 pub mod workers;
 
 pub use broker::{unique, TestBroker};

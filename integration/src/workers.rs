@@ -8,12 +8,105 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// A group member that writes `--audit` lines (`assignor/examples/worker.rs`): a [`Worker`] or a
+/// [`crate::peers::Peer`]. What the audit-reading helpers below take, so they serve mixed groups.
+pub trait Audited {
+    fn name(&self) -> &str;
+    fn audit(&self) -> &Path;
+}
+
+/// A child process that stops on SIGTERM (bounded) or SIGKILL; killed when dropped.
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Process {
+    pub fn new(name: &str, child: Child) -> Process {
+        Process {
+            name: name.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Send `sig` (as `kill` spells it, e.g. `-TERM`).
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{} already gone", self.name))?;
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit (status 0).
+    pub fn terminate(&mut self, limit: Duration) -> Result<()> {
+        self.signal("-TERM")?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                if !status.success() {
+                    bail!("{} exited with {status}", self.name);
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        bail!("{} did not exit within {limit:?} of SIGTERM", self.name)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running worker process.
 pub struct Worker {
     pub name: String,
     pub audit: PathBuf,
     pub log: PathBuf,
-    child: Option<Child>,
+    process: Process,
+}
+
+impl Audited for Worker {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn audit(&self) -> &Path {
+        &self.audit
+    }
 }
 
 impl Worker {
@@ -66,67 +159,31 @@ impl Worker {
             name: name.to_owned(),
             audit,
             log,
-            child: Some(child),
+            process: Process::new(name, child),
         })
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    fn signal(&self, sig: &str) -> Result<()> {
-        let pid = self.pid().context("worker already gone")?;
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()?
-            .success();
-        if !ok {
-            bail!("kill {sig} {pid} failed");
-        }
-        Ok(())
     }
 
     /// SIGTERM, then wait (bounded) for a clean exit.
     pub fn terminate(&mut self, limit: Duration) -> Result<()> {
-        self.signal("-TERM")?;
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                if !status.success() {
-                    bail!("{} exited with {status}", self.name);
-                }
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill();
-        bail!("{} did not exit within {limit:?} of SIGTERM", self.name)
+        self.process.terminate(limit)
     }
 
     /// SIGKILL: no LeaveGroup, no commit.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill()
     }
 
     /// SIGUSR1: the worker multiplies its per-record cost by its `--slow-factor`.
     pub fn slow_down(&self) -> Result<()> {
-        self.signal("-USR1")
+        self.process.signal("-USR1")
     }
 
     pub fn pause(&self) -> Result<()> {
-        self.signal("-STOP")
+        self.process.signal("-STOP")
     }
 
     pub fn resume(&self) -> Result<()> {
-        self.signal("-CONT")
+        self.process.signal("-CONT")
     }
 
     /// The control listener the worker reported in its log (`control channel on ADDR`), waiting
@@ -150,21 +207,13 @@ impl Worker {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.process.is_running()
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Whether the worker last reported itself as the group's leader (its audit's `role` lines).
-pub fn is_leader(w: &Worker) -> bool {
-    std::fs::read_to_string(&w.audit)
+/// Whether the member last reported itself as the group's leader (its audit's `role` lines).
+pub fn is_leader<M: Audited + ?Sized>(w: &M) -> bool {
+    std::fs::read_to_string(w.audit())
         .ok()
         .and_then(|text| {
             text.lines()
@@ -179,12 +228,12 @@ pub fn is_leader(w: &Worker) -> bool {
 /// Partitions per worker name.
 pub type Ownership = BTreeMap<String, BTreeSet<(String, i32)>>;
 
-/// What each worker owns now, replayed from its audit log.
-pub fn owned_by_audit(workers: &[&Worker]) -> Ownership {
+/// What each member owns now, replayed from its audit log.
+pub fn owned_by_audit<M: Audited + ?Sized>(workers: &[&M]) -> Ownership {
     let mut out = BTreeMap::new();
     for w in workers {
         let mut owned = BTreeSet::new();
-        if let Ok(text) = std::fs::read_to_string(&w.audit) {
+        if let Ok(text) = std::fs::read_to_string(w.audit()) {
             for line in text.lines() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
@@ -207,7 +256,7 @@ pub fn owned_by_audit(workers: &[&Worker]) -> Ownership {
                 }
             }
         }
-        out.insert(w.name.clone(), owned);
+        out.insert(w.name().to_owned(), owned);
     }
     out
 }
@@ -215,9 +264,10 @@ pub fn owned_by_audit(workers: &[&Worker]) -> Ownership {
 /// Wait until the running `workers` own all `partitions` between them, disjointly, each at
 /// least one, and nothing has changed for `settle` (the cooperative follow-up rounds are done).
 /// Reads the workers' own audit logs: what the members really hold, not what the broker says.
-/// With `even`, also wait until partition counts differ by at most one.
-pub async fn wait_balanced(
-    workers: &[&Worker],
+/// With `even`, also wait until partition counts differ by at most one. A mixed group of
+/// workers and peers is passed as `&[&dyn Audited]`.
+pub async fn wait_balanced<M: Audited + ?Sized>(
+    workers: &[&M],
     partitions: i32,
     even: bool,
     settle: Duration,
@@ -248,6 +298,6 @@ pub async fn wait_balanced(
         last = now;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
+    let names: Vec<&str> = workers.iter().map(|w| w.name()).collect();
     bail!("{names:?} not balanced within {limit:?}; last seen: {last:?}")
 }
