@@ -13,6 +13,7 @@
 //! `--audit` writes JSON lines: one per ownership change
 //! `{"ts_ms":..,"member":..,"event":"assigned|revoked|lost","partitions":[[topic,p],..]}` and
 //! one per record `{"ts_ms":..,"member":..,"event":"consumed","topic":..,"partition":..,"offset":..}`,
+//! and `started` / `stopping` lines when it starts and when it begins a clean shutdown,
 //! so `integration`'s audit checker can prove no double ownership and no loss. Lines are flushed
 //! after every batch and around every callback, before offsets are committed.
 //! `--assignor` may repeat; the order is the preference order. SIGTERM / Ctrl-C close cleanly.
@@ -144,6 +145,12 @@ impl Audit {
             }
         }
     }
+    fn event(&self, event: &str) {
+        self.line(serde_json::json!({
+            "ts_ms": now_ms() as u64, "member": self.member, "event": event,
+        }));
+        self.flush();
+    }
     fn ownership(&self, event: &str, partitions: &[(String, i32)]) {
         self.line(serde_json::json!({
             "ts_ms": now_ms() as u64, "member": self.member, "event": event,
@@ -230,6 +237,8 @@ async fn main() {
         Err(e) => eprintln!("[{}] control channel off: {e}", args.name),
     }
     consumer.subscribe(&[args.topic.as_str()]);
+    // The audit counts a member live from `started` to `stopping` (or its last line).
+    audit.event("started");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("signal handler");
@@ -302,6 +311,7 @@ async fn main() {
         }
     }
     eprintln!("[{}] closing after {total} records", args.name);
+    audit.event("stopping");
     if let Err(e) = consumer.close(Duration::from_secs(10)).await {
         eprintln!("[{}] close: {e}", args.name);
     }

@@ -1,9 +1,14 @@
 //! The ownership audit: reads the workers' `--audit` JSON lines and proves that no partition
 //! was owned by two members at any instant, that every record was consumed by a member that
-//! owned its partition at the time, and that every produced offset was consumed.
+//! owned its partition at the time, and that every produced offset was consumed (safety); and
+//! measures the longest time any partition had no owner while a member was live (liveness).
+//!
+//! A member is live from its first line (the worker writes `started`) until its `stopping` line
+//! (a clean shutdown begins) or, killed, its last line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -52,6 +57,11 @@ pub struct Report {
     pub consumed: usize,
     pub ownership_changes: usize,
     pub intervals: BTreeMap<Tp, Vec<Interval>>,
+    /// When each member was live, `(member, from ms, until ms)`.
+    pub live: Vec<(String, u64, u64)>,
+    /// The longest stretch one partition had no owner while some member was live:
+    /// `(partition, from ms, length ms)`.
+    pub longest_unowned: Option<(Tp, u64, u64)>,
 }
 
 impl Report {
@@ -68,6 +78,8 @@ struct Replay {
     /// consuming before it learned it lost the partition).
     last_consumed: BTreeMap<Tp, u64>,
     last_ts: u64,
+    first_ts: Option<u64>,
+    stopping_ts: Option<u64>,
 }
 
 /// Check the audit files against the produced offsets.
@@ -97,7 +109,11 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
                 .unwrap_or_else(|| f.display().to_string());
             member_name = member.clone();
             r.last_ts = r.last_ts.max(line.ts_ms);
+            r.first_ts.get_or_insert(line.ts_ms);
             match line.event.as_str() {
+                "stopping" => {
+                    r.stopping_ts.get_or_insert(line.ts_ms);
+                }
                 "assigned" => {
                     report.ownership_changes += 1;
                     for tp in line.partitions {
@@ -146,6 +162,13 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
                 end: r.last_ts,
             });
         }
+        if let Some(first) = r.first_ts {
+            report.live.push((
+                member_name.clone(),
+                first,
+                r.stopping_ts.unwrap_or(r.last_ts),
+            ));
+        }
     }
     for (tp, ivs) in report.intervals.iter_mut() {
         ivs.sort_by_key(|i| (i.start, i.end));
@@ -172,6 +195,7 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
             report.unowned_consumption.push((member, tp, offset, ts));
         }
     }
+    report.longest_unowned = longest_unowned(&report, produced);
     report.consumed = consumed.values().sum();
     report.duplicates = consumed.values().filter(|c| **c > 1).map(|c| c - 1).sum();
     report.missing = produced
@@ -180,6 +204,60 @@ pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Resu
         .cloned()
         .collect();
     Ok(report)
+}
+
+/// Sorted, overlapping or touching intervals joined.
+fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The longest part of `live` that `owned` does not cover: `(from, length)`.
+fn longest_gap(live: &[(u64, u64)], owned: &[(u64, u64)]) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut consider = |from: u64, to: u64| {
+        if to > from && best.is_none_or(|(_, len)| to - from > len) {
+            best = Some((from, to - from));
+        }
+    };
+    for &(a, b) in live {
+        let mut cursor = a;
+        for &(s, e) in owned.iter().filter(|(s, e)| *e > a && *s < b) {
+            consider(cursor, s.min(b));
+            cursor = cursor.max(e);
+        }
+        consider(cursor, b);
+    }
+    best
+}
+
+/// Over every partition that was produced to or owned: the longest time it had no owner while
+/// some member was live.
+fn longest_unowned(report: &Report, produced: &BTreeSet<(Tp, i64)>) -> Option<(Tp, u64, u64)> {
+    let live = merge(report.live.iter().map(|(_, a, b)| (*a, *b)).collect());
+    let partitions: BTreeSet<&Tp> = produced
+        .iter()
+        .map(|(tp, _)| tp)
+        .chain(report.intervals.keys())
+        .collect();
+    partitions
+        .into_iter()
+        .filter_map(|tp| {
+            let owned = report
+                .intervals
+                .get(tp)
+                .map(|ivs| merge(ivs.iter().map(|i| (i.start, i.end)).collect()))
+                .unwrap_or_default();
+            longest_gap(&live, &owned).map(|(from, len)| (tp.clone(), from, len))
+        })
+        .max_by_key(|(_, _, len)| *len)
 }
 
 /// Wait (bounded by `limit`) until every produced offset shows up as consumed in `files`.
@@ -202,15 +280,24 @@ pub async fn wait_all_consumed(
 }
 
 /// Check `files`, print a one-line summary under `label`, and fail on any double ownership,
-/// consumption without ownership, or loss.
-pub fn assert_clean(label: &str, files: &[&Path], produced: &BTreeSet<(Tp, i64)>) -> Report {
+/// consumption without ownership, loss, or a partition left without an owner longer than
+/// `max_unowned` while a member was live.
+pub fn assert_clean(
+    label: &str,
+    files: &[&Path],
+    produced: &BTreeSet<(Tp, i64)>,
+    max_unowned: Duration,
+) -> Report {
     let report = check(files, produced).expect("audit files readable");
+    let (worst, from, unowned_ms) = report.longest_unowned.clone().unwrap_or_default();
     eprintln!(
-        "{label}: {} produced, {} consumed, {} redelivered, {} ownership changes",
+        "{label}: {} produced, {} consumed, {} redelivered, {} ownership changes, \
+         longest unowned {unowned_ms} ms ({worst:?} from {from}; bound {} ms)",
         produced.len(),
         report.consumed,
         report.duplicates,
-        report.ownership_changes
+        report.ownership_changes,
+        max_unowned.as_millis()
     );
     assert!(
         report.overlaps.is_empty(),
@@ -227,6 +314,12 @@ pub fn assert_clean(label: &str, files: &[&Path], produced: &BTreeSet<(Tp, i64)>
         report.missing.is_empty(),
         "{label}: {} records lost",
         report.missing.len()
+    );
+    assert!(
+        u128::from(unowned_ms) <= max_unowned.as_millis(),
+        "{label}: {worst:?} had no owner for {unowned_ms} ms from {from} while members were \
+         live (bound {} ms)",
+        max_unowned.as_millis()
     );
     report
 }
@@ -319,6 +412,55 @@ mod tests {
         );
         let r = check(&[a, b], &produced(2)).unwrap();
         assert!(r.is_clean(), "{r:?}");
+    }
+
+    #[test]
+    fn the_longest_unowned_stretch_counts_only_while_a_member_is_live() {
+        let d = tempdir();
+        // a owns t-0 from 10 to 20 and is killed; b is live from 5, owns it again from 50, and
+        // begins stopping at 60 (what happens after does not count).
+        let a = write(
+            &d,
+            "a",
+            &[
+                r#"{"ts_ms":2,"member":"a","event":"started"}"#,
+                r#"{"ts_ms":10,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":20,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+            ],
+        );
+        let b = write(
+            &d,
+            "b",
+            &[
+                r#"{"ts_ms":5,"member":"b","event":"started"}"#,
+                r#"{"ts_ms":50,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":55,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+                r#"{"ts_ms":60,"member":"b","event":"stopping"}"#,
+                r#"{"ts_ms":61,"member":"b","event":"revoked","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":500,"member":"b","event":"role"}"#,
+            ],
+        );
+        let r = check(&[a, b], &produced(2)).unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(r.longest_unowned, Some((("t".to_string(), 0), 20, 30)));
+    }
+
+    #[test]
+    fn a_partition_nobody_ever_owned_is_unowned_for_the_whole_live_time() {
+        let d = tempdir();
+        let a = write(
+            &d,
+            "a",
+            &[
+                r#"{"ts_ms":0,"member":"a","event":"started"}"#,
+                r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":90,"member":"a","event":"stopping"}"#,
+            ],
+        );
+        let mut produced = produced(1);
+        produced.insert((("t".to_string(), 1), 0));
+        let r = check(&[a], &produced).unwrap();
+        assert_eq!(r.longest_unowned, Some((("t".to_string(), 1), 0, 90)));
     }
 
     fn tempdir() -> std::path::PathBuf {

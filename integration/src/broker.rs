@@ -295,7 +295,8 @@ impl TestBroker {
 
     /// The label tests print: the kind, or `external`.
     pub fn label(&self) -> String {
-        self.kind.map_or_else(|| "external".to_owned(), |k| k.label())
+        self.kind
+            .map_or_else(|| "external".to_owned(), |k| k.label())
     }
 
     /// Node id → PLAINTEXT address, for a Kafka started here.

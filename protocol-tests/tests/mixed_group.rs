@@ -63,6 +63,11 @@ impl AuditLog {
             "partitions": parts.iter().map(|(t, p)| serde_json::json!([t, p])).collect::<Vec<_>>()});
         writeln!(self.out.lock().unwrap(), "{line}").unwrap();
     }
+    /// `started` / `stopping`: the audit counts the member live in between.
+    fn event(&self, event: &str) {
+        let line = serde_json::json!({"ts_ms": now_ms(), "member": self.member, "event": event});
+        writeln!(self.out.lock().unwrap(), "{line}").unwrap();
+    }
     fn consumed(&self, partition: i32, offset: i64) {
         let line = serde_json::json!({"ts_ms": now_ms(), "member": self.member, "event": "consumed",
             "topic": TOPIC, "partition": partition, "offset": offset});
@@ -130,11 +135,13 @@ fn spawn_rdkafka(
             .create_with_context(RdContext(log.clone()))
             .unwrap();
         consumer.subscribe(&[TOPIC]).unwrap();
+        log.event("started");
         while !stop.load(Ordering::Relaxed) {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
                 log.consumed(m.partition(), m.offset());
             }
         }
+        log.event("stopping");
         // Closing runs the final revoke through the context, committing on the way out.
         drop(consumer);
     })
@@ -159,6 +166,7 @@ async fn run_ours(bootstrap: String, log: AuditLog, stop: Arc<AtomicBool>) {
         .unwrap();
     let mut consumer = Consumer::new(config, Box::new(log.clone())).unwrap();
     consumer.subscribe(&[TOPIC]);
+    log.event("started");
     while !stop.load(Ordering::Relaxed) {
         for r in consumer
             .poll(Duration::from_millis(100))
@@ -168,6 +176,7 @@ async fn run_ours(bootstrap: String, log: AuditLog, stop: Arc<AtomicBool>) {
             log.consumed(r.partition, r.offset);
         }
     }
+    log.event("stopping");
     consumer.close(Duration::from_secs(10)).await.unwrap();
 }
 
@@ -200,6 +209,10 @@ async fn wait_converged(a: &AuditLog, b: &AuditLog, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// No partition may go without an owner longer than this while a member is live: two session
+/// timeouts (6 s) plus the mock's 3 s first-join wait and a rebalance round.
+const LIVENESS_BOUND: Duration = Duration::from_secs(2 * 6 + 3 + 5);
 
 async fn scenario(ours_first: bool) {
     let cluster = MockCluster::new(1).unwrap();
@@ -280,6 +293,7 @@ async fn scenario(ours_first: bool) {
         &format!("mixed group, ours first: {ours_first}"),
         &files,
         &produced,
+        LIVENESS_BOUND,
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
