@@ -1,7 +1,8 @@
-//! The chaos suite (issue 6): a group of our workers on tansu, records produced throughout, and
-//! faults injected while the group rebalances — forced rebalances through the control channel,
-//! `kill -9` of a member mid-rebalance, SIGSTOP past the session timeout then SIGCONT, a static
-//! member (`group.instance.id`) restarted, a sidecar agent killed and restarted.
+//! The chaos suite: a group of our workers on a real broker (Apache Kafka, or tansu with the
+//! faults it survives), records produced throughout, and faults injected while the group
+//! rebalances — forced rebalances through the control channel, `kill -9` of a member and of the
+//! leader mid-rebalance, SIGSTOP past the session timeout then SIGCONT, a static member
+//! (`group.instance.id`) restarted, a sidecar agent killed and restarted.
 //!
 //! Every run ends with the ownership audit (`crate::audit::check`: no partition owned by two
 //! members at any instant, no record consumed without ownership, every acknowledged offset
@@ -37,6 +38,8 @@ pub struct Faults {
     /// `kill -9` a non-leader right after a newcomer's join made a member revoke partitions
     /// (the cooperative hand-over is in flight).
     pub kill_mid_rebalance: bool,
+    /// `kill -9` the leader the same way.
+    pub kill_leader_mid_rebalance: bool,
     /// SIGSTOP a non-leader until the others took its partitions over, then SIGCONT.
     pub stop_past_session: bool,
     /// `kill -9` the static member and start a new process with the same `group.instance.id`.
@@ -49,18 +52,21 @@ impl Faults {
     pub fn all() -> Faults {
         Faults {
             kill_mid_rebalance: true,
+            kill_leader_mid_rebalance: true,
             stop_past_session: true,
             static_restart: true,
             agent_restart: true,
         }
     }
 
-    /// Every fault tansu 0.6.0 survives: all but the static restart, after which tansu leaves
-    /// the group forming under an unchanged generation and the restarted member's SyncGroup
-    /// answers REBALANCE_IN_PROGRESS forever (README, "Chaos suite").
+    /// Every fault tansu 0.6.0 survives: not the static restart, after which tansu leaves the
+    /// group forming under an unchanged generation and the restarted member's SyncGroup answers
+    /// REBALANCE_IN_PROGRESS forever, and not the leader's death, which wedges the group
+    /// (docs/tansu-quirks.md).
     pub fn tansu() -> Faults {
         Faults {
             static_restart: false,
+            kill_leader_mid_rebalance: false,
             ..Faults::all()
         }
     }
@@ -89,12 +95,12 @@ pub struct ChaosConfig {
 
 impl ChaosConfig {
     /// The run of the default test command: ≥ `rebalances` forced rebalances, every fault
-    /// tansu survives once.
-    pub fn short(rebalances: usize) -> ChaosConfig {
+    /// the broker survives once.
+    pub fn short(rebalances: usize, faults: Faults) -> ChaosConfig {
         ChaosConfig {
             rebalances,
             cycles: 1,
-            faults: Faults::tansu(),
+            faults,
             partitions: 8,
             rate: 100.0,
             session_timeout_ms: 10_000,
@@ -411,6 +417,8 @@ struct Run<'a> {
     cycle_static: usize,
     faults: Vec<String>,
     agent: Option<(Agent, u16, String)>,
+    /// Kafka: a restarted static member must get its partitions back without a rebalance.
+    kafka: bool,
 }
 
 /// Run the chaos scenario on `broker` and return its figures (the caller asserts).
@@ -437,6 +445,7 @@ pub async fn run(broker: &TestBroker, cfg: &ChaosConfig) -> Result<ChaosOutcome>
         cycle_static: 0,
         faults: Vec::new(),
         agent: None,
+        kafka: broker.kind.is_some_and(|k| k.is_kafka()),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let producing = tokio::spawn(crate::ledger::produce_until(
@@ -618,8 +627,9 @@ impl Run<'_> {
     }
 
     /// A newcomer joins; as soon as some member logs a `revoked` (the cooperative hand-over is
-    /// in flight), a non-leader holding partitions is killed with SIGKILL.
-    async fn kill_mid_rebalance(&mut self) -> Result<()> {
+    /// in flight), a member is killed with SIGKILL: the leader, or a non-leader holding
+    /// partitions.
+    async fn kill_mid_rebalance(&mut self, kill_leader: bool) -> Result<()> {
         let t0 = now_ms();
         self.spawn("d", None)?;
         let newcomer = self.live.len() - 1;
@@ -642,12 +652,17 @@ impl Run<'_> {
                 .get(&self.live[i].worker.name)
                 .is_some_and(|s| !s.is_empty())
         };
-        // Never the leader: tansu 0.6.0 wedges a group whose leader dies mid-rebalance
-        // (docs/tansu-quirks.md). Prefer the member that just revoked.
-        let victim = revoker
-            .filter(|i| Some(*i) != leader && holds(*i))
-            .or_else(|| (0..newcomer).find(|i| Some(*i) != leader && holds(*i)))
-            .context("no non-leader holding partitions to kill")?;
+        // A non-leader: prefer the member that just revoked.
+        let victim = if kill_leader {
+            leader
+                .filter(|i| *i < newcomer)
+                .context("no leader among the old members")?
+        } else {
+            revoker
+                .filter(|i| Some(*i) != leader && holds(*i))
+                .or_else(|| (0..newcomer).find(|i| Some(*i) != leader && holds(*i)))
+                .context("no non-leader holding partitions to kill")?
+        };
         let in_flight = {
             let refs = self.refs();
             let now = owned_by_audit(&refs);
@@ -655,7 +670,8 @@ impl Run<'_> {
         };
         let m = self.kill(victim);
         self.faults.push(format!(
-            "kill -9 {} {} ms after {} joined ({}; {} partitions unowned at the kill)",
+            "kill -9 {}{} {} ms after {} joined ({}; {} partitions unowned at the kill)",
+            if kill_leader { "the leader " } else { "" },
             m.worker.name,
             now_ms() - t0,
             self.live.last().map_or("", |m| m.worker.name.as_str()),
@@ -741,9 +757,10 @@ impl Run<'_> {
             .await
             .context("the static member never settled in")?;
         let i = self.live.len() - 1;
-        if self.leader() == Some(i) {
+        if self.leader() == Some(i) && !self.kafka {
             bail!("the static member leads; killing a leader wedges tansu 0.6.0");
         }
+        let generation = self.max_generation();
         let before: usize = owned_by_audit(&[&self.live[i].worker])
             .values()
             .map(|s| s.len())
@@ -761,6 +778,14 @@ impl Run<'_> {
             .map(|s| s.len())
             .sum();
         let took = t.elapsed();
+        let generation_after = self.max_generation();
+        // KIP-345: the broker hands a static member that comes back within its session its
+        // previous assignment; nobody rebalances.
+        ensure!(
+            !self.kafka || (generation_after == generation && after == before),
+            "the static member's restart rebalanced: generation {generation} -> \
+             {generation_after}, {before} -> {after} partitions"
+        );
         let mut restarted = self.live.remove(new);
         let new_name = restarted.worker.name.clone();
         restarted
@@ -771,7 +796,7 @@ impl Run<'_> {
             .await
             .context("settling after the static member left")?;
         self.faults.push(format!(
-            "kill -9 static {} (instance {id}, {before} partitions), restarted as {new_name}: settled after {:.1} s with {after} partitions, then left cleanly",
+            "kill -9 static {} (instance {id}, {before} partitions, generation {generation}), restarted as {new_name}: settled after {:.1} s with {after} partitions in generation {generation_after}, then left cleanly",
             m.worker.name,
             took.as_secs_f64()
         ));
@@ -853,6 +878,7 @@ impl Run<'_> {
         let f = &self.cfg.faults;
         let one: Vec<&str> = [
             (f.kill_mid_rebalance, "kill"),
+            (f.kill_leader_mid_rebalance, "leader"),
             (f.stop_past_session, "stop"),
             (f.static_restart, "static"),
             (f.agent_restart, "agent"),
@@ -870,7 +896,8 @@ impl Run<'_> {
                 self.forced_rebalance().await?;
             }
             match *fault {
-                "kill" => self.kill_mid_rebalance().await?,
+                "kill" => self.kill_mid_rebalance(false).await?,
+                "leader" => self.kill_mid_rebalance(true).await?,
                 "stop" => self.stop_past_session().await?,
                 "static" => self.static_restart().await?,
                 _ => self.agent_restart().await?,
