@@ -84,7 +84,8 @@ impl Audited for Peer {
 
 impl Peer {
     /// A Java `KafkaConsumer` peer. `extra`: `--assignor NAME`, `--session-timeout-ms N`,
-    /// `--instance-id ID`, `--delay-ms N` (per record), `--commit-interval-ms N`.
+    /// `--instance-id ID`, `--delay-ms N` (per record), `--commit-interval-ms N`, and (Java
+    /// only) `--group-protocol consumer` for a KIP-848 member.
     pub fn java(
         bootstrap: &str,
         group: &str,

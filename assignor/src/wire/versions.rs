@@ -31,7 +31,7 @@ pub fn client_range(api: ApiKey) -> Option<(i16, i16)> {
         OffsetCommit => (2, 8),
         OffsetFetch => (1, 7),
         FindCoordinator => (0, 3),
-        JoinGroup => (0, 5),
+        JoinGroup => (2, 5),
         SyncGroup => (0, 3),
         Heartbeat => (0, 3),
         LeaveGroup => (0, 3),
@@ -46,6 +46,17 @@ pub fn client_range(api: ApiKey) -> Option<(i16, i16)> {
         _ => return None,
     })
 }
+
+/// The highest version of each API that Kafka 4.0 removed (KIP-896): our ranges start above
+/// them, so no broker can talk this client down into one.
+pub const KAFKA_4_REMOVED: [(ApiKey, i16); 6] = [
+    (ApiKey::Produce, 2),
+    (ApiKey::Fetch, 3),
+    (ApiKey::ListOffsets, 0),
+    (ApiKey::OffsetCommit, 1),
+    (ApiKey::OffsetFetch, 0),
+    (ApiKey::JoinGroup, 1),
+];
 
 /// Versions a broker announced, one range per API key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,6 +162,14 @@ mod tests {
                 range.min,
                 range.max
             );
+        }
+    }
+
+    #[test]
+    fn no_range_reaches_a_version_kafka_4_removed() {
+        for (api, removed_max) in KAFKA_4_REMOVED {
+            let (lo, _) = client_range(api).unwrap();
+            assert!(lo > removed_max, "{api:?} starts at v{lo}");
         }
     }
 

@@ -38,6 +38,7 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * AuditConsumer --bootstrap HOST:PORT --group G --topic T --name NAME --audit PATH
  *               [--assignor cooperative-sticky|sticky|range|roundrobin] [--session-timeout-ms N]
  *               [--instance-id ID] [--delay-ms N] [--commit-interval-ms N]
+ *               [--group-protocol classic|consumer]
  * </pre>
  *
  * <p>Classic group protocol, auto-commit off: the offsets of the records it has processed are
@@ -72,15 +73,21 @@ public final class AuditConsumer {
     Properties p = new Properties();
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, args.get("--bootstrap"));
     p.put(ConsumerConfig.GROUP_ID_CONFIG, args.get("--group"));
-    p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+    // `consumer` is KIP-848's broker-side protocol: the broker assigns, no client assignor and
+    // no client session settings.
+    String protocol = args.getOrDefault("--group-protocol", "classic");
+    boolean classic = protocol.equals("classic");
+    p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, name);
     p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
     p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
     p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
     p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
-    p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, LeaderNoting.class.getName());
-    p.put(LeaderNoting.INNER, assignorClass(assignor));
-    if (args.containsKey("--session-timeout-ms")) {
+    if (classic) {
+      p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, LeaderNoting.class.getName());
+      p.put(LeaderNoting.INNER, assignorClass(assignor));
+    }
+    if (classic && args.containsKey("--session-timeout-ms")) {
       long ms = Long.parseLong(args.get("--session-timeout-ms"));
       p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, Long.toString(ms));
       // As the worker does: a heartbeat every third of the session.
@@ -251,7 +258,7 @@ public final class AuditConsumer {
   static Map<String, String> parse(String[] argv) {
     Set<String> known = Set.of("--bootstrap", "--group", "--topic", "--name", "--audit",
         "--assignor", "--session-timeout-ms", "--instance-id", "--delay-ms",
-        "--commit-interval-ms");
+        "--commit-interval-ms", "--group-protocol");
     Map<String, String> args = new TreeMap<>();
     for (int i = 0; i < argv.length; i += 2) {
       if (!known.contains(argv[i]) || i + 1 >= argv.length) {
@@ -271,6 +278,7 @@ public final class AuditConsumer {
     System.err.println("AuditConsumer: " + why);
     System.err.println("usage: AuditConsumer --bootstrap HOST:PORT --group G --topic T --name NAME"
         + " --audit PATH [--assignor cooperative-sticky|sticky|range|roundrobin]"
+        + " [--group-protocol classic|consumer]"
         + " [--session-timeout-ms N] [--instance-id ID] [--delay-ms N] [--commit-interval-ms N]");
     System.exit(2);
     return null;
