@@ -10,6 +10,11 @@ use crate::outlier::{score, score_partial, OutlierSettings, Score, Streaks};
 use crate::storm::{Hold, StormGuard};
 use crate::view::{GroupView, Snapshot, ViewTracker};
 
+/// How an action's reason names the view it was decided on: every member's assignment from
+/// DescribeGroups (Kafka), or only the own member's (a broker that hides assignments).
+pub const FULL_VIEW: &str = "full group view";
+pub const OWN_VIEW: &str = "own member only: the broker hides assignments";
+
 /// What to ask the app to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -125,8 +130,17 @@ impl Decider {
                 .find(|s| Some(&s.member_id) == me.as_ref())
                 .map(|s| {
                     format!(
-                        "lag {} is {:.1}x the peers' {:.0} (z {:.1}) for {} intervals",
-                        s.lag, s.ratio, s.peer_median, s.z, own_streak
+                        "lag {} is {:.1}x the peers' {:.0} (z {:.1}) for {} intervals ({})",
+                        s.lag,
+                        s.ratio,
+                        s.peer_median,
+                        s.z,
+                        own_streak,
+                        if view.assignments_visible {
+                            FULL_VIEW
+                        } else {
+                            OWN_VIEW
+                        }
                     )
                 })
                 .unwrap_or_default();

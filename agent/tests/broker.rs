@@ -1,56 +1,60 @@
-//! The real agent binary against a real broker (tansu), through `examples/overhead.rs`: one
+//! The real agent binary against real brokers, through `examples/overhead.rs` (on Kafka): one
 //! group member owning every partition with known lag, a control listener standing in for the
 //! app. The example fails unless the agent's `/metrics` shows exactly that lag with the control
-//! channel connected; here we also check the numbers it prints.
-//!
-//! Skipped (with a note) when tansu is not installed (`scripts/test-broker install`).
+//! channel connected; here we also check the numbers it prints. And a hand-made group on tansu
+//! whose slow member's agent alone acts.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// A broker from `scripts/test-broker ARGS` (`up`: the shared Kafka; `start --tansu`: a tansu
+/// of our own, stopped on drop). A test that finds none fails.
 struct Broker {
-    script: PathBuf,
-    port: String,
+    bootstrap: String,
+    own_id: Option<String>,
+}
+
+impl Broker {
+    fn start(args: &[&str]) -> Broker {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-broker");
+        let out = Command::new(&script)
+            .args(args)
+            .output()
+            .expect("test-broker runs");
+        assert!(
+            out.status.success(),
+            "scripts/test-broker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = |key: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        Broker {
+            bootstrap: value("LAGBALANCE_BOOTSTRAP").expect("a bootstrap address"),
+            own_id: (args[0] == "start")
+                .then(|| value("LAGBALANCE_BROKER_ID"))
+                .flatten(),
+        }
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        // Stop only ours (the script stops every broker without a port).
-        let _ = Command::new(&self.script)
-            .args(["stop", &self.port])
-            .status();
+        if let Some(id) = &self.own_id {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-broker");
+            let _ = Command::new(script).args(["stop", id]).status();
+        }
     }
-}
-
-fn tansu_installed() -> bool {
-    if let Some(bin) = std::env::var_os("LAGBALANCE_TANSU_BIN") {
-        return PathBuf::from(bin).exists();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    cache.is_some_and(|c| c.join("lagbalance/tansu-0.6.0/bin/tansu").exists())
 }
 
 #[test]
 fn agent_measures_a_real_group_and_feeds_its_app() {
-    if !tansu_installed() {
-        eprintln!("skipped: tansu not installed (scripts/test-broker install)");
-        return;
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-broker");
-    let out = Command::new(&script)
-        .arg("start")
-        .output()
-        .expect("test-broker runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let port = bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
-    let _broker = Broker { script, port };
+    let broker = Broker::start(&["up"]);
+    let bootstrap = broker.bootstrap.clone();
 
     // `cargo test` builds the examples next to the test binaries' directory.
     let exe = std::env::current_exe().unwrap();
@@ -345,23 +349,9 @@ mod slow_member {
 
 #[test]
 fn on_tansu_only_the_slow_members_agent_asks_its_app_to_rejoin() {
-    if !tansu_installed() {
-        eprintln!("skipped: tansu not installed (scripts/test-broker install)");
-        return;
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-broker");
-    let out = Command::new(&script)
-        .arg("start")
-        .output()
-        .expect("test-broker runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let port = bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
-    let _broker = Broker { script, port };
+    // tansu: its JoinGroup answers at once (no barrier), which the hand-made group below needs.
+    let broker = Broker::start(&["start", "--tansu"]);
+    let bootstrap = broker.bootstrap.clone();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

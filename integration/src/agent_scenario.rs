@@ -21,6 +21,7 @@ use lagbalance::{Client, ClientConfig};
 
 use crate::agents::Agent;
 use crate::audit;
+use crate::broker::BrokerKind;
 use crate::workers::{owned_by_audit, wait_balanced, Worker};
 use crate::{unique, TestBroker};
 
@@ -47,6 +48,8 @@ pub struct Scenario {
     pub produce_with_agents: Duration,
     /// How long records keep arriving after every agent was killed.
     pub produce_without_agents: Duration,
+    /// The broker: this kind, or the run's ([`TestBroker::start`]) when `None`.
+    pub broker: Option<BrokerKind>,
 }
 
 impl Default for Scenario {
@@ -63,6 +66,7 @@ impl Default for Scenario {
             lag_floor: 1_500,
             produce_with_agents: Duration::from_secs(75),
             produce_without_agents: Duration::from_secs(10),
+            broker: None,
         }
     }
 }
@@ -78,6 +82,10 @@ pub struct Outcome {
     pub peak_lag: i64,
     /// Agent actions, per worker name.
     pub actions: BTreeMap<String, usize>,
+    /// Every agent action's log line (with its reason and the view it was decided on).
+    pub action_lines: Vec<String>,
+    /// The broker the scenario ran on.
+    pub broker: String,
     /// Partitions the slow worker owned just before the first action, and at the end.
     pub slow_partitions_before: usize,
     pub slow_partitions_after: usize,
@@ -96,7 +104,10 @@ const SLOW: &str = "c";
 
 /// Run the scenario on a broker of its own and return what happened. Every wait is bounded.
 pub async fn run(s: &Scenario) -> Result<Outcome> {
-    let broker = TestBroker::start().await?;
+    let broker = match s.broker {
+        Some(kind) => TestBroker::start_kind(kind).await?,
+        None => TestBroker::start().await?,
+    };
     let client = Client::new(ClientConfig::new(&broker.bootstrap))?;
     let topic = unique("agents");
     let group = unique("agents-g");
@@ -214,7 +225,10 @@ async fn run_in(
     let settled = Instant::now();
     let total = s.slow_after + s.produce_with_agents + s.produce_without_agents;
 
-    let mut out = Outcome::default();
+    let mut out = Outcome {
+        broker: broker.label(),
+        ..Outcome::default()
+    };
     let slow_worker = &workers[2];
     let mut trigger_at: Option<Instant> = None;
     let mut slowed_at: Option<Instant> = None;
@@ -249,6 +263,7 @@ async fn run_in(
         if settled.elapsed() >= s.slow_after + s.produce_with_agents && agents_killed_at.is_none() {
             for a in &agents {
                 out.actions.insert(a.name.clone(), a.actions());
+                out.action_lines.extend(a.action_lines());
             }
             for a in agents.iter_mut() {
                 a.kill();

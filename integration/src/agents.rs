@@ -48,9 +48,19 @@ impl Agent {
 
     /// How many times this agent asked its app to rebalance so far.
     pub fn actions(&self) -> usize {
+        self.action_lines().len()
+    }
+
+    /// The log lines of the agent's actions (each with its reason).
+    pub fn action_lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
-            .map(|t| t.lines().filter(|l| l.contains(ACTED)).count())
-            .unwrap_or(0)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.contains(ACTED))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// SIGKILL: the agent vanishes without a word.

@@ -1,25 +1,35 @@
-//! Issue 5's end-to-end acceptance on a real broker (tansu 0.6.0): three example workers, one
-//! with 3× the per-record cost, each with its sidecar agent (`integration/src/agent_scenario.rs`).
-//! The slow member's agent trips, partitions move away from it, the group's lag returns below
-//! the floor within the stated bound, the ownership audit is clean, and with every agent killed
-//! the workers keep consuming.
+//! The agent end to end on real brokers: three example workers, one with 3× the per-record cost,
+//! each with its sidecar agent (`integration/src/agent_scenario.rs`). The slow member's agent
+//! trips, partitions move away from it, the group's lag returns below the floor within the
+//! stated bound, the ownership audit is clean, and with every agent killed the workers keep
+//! consuming. On Kafka the agents decide on the full group view (every member's assignment from
+//! DescribeGroups); on tansu 0.6.0, which hides assignments, on their own member's share.
 
 use std::time::Duration;
 
+use lagbalance_agent::decide::{FULL_VIEW, OWN_VIEW};
 use lagbalance_integration::agent_scenario::{run, Scenario};
+use lagbalance_integration::broker::BrokerKind;
 
 /// From the first agent action to group lag below the floor. Measured: see docs/agent.md.
 const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
-    let s = Scenario::default();
+async fn slow_member_scenario(kind: BrokerKind) {
+    let s = Scenario {
+        broker: Some(kind),
+        ..Scenario::default()
+    };
     let out = run(&s).await.expect("scenario ran");
+    let view = if kind.is_kafka() { FULL_VIEW } else { OWN_VIEW };
+    for line in &out.action_lines {
+        assert!(line.contains(view), "{} agent acted on: {line}", out.broker);
+    }
     eprintln!("logs in {}", out.logs.display());
     eprintln!(
-        "trigger after {:?}, recovered {:?} later, peak lag {}, slow member {} → {} partitions, \
+        "{}: trigger after {:?}, recovered {:?} later, peak lag {}, slow member {} → {} partitions, \
          actions {:?}, {} ownership changes after the trigger, {} records consumed without \
          agents, {} redelivered",
+        out.broker,
         out.trigger_after,
         out.recovered_after,
         out.peak_lag,
@@ -72,4 +82,19 @@ async fn the_slow_members_agent_moves_work_and_the_group_catches_up() {
     if std::env::var_os("LAGBALANCE_E2E_KEEP_LOGS").is_none() {
         let _ = std::fs::remove_dir_all(&out.logs);
     }
+}
+
+/// One scenario at a time: each is judged by a recovery time a neighbour's load would skew.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_the_slow_members_agent_moves_work_and_the_group_catches_up() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    slow_member_scenario(BrokerKind::KAFKA).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tansu_the_slow_members_agent_moves_work_and_the_group_catches_up() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    slow_member_scenario(BrokerKind::Tansu).await;
 }
