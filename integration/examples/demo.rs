@@ -1,5 +1,5 @@
 //! The demo (`scripts/demo`): the same heterogeneous group twice, first with
-//! `cooperative-sticky`, then with `lagbalance`, on a local tansu.
+//! `cooperative-sticky`, then with `lagbalance`, on a local broker (Apache Kafka by default).
 //!
 //! Three example workers (`assignor/examples/worker.rs`), two fast and one half as fast (per-record
 //! cost slept, so the result does not depend on this machine's CPU), each with its sidecar agent
@@ -17,7 +17,7 @@
 //!     [--assignors cooperative-sticky,lagbalance]
 //! ```
 //!
-//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own tansu (installed by
+//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own broker (installed by
 //! `scripts/test-broker install`). Ctrl-C stops the workers, the agents and that broker.
 
 use std::io::{IsTerminal, Write};
@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use lagbalance_integration::e2e::{self, flag, GroupKind, Progress, RunParams, RunResult, Sample};
 use lagbalance_integration::e2e_report::{comparison, lag_svg};
+use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::{unique, TestBroker};
 
 /// "Stable" = no ownership change for this long (tansu pauses rejoining followers ~3 s).
@@ -252,7 +253,7 @@ fn write_outputs(args: &Args, results: &[RunResult]) -> Result<()> {
             .collect::<String>()
     ));
     md.push_str(&format!(
-        "Setup: tansu 0.6.0 (in-memory) on 127.0.0.1; a {}-partition topic; records produced \
+        "Setup: {} on 127.0.0.1; a {}-partition topic; records produced \
          round-robin at {:.0}/s for {:.0} s; three example workers with sleep-mode per-record costs \
          a = {} µs, b = {} µs, c = {} µs (capacities {:.0}, {:.0} and {:.0} records/s), each with a \
          `lagbalance-agent` (mode rejoin, interval 1 s, sustain 3, lag floor {:.0}, cooldown 20 s, \
@@ -260,6 +261,7 @@ fn write_outputs(args: &Args, results: &[RunResult]) -> Result<()> {
          member {:.0} records/s. Lag = end offsets acknowledged to the producer − committed \
          offsets, per member by the partitions its audit file says it owns. Machine: 2 cores, \
          shared with other work — read the figures as one run, not a benchmark.\n\n",
+        BrokerKind::describe_run(args.bootstrap.as_deref()),
         args.partitions,
         args.rate,
         args.duration.as_secs_f64(),
@@ -299,7 +301,10 @@ async fn main() -> Result<()> {
     let bootstrap = match &args.bootstrap {
         Some(b) => b.clone(),
         None => {
-            println!("starting a local tansu broker on 127.0.0.1…");
+            println!(
+                "starting a local {} on 127.0.0.1…",
+                BrokerKind::describe_run(None)
+            );
             let b = TestBroker::start_own().await?;
             let addr = b.bootstrap.clone();
             broker = Some(b);

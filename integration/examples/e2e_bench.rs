@@ -1,6 +1,6 @@
 //! End-to-end benchmark: a `lagbalance` group (our example workers, each with its sidecar
 //! agent) against a group of `rdkafka` (librdkafka) consumers with `cooperative-sticky`, on the
-//! same local tansu, the same heterogeneous per-record costs (slept) and the same input.
+//! same local broker (Apache Kafka by default), the same heterogeneous per-record costs (slept) and the same input.
 //!
 //! For every input rate of `--rates`, each group runs once on a fresh topic: records produced
 //! round-robin at that rate for `--duration-s`. Figures:
@@ -34,6 +34,7 @@ use lagbalance_integration::e2e::{
 };
 use lagbalance_integration::e2e_report::{comparison, steady_window};
 use lagbalance_integration::lagplot::{chart, Marker, Panel, Series};
+use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::{unique, TestBroker};
 
 struct Args {
@@ -230,7 +231,7 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
         .map(|c| 1e6 / *c as f64 * n)
         .fold(f64::INFINITY, f64::min);
     md.push_str(&format!(
-        "Machine: 2 cores shared with other work (builds, other tests), tansu 0.6.0 in memory on \
+        "Machine: 2 cores shared with other work (builds, other tests), {} on \
          127.0.0.1 — read ratios within this page, not absolute numbers across runs.\n\n\
          Setup: {} partitions, records produced round-robin for {:.0} s per run; {} members with \
          sleep-mode per-record costs {:?} µs (capacities {}; {:.0} records/s in all). An even \
@@ -241,6 +242,7 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
          in-process `BaseConsumer`s, `partition.assignment.strategy=cooperative-sticky`, same costs \
          slept per batch, offsets stored after processing and auto-committed every 200 ms (as the \
          workers). Lag = acknowledged end offsets − committed offsets (OffsetFetch), every second.\n\n",
+        BrokerKind::describe_run(args.bootstrap.as_deref()),
         args.partitions,
         args.duration.as_secs_f64(),
         args.costs.len(),

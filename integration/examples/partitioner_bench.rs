@@ -7,7 +7,7 @@
 //! cargo run --release -p lagbalance-integration --example partitioner_bench -- \
 //!     [--bootstrap HOST:PORT] [--duration-s 40] [--rate 240]
 //! ```
-//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own tansu. Settings are
+//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own broker (Apache Kafka by default). Settings are
 //! those of `lagrun::Params::new` (12 partitions; consumers at 20 ms / 2 ms / 2 ms per record;
 //! partitioner slow_lag 40, refresh 500 ms, observe and probe 3 s, probe share 0.2).
 

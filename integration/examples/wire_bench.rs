@@ -1,11 +1,11 @@
 //! Produce and consume throughput of lagbalance's wire client side by side with the `rdkafka`
-//! crate (librdkafka), against the same local tansu and the same topic.
+//! crate (librdkafka), against the same local broker and the same topic.
 //!
 //! ```text
 //! cargo run --release -p lagbalance-integration --example wire_bench -- \
 //!     [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12] [--rounds 3]
 //! ```
-//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own tansu. Each round
+//! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own broker (Apache Kafka by default). Each round
 //! produces N keyed records with each client into one topic (2N in all), then each client reads
 //! the whole topic from the beginning; the medians and the ratio ours ÷ rdkafka are printed as
 //! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches. Every

@@ -56,6 +56,24 @@ impl BrokerKind {
         }
     }
 
+    /// What a report says the broker was.
+    pub fn description(&self) -> String {
+        match self {
+            BrokerKind::Kafka(v) => format!("Apache Kafka {v} (single-node KRaft)"),
+            BrokerKind::Tansu => "tansu 0.6.0 (in-memory)".to_owned(),
+        }
+    }
+
+    /// What a benchmark or demo run against: the broker at `bootstrap` if one was named, else
+    /// the kind `LAGBALANCE_TEST_BROKER` names.
+    pub fn describe_run(bootstrap: Option<&str>) -> String {
+        match (bootstrap, BrokerKind::from_env()) {
+            (Some(b), _) => format!("the broker at {b}"),
+            (None, Ok(kind)) => kind.description(),
+            (None, Err(e)) => e.to_string(),
+        }
+    }
+
     /// Whether the broker has a JoinGroup barrier and full DescribeGroups answers.
     pub fn is_kafka(&self) -> bool {
         matches!(self, BrokerKind::Kafka(_))
