@@ -1,4 +1,4 @@
-//! The lag-aware partitioner on a real broker (tansu): a producer and three consumers, one
+//! The lag-aware partitioner on a real broker (Apache Kafka by default): a producer and three consumers, one
 //! slow. At an input rate where even spread overloads the slow consumer (its partitions get a
 //! third of the records, it can process about a fifth), the partitioner must send its
 //! partitions fewer records and keep the group's lag bounded, while the even-spread control,

@@ -1,5 +1,5 @@
-//! What a slow member's consumer reports and how it answers its agent, on a real broker (tansu
-//! 0.6.0). A slow application holds fetched records for seconds between polls: its lag must
+//! What a slow member's consumer reports and how it answers its agent, on a real broker (Apache
+//! Kafka by default). A slow application holds fetched records for seconds between polls: its lag must
 //! count them, and a rebalance its agent asks for must not wait for the next poll.
 
 use std::time::{Duration, Instant};
