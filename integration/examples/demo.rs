@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::e2e::{self, flag, GroupKind, Progress, RunParams, RunResult, Sample};
 use lagbalance_integration::e2e_report::{comparison, lag_svg};
-use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::{unique, TestBroker};
 
 /// "Stable" = no ownership change for this long (tansu pauses rejoining followers ~3 s).

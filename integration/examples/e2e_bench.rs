@@ -29,12 +29,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::e2e::{
     self, flag, rebalances_after_triggers, GroupKind, MemberSpec, Progress, RunParams, RunResult,
 };
 use lagbalance_integration::e2e_report::{comparison, steady_window};
 use lagbalance_integration::lagplot::{chart, Marker, Panel, Series};
-use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::{unique, TestBroker};
 
 struct Args {
