@@ -30,6 +30,7 @@ use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Subscription,
 };
+use super::liveness::{ClaimAges, Liveness, Overdue, PlanContext, Subscriptions};
 
 /// How long cached subscription user data may be reused by later joins; older data is
 /// recomputed and sent only if the assignor says the news matters
@@ -347,6 +348,15 @@ pub struct Membership {
     /// Leader: generation of the first plan of our current run as leader. A member whose claim
     /// predates it may hold what an earlier leader gave it, which we never saw.
     led_since: Option<i32>,
+    /// Leader: how old each member's claim provably is (for claims without a generation).
+    claim_ages: ClaimAges,
+    /// Leader: the liveness bound's clocks (`liveness.rs`, docs/group-protocol.md rule 15).
+    liveness: Liveness,
+    /// Leader: when the next partition left without a confirmed holder reaches the bound; a
+    /// round runs then at the latest.
+    liveness_deadline: Option<u64>,
+    /// Leader, stable: run a round at this time for the liveness bound.
+    liveness_round_at: Option<u64>,
     now: u64,
 }
 
@@ -406,6 +416,10 @@ impl Membership {
             follow_ups_in_a_row: 0,
             vanished: BTreeMap::new(),
             led_since: None,
+            claim_ages: ClaimAges::default(),
+            liveness: Liveness::default(),
+            liveness_deadline: None,
+            liveness_round_at: None,
             now: now_ms,
         }
     }
@@ -449,6 +463,9 @@ impl Membership {
         }
         if let (Phase::Idle, Wake::At(w)) = (self.phase, self.wake) {
             at(w);
+        }
+        if let (Phase::Stable, Some(round)) = (self.phase, self.liveness_round_at) {
+            at(round);
         }
         if self.joined() {
             at(self.next_heartbeat);
@@ -651,6 +668,15 @@ impl Membership {
 
     fn check_timers(&mut self) {
         self.check_session();
+        if self.phase == Phase::Stable
+            && self.is_leader()
+            && self.liveness_round_at.is_some_and(|at| self.now >= at)
+        {
+            self.liveness_round_at = None;
+            self.request_rejoin(
+                "a partition has had no confirmed owner for a session timeout".into(),
+            );
+        }
         if !self.joined() {
             return;
         }
@@ -1085,8 +1111,12 @@ impl Membership {
                 // user data after syncing, which does start a rebalance.
                 self.nudge_leader = previous_generation == generation
                     && self.last_join.as_ref().is_some_and(|l| l.echoed);
-                // Someone else leads: our memory stops covering the group's plans.
+                // Someone else leads: our memory stops covering the group's plans, and our
+                // clocks stop measuring anything.
                 self.led_since = None;
+                self.claim_ages = ClaimAges::default();
+                self.liveness = Liveness::default();
+                self.liveness_round_at = None;
                 self.phase = Phase::Syncing;
                 self.send_sync(protocol, Vec::new());
             }
@@ -1156,15 +1186,61 @@ impl Membership {
             return;
         }
         let protocol = self.protocol.clone().unwrap_or_default();
-        let view = build_view(self.generation, &self.join_members, topics, stats, self.now);
+        let mut view = build_view(self.generation, &self.join_members, topics, stats, self.now);
+        let bound = self.config.session_timeout_ms;
+        let led_since = *self.led_since.get_or_insert(self.generation);
+        // Claims without a generation (subscription v0/v1) are dated from our own answers
+        // (rule 16).
+        self.claim_ages.observe(
+            &protocol,
+            self.generation,
+            &self.join_members,
+            self.now,
+            bound,
+        );
+        let subs = Subscriptions::of(&self.join_members);
+        let history_known = self.claim_ages.date(&mut view, &subs.undated, led_since);
+        // The liveness bound (rule 15): partitions without a confirmed holder for a session
+        // timeout are no longer withheld by the precautionary rules below.
+        let eager = self
+            .assignors
+            .iter()
+            .any(|a| a.name() == protocol && !a.cooperative());
+        let leader_id = self.member_id.clone();
+        let sets = subs.liveness_sets(&view, &leader_id, eager);
+        let cx = PlanContext {
+            now: self.now,
+            bound_ms: bound,
+            metadata: &subs.metadata,
+            cannot_confirm: &sets.cannot_confirm,
+            leader: &leader_id,
+            unproven: &sets.unproven,
+        };
+        let overdue = self
+            .liveness
+            .before_plan(&cx, &mut view, self.issued.as_mut());
         let Some(assignor) = self.assignors.iter_mut().find(|a| a.name() == protocol) else {
             return self.fatal(format!("leader does not know assignor {protocol}"));
         };
-        let mut plan = match assignor.assign(&view, self.issued.as_ref()) {
+        let unresponsive = self.liveness.unresponsive_in(&view);
+        let planned = if unresponsive.contains(&true) {
+            assign_without(
+                assignor.as_mut(),
+                &view,
+                self.issued.as_ref(),
+                &unresponsive,
+            )
+        } else {
+            assignor.assign(&view, self.issued.as_ref())
+        };
+        let mut plan = match planned {
             Ok(p) => p,
             Err(e) => return self.fatal(format!("assignor {protocol} failed: {e}")),
         };
         let owners = resolve_owners(&view, self.issued.as_ref());
+        if unresponsive.contains(&true) {
+            keep_with_claimants(&view, &owners, &unresponsive, &mut plan);
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             let claims: Vec<(String, i32, usize)> = view
                 .members
@@ -1181,19 +1257,25 @@ impl Membership {
         }
         // The assignor's intent for those partitions is deferred: the leader asks for another
         // round once their holder has had time to rejoin with a current claim.
-        self.follow_up = keep_with_remembered_owner(&view, &owners, &mut plan);
-        if self.hold_vanished(&view, &owners, &mut plan) {
+        self.follow_up = keep_with_remembered_owner(&view, &owners, &subs.no_claims, &mut plan);
+        if self
+            .liveness
+            .enforce(&cx, &view, &owners, &overdue, &mut plan)
+        {
             self.follow_up = true;
         }
-        if withhold_contested(&view, self.issued.as_ref(), &mut plan) {
+        if self.hold_vanished(&view, &owners, &overdue, &mut plan) {
             self.follow_up = true;
         }
-        let led_since = *self.led_since.get_or_insert(self.generation);
+        if withhold_contested(&view, self.issued.as_ref(), &overdue, &mut plan) {
+            self.follow_up = true;
+        }
         if withhold_unclaimed_if_history_unknown(
             &view,
             &owners,
-            led_since,
+            &history_known,
             &self.member_id,
+            &overdue,
             &mut plan,
         ) {
             self.follow_up = true;
@@ -1204,6 +1286,13 @@ impl Membership {
         if let Err(e) = validate(&view, &owners, &plan) {
             return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
         }
+        self.liveness_deadline = self.liveness.after_plan(
+            &cx,
+            self.config.heartbeat_interval_ms,
+            &view,
+            &owners,
+            &plan,
+        );
         self.issued = Some(remember(&view, self.issued.as_ref(), &plan));
         let mut assignments = Vec::with_capacity(view.members.len());
         for (i, m) in view.members.iter().enumerate() {
@@ -1315,7 +1404,15 @@ impl Membership {
             let factor = 1u64 << self.follow_ups_in_a_row.min(2);
             self.follow_ups_in_a_row += 1;
             self.not_before = self.now + self.config.heartbeat_interval_ms * factor;
+            // …but never past the liveness bound (rule 15).
+            if let Some(deadline) = self.liveness_deadline {
+                self.not_before = self.not_before.min(deadline.max(self.now));
+            }
         }
+        self.liveness_round_at = match self.rejoin_reason {
+            None if self.is_leader() => self.liveness_deadline,
+            _ => None,
+        };
         self.phase = if self.rejoin_reason.is_some() {
             Phase::NeedJoin
         } else {
@@ -1331,7 +1428,13 @@ impl Membership {
     /// it; here we cannot know. So what we gave it stays with nobody until a session timeout
     /// after we first missed it — by then it has given its partitions up itself
     /// (`check_session`) — unless a present member owns it. Returns whether it withheld anything.
-    fn hold_vanished(&mut self, view: &GroupView, owners: &[Option<u32>], plan: &mut Plan) -> bool {
+    fn hold_vanished(
+        &mut self,
+        view: &GroupView,
+        owners: &[Option<u32>],
+        overdue: &Overdue,
+        plan: &mut Plan,
+    ) -> bool {
         let present: std::collections::HashSet<&str> =
             view.members.iter().map(|m| m.member_id.as_str()).collect();
         let now = self.now;
@@ -1360,6 +1463,7 @@ impl Membership {
                 view.flat_index(&offsets, DenseTp::new(t, *partition))
             })
             .filter(|&i| owners.get(i).copied().flatten().is_none())
+            .filter(|i| !overdue.partitions.contains(i))
             .collect();
         let withheld = withhold_from_plan(view, plan, |i| i.is_none_or(|i| !held.contains(&i)));
         if withheld {
@@ -1463,8 +1567,9 @@ impl Membership {
 fn withhold_unclaimed_if_history_unknown(
     view: &GroupView,
     owners: &[Option<u32>],
-    led_since: i32,
+    history_known: &[bool],
     leader_id: &str,
+    overdue: &Overdue,
     plan: &mut Plan,
 ) -> bool {
     let fresh_group = view
@@ -1474,11 +1579,14 @@ fn withhold_unclaimed_if_history_unknown(
     let unknown = view
         .members
         .iter()
-        .any(|m| m.member_id != leader_id && m.generation < led_since);
+        .zip(history_known)
+        .any(|(m, known)| m.member_id != leader_id && !known);
     if fresh_group || !unknown || plan.assignments.len() != view.members.len() {
         return false;
     }
-    withhold_from_plan(view, plan, |i| i.is_some_and(|i| owners[i].is_some()))
+    withhold_from_plan(view, plan, |i| {
+        i.is_some_and(|i| owners[i].is_some() || overdue.partitions.contains(&i))
+    })
 }
 
 /// Give every partition whose owner is known only from the leader's memory back to that owner.
@@ -1491,7 +1599,16 @@ fn withhold_unclaimed_if_history_unknown(
 /// next round the member claims it for real and the normal revoke-then-assign flow applies.
 /// Returns whether it changed the plan (the leader then runs a follow-up round, see
 /// `follow_up`).
-fn keep_with_remembered_owner(view: &GroupView, owners: &[Option<u32>], plan: &mut Plan) -> bool {
+///
+/// Not for a member whose subscription carries no owned partitions (v0): it is eager, so it
+/// lets everything go when it rejoins, and as it never claims anything, keeping a partition
+/// with it would keep it there for good; the partition waits for the liveness bound instead.
+fn keep_with_remembered_owner(
+    view: &GroupView,
+    owners: &[Option<u32>],
+    no_claims: &std::collections::HashSet<String>,
+    plan: &mut Plan,
+) -> bool {
     if plan.assignments.len() != view.members.len() {
         return false; // validate() reports it
     }
@@ -1517,12 +1634,71 @@ fn keep_with_remembered_owner(view: &GroupView, owners: &[Option<u32>], plan: &m
         for p in 0..topic.partitions.max(0) {
             let i = offsets[t] + p as usize;
             if let (Some(m), false, false) = (owners[i], assigned[i], claimed[i]) {
+                if no_claims.contains(&view.members[m as usize].member_id) {
+                    continue;
+                }
                 plan.assignments[m as usize].push(DenseTp::new(t as u32, p));
                 changed = true;
             }
         }
     }
     changed
+}
+
+/// Run `assignor` as if the members marked in `skip` were not in the group (unresponsive
+/// members, see `liveness.rs`: balancing onto them pulled partitions away from live members
+/// round after round, only to strand them), and give them empty lists in the result.
+fn assign_without(
+    assignor: &mut dyn Assignor,
+    view: &GroupView,
+    issued: Option<&IssuedPlan>,
+    skip: &[bool],
+) -> Result<Plan, lagbalance_assign::AssignError> {
+    let mut reduced = view.clone();
+    let mut keep = skip.iter().map(|s| !s);
+    reduced.members.retain(|_| keep.next().unwrap_or(true));
+    let partial = assignor.assign(&reduced, issued)?;
+    let mut plan = Plan {
+        assignments: Vec::with_capacity(view.members.len()),
+        user_data: Vec::new(),
+    };
+    let mut lists = partial.assignments.into_iter();
+    let mut data = partial.user_data.into_iter();
+    let with_data = !reduced.members.is_empty() && data.len() == reduced.members.len();
+    for skipped in skip {
+        if *skipped {
+            plan.assignments.push(Vec::new());
+            if with_data {
+                plan.user_data.push(None);
+            }
+        } else {
+            plan.assignments.push(lists.next().unwrap_or_default());
+            if with_data {
+                plan.user_data.push(data.next().flatten());
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// After [`assign_without`]: the skipped members keep what they claim and own, and nobody
+/// else is given it (the assignor did not see their claims).
+fn keep_with_claimants(view: &GroupView, owners: &[Option<u32>], skip: &[bool], plan: &mut Plan) {
+    lagbalance_assign::withhold_transfers(view, owners, plan);
+    let offsets = view.topic_offsets();
+    for (m, member) in view.members.iter().enumerate() {
+        if !skip.get(m).copied().unwrap_or(false) {
+            continue;
+        }
+        for tp in &member.owned {
+            let owned = view
+                .flat_index(&offsets, *tp)
+                .is_some_and(|i| owners[i] == Some(m as u32));
+            if owned && !plan.assignments[m].contains(tp) {
+                plan.assignments[m].push(*tp);
+            }
+        }
+    }
 }
 
 /// Take out of the plan every partition for which `keep` (given its flat index in the view,
@@ -1547,13 +1723,20 @@ fn withhold_from_plan(
 /// Take out of the plan every partition two members claim equally strongly
 /// ([`contested`]): either may hold it, so nobody gets it this round, both revoke it if they
 /// hold it, and a follow-up round hands it out. Returns whether it withheld anything.
-fn withhold_contested(view: &GroupView, previous: Option<&IssuedPlan>, plan: &mut Plan) -> bool {
+fn withhold_contested(
+    view: &GroupView,
+    previous: Option<&IssuedPlan>,
+    overdue: &Overdue,
+    plan: &mut Plan,
+) -> bool {
     let contested = contested(view, previous);
     if !contested.iter().any(|c| *c) {
         return false;
     }
     withhold_from_plan(view, plan, |i| {
-        i.is_none_or(|i| !contested.get(i).copied().unwrap_or(false))
+        i.is_none_or(|i| {
+            !contested.get(i).copied().unwrap_or(false) || overdue.partitions.contains(&i)
+        })
     })
 }
 

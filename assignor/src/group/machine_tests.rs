@@ -818,6 +818,89 @@ struct Node {
     commits: Vec<Vec<Tp>>,
     /// Killed: takes no more inputs and holds nothing.
     dead: bool,
+    /// How its JoinGroup subscriptions look on the wire.
+    dialect: Dialect,
+}
+
+/// How a node's JoinGroup subscriptions reach the coordinator: as our machine wrote them, or
+/// rewritten to look like another client's (the machine underneath behaves as ours).
+#[derive(Clone, Debug, PartialEq)]
+enum Dialect {
+    Ours,
+    /// kafka-python 3.x `cooperative-sticky`: subscription v1 — owned partitions, no
+    /// generation (the leader reads −1), empty user data.
+    KafkaPython,
+    /// kafka-python's eager assignors (`range`, `roundrobin`): subscription v0 — no owned
+    /// partitions, no generation.
+    KafkaPythonEager,
+    /// A buggy or hostile member: its claims also list `extra`, which it was never given, at
+    /// its real generation or at `generation`.
+    Liar {
+        extra: Vec<Tp>,
+        generation: Option<i32>,
+    },
+}
+
+/// A subscription blob of consumer-protocol version `version` (0–3), as other clients write
+/// them: v0 has no owned partitions, v1 no generation, v2 no rack.
+fn subscription_blob_v(s: &Subscription, version: i16) -> Bytes {
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedTp;
+    use kafka_protocol::messages::{ConsumerProtocolSubscription, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in &s.owned {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    let body = ConsumerProtocolSubscription::default()
+        .with_topics(
+            s.topics
+                .iter()
+                .map(|t| StrBytes::from_string(t.clone()))
+                .collect(),
+        )
+        .with_user_data(s.user_data.clone())
+        .with_owned_partitions(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    OwnedTp::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+        .with_generation_id(s.generation);
+    let mut buf = BytesMut::new();
+    buf.put_i16(version);
+    body.encode(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+impl Dialect {
+    fn rewrite(&self, blob: &Bytes) -> Bytes {
+        match self {
+            Dialect::Ours => blob.clone(),
+            Dialect::KafkaPython => {
+                let (_, mut s) = decode_subscription(blob).unwrap();
+                s.user_data = Some(Bytes::new());
+                subscription_blob_v(&s, 1)
+            }
+            Dialect::KafkaPythonEager => {
+                let (_, mut s) = decode_subscription(blob).unwrap();
+                s.user_data = Some(Bytes::new());
+                subscription_blob_v(&s, 0)
+            }
+            Dialect::Liar { extra, generation } => {
+                let (_, mut s) = decode_subscription(blob).unwrap();
+                s.owned.extend(extra.iter().cloned());
+                s.generation = generation.unwrap_or(s.generation);
+                s.owned.sort();
+                s.owned.dedup();
+                encode_subscription(&s).unwrap()
+            }
+        }
+    }
 }
 
 struct Sim {
@@ -832,6 +915,11 @@ struct Sim {
     audit: bool,
     /// How many Assign callbacks the audit checked.
     audited: usize,
+    /// Per partition of a topic some live member subscribes to: since when no live member has
+    /// held it (checked at every stop of [`Sim::advance`]).
+    unowned_since: BTreeMap<Tp, u64>,
+    /// The longest such stretch so far, and the partition.
+    worst_unowned: (u64, Option<Tp>),
 }
 
 impl Sim {
@@ -845,6 +933,8 @@ impl Sim {
             responses: Vec::new(),
             audit: true,
             audited: 0,
+            unowned_since: BTreeMap::new(),
+            worst_unowned: (0, None),
         }
     }
 
@@ -862,8 +952,110 @@ impl Sim {
             commit_errors: VecDeque::new(),
             commits: Vec::new(),
             dead: false,
+            dialect: Dialect::Ours,
         });
         self.nodes.len() - 1
+    }
+
+    /// Add a member whose JoinGroups look like `dialect`'s, subscribed to `topics`.
+    fn join_as(
+        &mut self,
+        dialect: Dialect,
+        config: MemberConfig,
+        assignors: Vec<Box<dyn Assignor>>,
+        topics: &[&str],
+    ) -> usize {
+        let i = self.add(config, assignors);
+        self.nodes[i].dialect = dialect;
+        self.input(
+            i,
+            Input::Subscribe(topics.iter().map(|t| t.to_string()).collect()),
+        );
+        i
+    }
+
+    /// Update the unowned-partition clocks (see `unowned_since`).
+    fn track_unowned(&mut self) {
+        let live = |n: &&Node| !n.dead && n.m.phase() != Phase::Closed;
+        let held: BTreeSet<Tp> = self
+            .nodes
+            .iter()
+            .filter(live)
+            .flat_map(|n| n.app.iter().cloned())
+            .collect();
+        let wanted: Vec<Tp> = self
+            .topics
+            .iter()
+            .filter(|(t, _)| self.nodes.iter().filter(live).any(|n| subscribed(n, t)))
+            .flat_map(|(t, n)| tps(t, 0..*n))
+            .collect();
+        let now = self.now;
+        self.unowned_since
+            .retain(|p, _| wanted.contains(p) && !held.contains(p));
+        for p in wanted {
+            if !held.contains(&p) {
+                let since = *self.unowned_since.entry(p.clone()).or_insert(now);
+                if now - since > self.worst_unowned.0 {
+                    self.worst_unowned = (now - since, Some(p));
+                }
+            }
+        }
+    }
+
+    /// Print every plan, claim, callback and group answer, by time (debugging aid).
+    fn dump(&self) {
+        for (t, i, r) in &self.responses {
+            if let Response::Sync { error, assignment } = r {
+                eprintln!(
+                    "t={t} node {i} sync answer {error} {:?}",
+                    decode_assignment(assignment).map(|a| a.partitions)
+                );
+            }
+            if let Response::Join {
+                error, generation, ..
+            } = r
+            {
+                eprintln!("t={t} node {i} join answer {error} gen {generation}");
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            for (t, o) in &n.log {
+                match o {
+                    Output::Send {
+                        request:
+                            r @ Request::Sync {
+                                generation,
+                                assignments,
+                                ..
+                            },
+                        ..
+                    } if !assignments.is_empty() => {
+                        eprintln!(
+                            "t={t} node {i} plan gen {generation}: {:?}",
+                            sync_assignments(r)
+                        );
+                    }
+                    Output::Send {
+                        request: r @ Request::Join { .. },
+                        ..
+                    } => {
+                        let sub = join_subscription(r, 0);
+                        eprintln!(
+                            "t={t} node {i} join claim gen {} {:?}",
+                            sub.generation, sub.owned
+                        );
+                    }
+                    Output::Send { .. } => {}
+                    o => eprintln!("t={t} node {i} {o:?}"),
+                }
+            }
+        }
+    }
+
+    /// Forget the unowned stretches measured so far.
+    fn reset_unowned(&mut self) {
+        self.unowned_since.clear();
+        self.worst_unowned = (0, None);
     }
 
     /// Add a member subscribed to `topics` and run until nothing moves.
@@ -978,6 +1170,10 @@ impl Sim {
                     for p in &partitions {
                         if self.audit {
                             for (j, other) in self.nodes.iter().enumerate() {
+                                if j != i && other.app.contains(p) && std::env::var("DUMP").is_ok()
+                                {
+                                    self.dump();
+                                }
                                 assert!(
                                     j == i || !other.app.contains(p),
                                     "t={}: {p:?} assigned to node {i} while node {j} holds it",
@@ -1024,6 +1220,27 @@ impl Sim {
             self.queue.push_back((i, Input::Response { id, response }));
             return;
         }
+        let request = match request {
+            Request::Join {
+                member_id,
+                instance_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                protocols,
+                reason,
+            } => Request::Join {
+                member_id,
+                instance_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+                protocols: protocols
+                    .into_iter()
+                    .map(|(name, blob)| (name, node.dialect.rewrite(&blob)))
+                    .collect(),
+                reason,
+            },
+            other => other,
+        };
         let replies = self.coord.handle(self.now, i, id, request);
         self.deliver(replies);
     }
@@ -1066,6 +1283,7 @@ impl Sim {
                 }
             }
             self.run();
+            self.track_unowned();
             if self.now >= end {
                 return;
             }
@@ -3890,4 +4108,231 @@ fn a_repeated_join_answered_in_the_same_generation_rejoins_with_fresh_bytes() {
         )),
         "{after:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Liveness: whatever the leader withholds reaches a live member within a bound
+
+/// `docs/group-protocol.md` rule 15 with the tests' settings (session 10 s, heartbeat 3 s):
+/// a partition without a confirmed holder reaches a live member within one session timeout
+/// plus a round (the leader notices within a heartbeat interval; rounds take no simulated time
+/// here) …
+const LIVENESS_BOUND_MS: u64 = 10_000 + 3_000 + 500;
+/// … or, if the member it was handed to never takes it up while it stays in the group, within
+/// two session timeouts plus two rounds.
+const HANDOUT_BOUND_MS: u64 = 2 * 10_000 + 2 * 3_000 + 500;
+
+/// Run `sim` for `ms` and check that no partition went without a live holder for longer than
+/// [`LIVENESS_BOUND_MS`] meanwhile, and that every partition ends up held exactly once.
+#[track_caller]
+fn run_checking_liveness(sim: &mut Sim, ms: u64) {
+    run_checking_liveness_within(sim, ms, LIVENESS_BOUND_MS);
+}
+
+#[track_caller]
+fn run_checking_liveness_within(sim: &mut Sim, ms: u64, bound_ms: u64) {
+    sim.advance(ms);
+    if std::env::var("DUMP").is_ok() {
+        sim.dump();
+    }
+    let (worst, which) = sim.worst_unowned.clone();
+    assert!(
+        worst <= bound_ms,
+        "{which:?} had no holder for {worst} ms (bound {bound_ms} ms); held: {:?}",
+        sim.nodes.iter().map(|n| n.app.clone()).collect::<Vec<_>>()
+    );
+    sim.assert_all_assigned_once();
+}
+
+/// The reported stall, narrowed: our worker leads a cooperative-sticky group on a broker
+/// without a join barrier, and a kafka-python consumer joins. kafka-python's cooperative-sticky
+/// sends subscription v1 — owned partitions, no generation — so the leader reads generation
+/// −1 from it at every join. The rule for a new leader without history
+/// (`withhold_unclaimed_if_history_unknown`: "a member whose claim predates my first plan may
+/// hold what an earlier leader gave it") took that −1 for an old claim, every round, for good:
+/// the worker revoked half its partitions and nobody ever got them.
+#[test]
+fn a_peer_whose_claim_has_no_generation_gets_its_share() {
+    let mut sim = Sim::new(false, &[("t", 6)]);
+    let worker = sim.join(config(), sticky(), &["t"]);
+    sim.settle(30_000);
+    assert_eq!(sim.owned(worker).len(), 6);
+    sim.reset_unowned();
+    let py = sim.join_as(Dialect::KafkaPython, config(), sticky(), &["t"]);
+    run_checking_liveness(&mut sim, 60_000);
+    assert_eq!(sim.owned(worker).len(), 3, "{:?}", sim.owned(worker));
+    assert_eq!(sim.owned(py).len(), 3, "{:?}", sim.owned(py));
+}
+
+/// The reported group: our worker leading, a librdkafka member (subscription v3 with its
+/// generation — what our machine writes too) and a kafka-python member (v1), 12 partitions.
+#[test]
+fn the_reported_mixed_group_hands_every_partition_out() {
+    for barrier in [false, true] {
+        let mut sim = Sim::new(barrier, &[("t", 12)]);
+        let worker = sim.join(config(), sticky(), &["t"]);
+        sim.settle(30_000);
+        sim.reset_unowned();
+        let rdkafka = sim.join(config(), sticky(), &["t"]);
+        let py = sim.join_as(Dialect::KafkaPython, config(), sticky(), &["t"]);
+        run_checking_liveness(&mut sim, 90_000);
+        for i in [worker, rdkafka, py] {
+            assert_eq!(sim.owned(i).len(), 4, "barrier {barrier}, node {i}");
+        }
+    }
+}
+
+/// Cooperative moves away from a member whose claims carry no generation: it must not be
+/// handed back what it has just revoked, round after round (the leader's memory keeps what it
+/// gave a member until the member's claim is at least that recent — never, for a claim at −1).
+#[test]
+fn partitions_move_away_from_a_peer_whose_claim_has_no_generation() {
+    let mut sim = Sim::new(false, &[("t", 6)]);
+    let worker = sim.join(config(), sticky(), &["t"]);
+    sim.settle(30_000);
+    let py = sim.join_as(Dialect::KafkaPython, config(), sticky(), &["t"]);
+    sim.advance(60_000);
+    sim.assert_all_assigned_once();
+    sim.reset_unowned();
+    let third = sim.join(config(), sticky(), &["t"]);
+    run_checking_liveness(&mut sim, 60_000);
+    for i in [worker, py, third] {
+        assert_eq!(sim.owned(i).len(), 2, "node {i}: {:?}", sim.owned(i));
+    }
+    // …and the group is quiet again: no follow-up rounds for ever.
+    let generation = sim.coord.generation;
+    sim.advance(60_000);
+    assert_eq!(
+        sim.coord.generation, generation,
+        "the group keeps rebalancing"
+    );
+}
+
+/// A member that claims partitions it was never given (a bug, or hostile bytes): here every
+/// partition of the topic, at a generation above everyone's, so by Kafka's rule it owns them
+/// all. The others, not given what they held, revoke it; the plan gives the liar only its
+/// share, and the rest — "owned" by a member that will never revoke what it does not hold —
+/// would wait for that revocation for good. A claim that has stood for a session timeout
+/// while our plans never gave the partition to its member is ignored (and stays ignored while
+/// the member sends the same bytes), so those partitions reach the honest members.
+#[test]
+fn claims_a_member_was_never_given_cannot_keep_partitions_from_the_group() {
+    for (barrier, generation) in [(false, Some(1_000)), (false, None), (true, Some(1_000))] {
+        let mut sim = Sim::new(barrier, &[("t", 6)]);
+        let a = sim.join(config(), sticky(), &["t"]);
+        sim.settle(30_000);
+        let b = sim.join(config(), sticky(), &["t"]);
+        sim.settle(60_000);
+        sim.reset_unowned();
+        let liar = Dialect::Liar {
+            extra: tps("t", 0..6),
+            generation,
+        };
+        let z = sim.join_as(liar, config(), sticky(), &["t"]);
+        run_checking_liveness(&mut sim, 90_000);
+        for i in [a, b, z] {
+            assert_eq!(
+                sim.owned(i).len(),
+                2,
+                "barrier {barrier}, liar at {generation:?}: node {i} holds {:?}",
+                sim.owned(i)
+            );
+        }
+        // …and it stays that way: the ignored claims do not come back every other round.
+        sim.reset_unowned();
+        run_checking_liveness(&mut sim, 60_000);
+        let generation_now = sim.coord.generation;
+        sim.advance(60_000);
+        assert_eq!(
+            sim.coord.generation, generation_now,
+            "the group keeps rebalancing"
+        );
+    }
+}
+
+/// A member joins and dies before its SyncGroup completes: it never learns what it was
+/// given, never claims it, and — on a broker without a join barrier — stays in the JoinGroup
+/// answers until its session expires. What it was handed reaches a live member within the
+/// bound.
+#[test]
+fn a_member_that_joins_and_never_syncs_holds_nothing_up_for_long() {
+    for barrier in [false, true] {
+        let mut sim = sticky_group(barrier, 2, 6);
+        sim.reset_unowned();
+        let x = sim.add(config(), sticky());
+        sim.nodes[x].swallow_next.push(Api::Sync);
+        sim.input(x, Input::Subscribe(vec!["t".into()]));
+        if barrier {
+            // Kafka answers its JoinGroup once everyone rejoined.
+            while sim.sends_of(x, 0, Api::Sync).is_empty() {
+                sim.advance(100);
+            }
+        }
+        assert_eq!(sim.sends_of(x, 0, Api::Sync).len(), 1, "joined, sync sent");
+        sim.kill(x);
+        run_checking_liveness(&mut sim, 90_000);
+        assert_eq!(sim.owned(0).len() + sim.owned(1).len(), 6);
+    }
+}
+
+/// The same, but the member stays alive and heartbeating while its SyncGroup never completes
+/// (a hung request): a barrier-less coordinator keeps it in every answer for good. Partitions
+/// the plans hand it are given to live members once it has not confirmed them for the bound,
+/// and it gets nothing new until it rejoins with other bytes.
+#[test]
+fn a_member_whose_sync_never_completes_gets_nothing_for_good() {
+    let mut sim = sticky_group(false, 2, 6);
+    sim.reset_unowned();
+    let x = sim.add(config(), sticky());
+    sim.nodes[x].swallow_next.push(Api::Sync);
+    sim.input(x, Input::Subscribe(vec!["t".into()]));
+    assert_eq!(sim.nodes[x].m.phase(), Phase::Syncing);
+    run_checking_liveness_within(&mut sim, 120_000, HANDOUT_BOUND_MS);
+    assert!(sim.owned(x).is_empty());
+    assert_eq!(sim.owned(0).len() + sim.owned(1).len(), 6);
+    assert!(
+        sim.coord.members.contains_key(&sim.member_id(x)),
+        "still in the group"
+    );
+    let generation = sim.coord.generation;
+    sim.reset_unowned();
+    run_checking_liveness(&mut sim, 60_000);
+    assert_eq!(
+        sim.coord.generation, generation,
+        "the group keeps rebalancing"
+    );
+    assert_eq!(sim.worst_unowned.0, 0);
+}
+
+/// kafka-python with its default eager assignors in a `range` group led by our worker: its
+/// subscription (v0) carries neither owned partitions nor a generation, so the leader's memory
+/// is all it knows of what that member holds. An eager member revokes everything before it
+/// rejoins; the memory must not keep what it had for good, or a later member never gets it.
+#[test]
+fn an_eager_peer_without_owned_partitions_lets_partitions_move_on() {
+    for barrier in [true, false] {
+        let mut sim = Sim::new(barrier, &[("t", 6)]);
+        let worker = sim.join(config(), range(), &["t"]);
+        sim.settle(30_000);
+        let py = sim.join_as(Dialect::KafkaPythonEager, config(), range(), &["t"]);
+        run_checking_liveness(&mut sim, 60_000);
+        assert_eq!(sim.owned(py).len(), 3, "barrier {barrier}");
+        sim.reset_unowned();
+        let third = sim.join(config(), range(), &["t"]);
+        run_checking_liveness(&mut sim, 60_000);
+        for i in [worker, py, third] {
+            assert_eq!(
+                sim.owned(i).len(),
+                2,
+                "barrier {barrier}, node {i}: {:?}",
+                sim.owned(i)
+            );
+        }
+        let generation = sim.coord.generation;
+        sim.advance(60_000);
+        assert_eq!(
+            sim.coord.generation, generation,
+            "the group keeps rebalancing"
+        );
+    }
 }

@@ -1,4 +1,5 @@
 pub mod codec;
+mod liveness;
 pub mod machine;
 
 pub use codec::{Assignment, Subscription};
