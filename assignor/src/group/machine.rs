@@ -1066,6 +1066,23 @@ impl Membership {
         if self.phase != Phase::Joining {
             return;
         }
+        if error == 0 && leader.is_empty() {
+            // A classic group always names a leader member. Kafka 4 answers a classic member of
+            // a KIP-848 (`group.protocol=consumer`) group without one: the broker assigns, and
+            // this member's assignors would never run. Say so instead of consuming under a plan
+            // nobody here made.
+            return self.fatal(format!(
+                "group {} is a KIP-848 consumer-protocol group (JoinGroup named no leader): the \
+                 broker assigns its partitions and the client-side assignors ({}) cannot run; \
+                 use a group of the classic protocol",
+                self.config.group_id,
+                self.assignors
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if error == 0 {
             self.contact_at = self.now;
             // A member holding partitions heartbeats at once in a new generation. tansu counts

@@ -1774,6 +1774,31 @@ fn a_protocol_this_member_does_not_offer_is_fatal() {
     assert_eq!(solo.m.phase(), Phase::Closed);
 }
 
+#[test]
+fn a_group_whose_broker_assigns_is_fatal() {
+    // Kafka 4 answers a classic member of a KIP-848 group with no leader (seen on 4.1.1).
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.subscribe_and_find();
+    let (join, _) = only_send(&out, Api::Join);
+    let out = solo.respond(
+        join,
+        Response::Join {
+            error: 0,
+            generation: 2,
+            protocol: Some("cooperative-sticky".into()),
+            leader: String::new(),
+            member_id: "m1".into(),
+            members: vec![],
+        },
+    );
+    let [Output::Fatal(why)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert!(why.contains("KIP-848"), "{why}");
+    assert!(why.contains("cooperative-sticky"), "{why}");
+    assert_eq!(solo.m.phase(), Phase::Closed);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leader and follower
 
