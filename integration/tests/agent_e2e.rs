@@ -14,6 +14,11 @@ use lagbalance_integration::broker::BrokerKind;
 /// From the first agent action to group lag below the floor. Measured: see docs/agent.md.
 const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 
+/// No partition without an owner longer than this while a member is live: nobody dies here, so
+/// only cooperative rounds leave partitions unowned (tansu holds a rejoining follower ~3 s per
+/// round, and a move takes two rounds).
+const LIVENESS_BOUND: Duration = Duration::from_secs(20);
+
 async fn slow_member_scenario(kind: BrokerKind) {
     let s = Scenario {
         broker: Some(kind),
@@ -44,6 +49,12 @@ async fn slow_member_scenario(kind: BrokerKind) {
         out.report.is_clean(),
         "ownership audit: {:?}",
         out.report.overlaps
+    );
+    let (worst, _, unowned_ms) = out.report.longest_unowned.clone().unwrap_or_default();
+    eprintln!("{}: longest unowned {unowned_ms} ms ({worst:?})", out.broker);
+    assert!(
+        u128::from(unowned_ms) <= LIVENESS_BOUND.as_millis(),
+        "{worst:?} had no owner for {unowned_ms} ms (bound {LIVENESS_BOUND:?})"
     );
     assert!(out.trigger_after.is_some(), "no agent ever acted");
     // Only the slow member's agent acts: the others were never outliers.
