@@ -728,7 +728,10 @@ impl Consumer {
                 .await
             {
                 if let Some(code) = e.broker_code() {
-                    let _ = to_group.send(ToGroup::Input(Input::CommitFailed { error: code.0 }));
+                    let _ = to_group.send(ToGroup::Input(Input::CommitFailed {
+                        error: code.0,
+                        generation: identity.generation,
+                    }));
                 }
                 tracing::warn!(error = %e, "async commit failed");
             }
@@ -768,7 +771,10 @@ impl Consumer {
             }
             Err(e) => {
                 if let Some(code) = e.broker_code() {
-                    self.send(Input::CommitFailed { error: code.0 });
+                    self.send(Input::CommitFailed {
+                        error: code.0,
+                        generation: identity.generation,
+                    });
                 }
                 Err(e)
             }
@@ -1059,7 +1065,7 @@ fn error_in(input: &Input) -> Option<i16> {
             | Response::CoordinatorError { error } => *error,
             Response::Coordinator { .. } => 0,
         },
-        Input::CommitFailed { error } => *error,
+        Input::CommitFailed { error, .. } => *error,
         _ => 0,
     };
     (code != 0).then_some(code)

@@ -176,8 +176,9 @@ pub enum Input {
         /// Lag/rate per partition, indexed like the view the machine builds (optional).
         stats: Option<Vec<(String, i32, f64, f64)>>,
     },
-    /// An OffsetCommit failed with this error code.
-    CommitFailed { error: i16 },
+    /// An OffsetCommit failed with this error code; `generation` is the one the commit carried
+    /// (the member's generation when it was sent).
+    CommitFailed { error: i16, generation: i32 },
 }
 
 /// Everything the machine asks of its driver, in order.
@@ -513,7 +514,7 @@ impl Membership {
             Input::Response { id, response } => self.on_response(id, response),
             Input::RequestFailed { id, reason } => self.on_transport_failure(id, reason),
             Input::LeaderInputs { id, topics, stats } => self.on_leader_inputs(id, topics, stats),
-            Input::CommitFailed { error } => self.on_commit_failed(error),
+            Input::CommitFailed { error, generation } => self.on_commit_failed(error, generation),
         }
         self.drive();
     }
@@ -1559,7 +1560,21 @@ impl Membership {
         self.pending = None;
     }
 
-    fn on_commit_failed(&mut self, error: i16) {
+    fn on_commit_failed(&mut self, error: i16, sent_in: i32) {
+        if is(error, ResponseError::IllegalGeneration) && sent_in != self.generation {
+            // The commit went out in a generation we have since left — its answer raced our
+            // JoinGroup — so the error says nothing about the generation we are in now (Java
+            // checks the same: `generationUnchanged()`). Dropping the current generation for it
+            // made a member that had just joined lose every partition, uncommitted, and the
+            // whole group rebalance again (seen on Kafka 4.1.1: `integration/tests/failover.rs`).
+            // Were we fenced from this one too, its heartbeat says so.
+            tracing::debug!(
+                sent_in,
+                generation = self.generation,
+                "stale commit error ignored"
+            );
+            return;
+        }
         if is(error, ResponseError::IllegalGeneration) {
             self.generation = -1;
             self.rejoin_unless_leaving();

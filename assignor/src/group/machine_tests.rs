@@ -1154,7 +1154,10 @@ impl Sim {
                     if commit {
                         self.nodes[i].commits.push(partitions);
                         if let Some(error) = self.nodes[i].commit_errors.pop_front() {
-                            self.queue.push_back((i, Input::CommitFailed { error }));
+                            // The commit carried the generation the callback ran in.
+                            let generation = self.nodes[i].m.generation();
+                            self.queue
+                                .push_back((i, Input::CommitFailed { error, generation }));
                         }
                     }
                 }
@@ -3332,6 +3335,63 @@ fn slow_close_callbacks_keep_heartbeating_then_leave() {
     assert_eq!(sim.events_since(a, mark).last(), Some(&Output::Closed));
     sim.settle(30_000);
     assert_eq!(sim.owned(b), set(tps("t", 0..4)));
+}
+
+#[test]
+fn a_commit_error_for_a_generation_already_left_keeps_the_current_one() {
+    // Seen on Kafka 4.1.1 (integration/tests/failover.rs): an auto-commit sent in generation 1
+    // reached the coordinator after the join round of generation 2 had completed, and its
+    // ILLEGAL_GENERATION arrived while the member synced generation 2. The member dropped that
+    // generation, lost every partition without a commit and rejoined; the group rebalanced
+    // once more.
+    let illegal = code(ResponseError::IllegalGeneration);
+    let callbacks = |out: Vec<Output>| out.into_iter().filter(is_callback).collect::<Vec<_>>();
+    let mut solo = Solo::new(config(), sticky());
+    solo.stable_follower(&tps("t", 0..2));
+    let (join, _) = solo.foreign_rebalance_at(3_000);
+    let out = solo.respond(join, follower_join_ok(2));
+    let (sync, _) = send_among(&out, Api::Sync);
+    solo.answer_heartbeats(&out);
+    let out = solo.input(Input::CommitFailed {
+        error: illegal,
+        generation: 1,
+    });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!((solo.m.phase(), solo.m.generation()), (Phase::Syncing, 2));
+    let out = solo.respond(
+        sync,
+        Response::Sync {
+            error: 0,
+            assignment: assignment_blob(&tps("t", 0..2)),
+        },
+    );
+    assert_eq!(
+        callbacks(out),
+        vec![Output::Assign {
+            partitions: vec![],
+            generation: 2
+        }]
+    );
+    assert!(solo.input(Input::CallbacksDone).is_empty());
+    // Stable in generation 2: a late answer about generation 1 changes nothing either.
+    let out = solo.input(Input::CommitFailed {
+        error: illegal,
+        generation: 1,
+    });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!((solo.m.phase(), solo.m.generation()), (Phase::Stable, 2));
+    // The same error for the generation we are in still means we are out of it.
+    let out = solo.input(Input::CommitFailed {
+        error: illegal,
+        generation: 2,
+    });
+    assert_eq!(
+        callbacks(out),
+        vec![Output::Lost {
+            partitions: tps("t", 0..2)
+        }]
+    );
+    assert_eq!(solo.m.generation(), -1);
 }
 
 #[test]
