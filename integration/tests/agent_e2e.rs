@@ -51,7 +51,10 @@ async fn slow_member_scenario(kind: BrokerKind) {
         out.report.overlaps
     );
     let (worst, _, unowned_ms) = out.report.longest_unowned.clone().unwrap_or_default();
-    eprintln!("{}: longest unowned {unowned_ms} ms ({worst:?})", out.broker);
+    eprintln!(
+        "{}: longest unowned {unowned_ms} ms ({worst:?})",
+        out.broker
+    );
     assert!(
         u128::from(unowned_ms) <= LIVENESS_BOUND.as_millis(),
         "{worst:?} had no owner for {unowned_ms} ms (bound {LIVENESS_BOUND:?})"
