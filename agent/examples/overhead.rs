@@ -1,10 +1,10 @@
 //! Agent overhead at N partitions (default 1 000) and a 5 s interval, against a real broker.
 //!
 //! ```sh
-//! B=$(scripts/test-broker start)
+//! eval "$(scripts/test-broker start)"
 //! cargo build --release -p lagbalance-agent --bins --examples
-//! target/release/examples/overhead "$B" [PARTITIONS=1000] [SECONDS=60]
-//! scripts/test-broker stop
+//! target/release/examples/overhead "$LAGBALANCE_BOOTSTRAP" [PARTITIONS=1000] [SECONDS=60]
+//! scripts/test-broker stop "$LAGBALANCE_BROKER_ID"
 //! ```
 //!
 //! Sets up a topic with N partitions and records on each, one group member (raw
