@@ -65,6 +65,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether `member` owned any partition at some point.
+    pub fn ever_owned(&self, member: &str) -> bool {
+        self.intervals
+            .values()
+            .flatten()
+            .any(|i| i.member == member)
+    }
+
     pub fn is_clean(&self) -> bool {
         self.overlaps.is_empty() && self.unowned_consumption.is_empty() && self.missing.is_empty()
     }

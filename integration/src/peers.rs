@@ -83,53 +83,10 @@ impl Audited for Peer {
 }
 
 impl Peer {
-    /// A Java `KafkaConsumer` peer. `extra`: `--assignor NAME`, `--session-timeout-ms N`,
-    /// `--instance-id ID`, `--delay-ms N` (per record), `--commit-interval-ms N`, and (Java
-    /// only) `--group-protocol consumer` for a KIP-848 member.
-    pub fn java(
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        name: &str,
-        extra: &[&str],
-        dir: &Path,
-    ) -> Result<Peer> {
-        Self::spawn(Client::Java, bootstrap, group, topic, name, extra, dir)
-    }
-
-    /// A kafka-python peer; `extra` as for [`Peer::java`].
-    pub fn kafka_python(
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        name: &str,
-        extra: &[&str],
-        dir: &Path,
-    ) -> Result<Peer> {
-        Self::spawn(
-            Client::KafkaPython,
-            bootstrap,
-            group,
-            topic,
-            name,
-            extra,
-            dir,
-        )
-    }
-
-    /// A confluent-kafka (librdkafka) peer; `extra` as for [`Peer::java`].
-    pub fn confluent(
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        name: &str,
-        extra: &[&str],
-        dir: &Path,
-    ) -> Result<Peer> {
-        Self::spawn(Client::Confluent, bootstrap, group, topic, name, extra, dir)
-    }
-
     /// Start a peer; its audit and logs go to `dir/<name>.jsonl` and `dir/<name>.log`.
+    /// `extra`: `--assignor NAME`, `--session-timeout-ms N`, `--instance-id ID`, `--delay-ms N`
+    /// (per record), `--commit-interval-ms N`, and (Java only) `--group-protocol consumer` for a
+    /// KIP-848 member.
     pub fn spawn(
         client: Client,
         bootstrap: &str,

@@ -11,7 +11,7 @@ use lagbalance::wire::{Connection, ConnectionConfig};
 use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig};
 use lagbalance_integration::audit::Line;
 use lagbalance_integration::broker::BrokerKind;
-use lagbalance_integration::peers::Peer;
+use lagbalance_integration::peers::{Client as PeerClient, Peer};
 use lagbalance_integration::{unique, TestBroker};
 
 /// Every API the client sends, as negotiated with `broker`: never below what Kafka 4.0 kept.
@@ -70,7 +70,8 @@ async fn a_kip_848_group_is_refused_with_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
 
     // A Java member forms the group under the new protocol and owns every partition.
-    let mut java = Peer::java(
+    let mut java = Peer::spawn(
+        PeerClient::Java,
         &broker.bootstrap,
         &group,
         &topic,

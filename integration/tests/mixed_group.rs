@@ -576,11 +576,7 @@ async fn our_member_leads(kind: BrokerKind, with_java: bool) {
     };
     for name in names {
         assert!(
-            report
-                .intervals
-                .values()
-                .flatten()
-                .any(|i| i.member == *name),
+            report.ever_owned(name),
             "{}: {name} never owned a partition",
             scene.label
         );
@@ -628,11 +624,7 @@ async fn java_leads_our_members(kind: BrokerKind) {
     let report = scene.finish(&produced);
     for name in ["java", "ours-sticky", "ours-default"] {
         assert!(
-            report
-                .intervals
-                .values()
-                .flatten()
-                .any(|i| i.member == name),
+            report.ever_owned(name),
             "{}: {name} never owned a partition",
             scene.label
         );
