@@ -87,6 +87,10 @@ impl ConsumerConfig {
                 self.group.retry_backoff_ms = ms(value)?;
                 self.client.retry_backoff = Duration::from_millis(ms(value)?);
             }
+            "retry.backoff.max.ms" => {
+                self.group.retry_backoff_max_ms = ms(value)?;
+                self.client.retry_backoff_max = Duration::from_millis(ms(value)?);
+            }
             "request.timeout.ms" => {
                 self.client.connection.request_timeout = Duration::from_millis(ms(value)?)
             }

@@ -50,7 +50,10 @@ pub struct MemberConfig {
     pub heartbeat_interval_ms: u64,
     /// `max.poll.interval.ms`; also the rebalance timeout sent in JoinGroup, as Java does.
     pub max_poll_interval_ms: u64,
+    /// `retry.backoff.ms`: the first pause after a failed coordinator request; it doubles with
+    /// every failure in a row up to `retry.backoff.max.ms` (Java's rule, KIP-580).
     pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
     /// `enable.auto.commit`: commit before revoking.
     pub auto_commit: bool,
     /// `client.rack`.
@@ -66,6 +69,7 @@ impl Default for MemberConfig {
             heartbeat_interval_ms: 3_000,
             max_poll_interval_ms: 300_000,
             retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1_000,
             auto_commit: true,
             rack: None,
         }
@@ -324,6 +328,8 @@ pub struct Membership {
     wake: Wake,
     /// Not before this time (backoff after errors, cooldown after a voluntary leave).
     not_before: u64,
+    /// Failed coordinator requests in a row (the backoff's exponent).
+    failures: u32,
     next_heartbeat: u64,
     last_heartbeat_ok: u64,
     /// Latest time the coordinator is known to have heard from us (send time of a heartbeat
@@ -406,6 +412,7 @@ impl Membership {
             after_leave: AfterLeave::Close,
             wake: Wake::OnSubscribe,
             not_before: 0,
+            failures: 0,
             next_heartbeat: 0,
             last_heartbeat_ok: now_ms,
             contact_at: now_ms,
@@ -544,8 +551,21 @@ impl Membership {
         self.out.push_back(Output::Send { id, request });
     }
 
+    /// Wait before the next coordinator request: `retry.backoff.ms`, doubled for every failure
+    /// in a row, at most `retry.backoff.max.ms`. A dead coordinator that FindCoordinator still
+    /// names would otherwise be asked for every 100 ms until the cluster notices.
     fn backoff(&mut self) {
-        self.not_before = self.now + self.config.retry_backoff_ms;
+        let pause = self
+            .config
+            .retry_backoff_ms
+            .saturating_mul(1 << self.failures.min(16))
+            .min(
+                self.config
+                    .retry_backoff_max_ms
+                    .max(self.config.retry_backoff_ms),
+            );
+        self.failures = self.failures.saturating_add(1);
+        self.not_before = self.now + pause;
     }
 
     fn subscribe(&mut self, topics: Vec<String>) {
@@ -1005,6 +1025,9 @@ impl Membership {
         if self.heartbeat_pending == Some(id) {
             self.heartbeat_pending = None;
             if let Response::Heartbeat { error } = response {
+                if error == 0 {
+                    self.failures = 0;
+                }
                 if self.heartbeat_is_moot() {
                     self.on_keepalive(error);
                 } else {
@@ -1017,6 +1040,13 @@ impl Membership {
             Some((pid, _)) if pid == id => self.pending = None,
             // An answer to something we gave up on (a superseded request): ignore it.
             _ => return,
+        }
+        // The coordinator answered a group request: the next failure starts a new backoff.
+        if matches!(
+            response,
+            Response::Join { error: 0, .. } | Response::Sync { error: 0, .. }
+        ) {
+            self.failures = 0;
         }
         match response {
             Response::Coordinator { node_id, addr } => {

@@ -1778,6 +1778,31 @@ fn a_protocol_this_member_does_not_offer_is_fatal() {
 }
 
 #[test]
+fn coordinator_lookups_back_off_exponentially_up_to_the_maximum() {
+    // A coordinator that FindCoordinator keeps naming but that does not answer (a dead broker
+    // the cluster has not fenced yet): 100, 200, 400, 800, then 1 000 ms between lookups.
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.input(Input::Subscribe(vec!["t".into()]));
+    let (mut find, _) = only_send(&out, Api::Find);
+    let mut asked_at = solo.now;
+    let mut gaps = Vec::new();
+    while gaps.len() < 6 {
+        let mut out = solo.input(Input::RequestFailed {
+            id: find,
+            reason: "connection refused".into(),
+        });
+        while sends(&out, Api::Find).is_empty() {
+            solo.now += 10;
+            out = solo.input(Input::Tick);
+        }
+        gaps.push(solo.now - asked_at);
+        asked_at = solo.now;
+        find = sends(&out, Api::Find)[0].0;
+    }
+    assert_eq!(gaps, [100, 200, 400, 800, 1_000, 1_000]);
+}
+
+#[test]
 fn a_group_whose_broker_assigns_is_fatal() {
     // Kafka 4 answers a classic member of a KIP-848 group with no leader (seen on 4.1.1).
     let mut solo = Solo::new(config(), sticky());
