@@ -1,8 +1,6 @@
-//! Shared pieces of the integration tests: the test broker harness and unique names.
-//!
-//! Tests find a running broker through `LAGBALANCE_BOOTSTRAP`; when it is unset each test
-//! process starts its own tansu (built once by `scripts/test-broker install`) on a free
-//! loopback port and stops it when the [`TestBroker`] is dropped.
+//! Shared pieces of the integration tests: the test broker harness (Apache Kafka by default,
+//! tansu as the second broker, see [`broker`]), the group peers from other clients ([`peers`]),
+//! the ownership audit and unique names.
 
 pub mod agent_scenario;
 pub mod agents;
