@@ -648,12 +648,12 @@ async fn kafka_java_leads_our_members() {
 /// Reported: on tansu our leader gave every peer an empty assignment generation after generation
 /// (9 of 12 partitions unowned for 80 s, a librdkafka and a kafka-python member). Rules 15 and 16
 /// (docs/group-protocol.md) end the stall — every partition now reaches a member (longest
-/// unowned 12–21 s) — but in 2 of 5 runs the audit found a partition owned twice for ~3 s: a
+/// unowned 12–21 s) — but in 2 of 4 runs the audit found a partition owned twice for ~3 s: a
 /// kafka-python member that tansu left out of one JoinGroup answer had its partitions handed on
 /// while it consumed them (its claim carries no generation, so it had not "confirmed" them
 /// within rule 15's bound). And joins take over 30 s in some runs. Open in issue 12.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu: double ownership in 2 of 5 runs after the liveness fix (issue 12, docs/kafka.md); run with -- --ignored"]
+#[ignore = "tansu: double ownership in 2 of 4 runs after the liveness fix (issue 12, docs/kafka.md); run with -- --ignored"]
 async fn tansu_our_member_leads_a_mixed_group() {
     let _turn = ONE_AT_A_TIME.lock().await;
     our_member_leads(BrokerKind::Tansu, false).await;
