@@ -43,14 +43,18 @@ async fn join(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<(String, i32)> {
-    let conn = client.coordinator_connection(group).await?;
     let sub = encode_subscription(&Subscription {
         topics: vec![topic.into()],
         generation: -1,
         ..Subscription::default()
     })?;
     let mut member_id = String::new();
-    for _ in 0..5 {
+    // A fresh broker creates its offsets topic on the first FindCoordinator and answers
+    // COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE / NOT_COORDINATOR (14, 15, 16) until the
+    // coordinator is loaded: look it up again, for at most 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..200 {
+        let conn = client.coordinator_connection(group).await?;
         let (_, r) = client
             .send(&conn, ApiKey::JoinGroup, |_| {
                 JoinGroupRequest::default()
@@ -67,6 +71,10 @@ async fn join(
         member_id = r.member_id.to_string();
         if r.error_code == 79 {
             continue; // MEMBER_ID_REQUIRED: rejoin with the id
+        }
+        if matches!(r.error_code, 14..=16) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         }
         if r.error_code != 0 {
             bail!("JoinGroup error {}", r.error_code);
