@@ -551,6 +551,24 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Wait until no member reached a new generation for `quiet`, for at most `limit`.
+    async fn quiet(&self, quiet: Duration, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        let (mut seen, mut since) = (self.max_generation(), Instant::now());
+        while since.elapsed() < quiet {
+            ensure!(
+                Instant::now() < deadline,
+                "generations still moving after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.max_generation();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
     fn max_generation(&self) -> i32 {
         generations(&self.files, 0).last().copied().unwrap_or(-1)
     }
@@ -760,6 +778,14 @@ impl Run<'_> {
         if self.leader() == Some(i) && !self.kafka {
             bail!("the static member leads; killing a leader wedges tansu 0.6.0");
         }
+        // The restart must cause no rebalance: start it once the group is quiet, after the
+        // leader's own round a session timeout after a plan (docs/group-protocol.md rule 15).
+        self.quiet(
+            Duration::from_millis(self.cfg.session_timeout_ms + 2_000),
+            Duration::from_secs(90),
+        )
+        .await
+        .context("the group never went quiet before the static restart")?;
         let generation = self.max_generation();
         let before: usize = owned_by_audit(&[&self.live[i].worker])
             .values()
