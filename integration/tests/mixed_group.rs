@@ -321,6 +321,21 @@ impl Scene {
 
     /// The final audit against everything produced: print the figures, and on any finding the
     /// per-partition audit and the logs before [`audit::assert_clean`] fails.
+    /// The end of a scenario: the audit ([`Scene::finish`]), every member in `members` owned a
+    /// partition at some point, then the time taken and the clean-up.
+    fn conclude(&self, produced: &BTreeSet<(Tp, i64)>, members: &[&str], started: Instant) {
+        let report = self.finish(produced);
+        for name in members {
+            assert!(
+                report.ever_owned(name),
+                "{}: {name} never owned a partition",
+                self.label
+            );
+        }
+        eprintln!("{} done in {:.1?}", self.label, started.elapsed());
+        self.cleanup();
+    }
+
     fn finish(&self, produced: &BTreeSet<(Tp, i64)>) -> Report {
         let files = self.files();
         let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
@@ -541,9 +556,7 @@ async fn our_member_leads(kind: BrokerKind, with_java: bool) {
         terminate(&scene, "confluent", || cf.terminate(EXIT_LIMIT));
         terminate(&scene, "kafka-python", || kp.terminate(EXIT_LIMIT));
         terminate(&scene, "ours", || ours.terminate(EXIT_LIMIT));
-        scene.finish(&produced);
-        eprintln!("{} done in {:.1?}", scene.label, started.elapsed());
-        scene.cleanup();
+        scene.conclude(&produced, &["ours", "confluent", "kafka-python"], started);
         return;
     }
     // librdkafka leaves cleanly (revoke with commit, LeaveGroup) while records arrive.
@@ -568,21 +581,12 @@ async fn our_member_leads(kind: BrokerKind, with_java: bool) {
     let (scene, produced, _broker) = drain(s).await;
     terminate(&scene, "kafka-python", || kp.terminate(EXIT_LIMIT));
     terminate(&scene, "ours", || ours.terminate(EXIT_LIMIT));
-    let report = scene.finish(&produced);
     let names: &[&str] = if with_java {
         &["ours", "java", "confluent", "kafka-python"]
     } else {
         &["ours", "confluent", "kafka-python"]
     };
-    for name in names {
-        assert!(
-            report.ever_owned(name),
-            "{}: {name} never owned a partition",
-            scene.label
-        );
-    }
-    eprintln!("{} done in {:.1?}", scene.label, started.elapsed());
-    scene.cleanup();
+    scene.conclude(&produced, names, started);
 }
 
 /// A Java peer leads; two of our workers join (one offering only cooperative-sticky, one our
@@ -621,16 +625,7 @@ async fn java_leads_our_members(kind: BrokerKind) {
 
     let (scene, produced, _broker) = drain(s).await;
     terminate(&scene, "java", || java.terminate(EXIT_LIMIT));
-    let report = scene.finish(&produced);
-    for name in ["java", "ours-sticky", "ours-default"] {
-        assert!(
-            report.ever_owned(name),
-            "{}: {name} never owned a partition",
-            scene.label
-        );
-    }
-    eprintln!("{} done in {:.1?}", scene.label, started.elapsed());
-    scene.cleanup();
+    scene.conclude(&produced, &["java", "ours-sticky", "ours-default"], started);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
