@@ -16,7 +16,14 @@
 //!   and a round is run when it falls due even if nothing else happens;
 //! - per member and partition, since when its claims have listed it: a claim to an overdue
 //!   partition that has stood for `S` although our last plan did not give it to its member is
-//!   ignored (and stays ignored while the member sends the same bytes);
+//!   ignored (and stays ignored while the member sends the same bytes) — but only a claim the
+//!   member cannot honestly make: to a partition that neither its first claim we saw (unless
+//!   that claim was impossible: a generation above the group's, or partitions owned at −1)
+//!   nor any of our plans gave it, or at a generation above the last plan that did (it synced
+//!   a later plan, which took it away). An honest member keeps claiming what it holds until
+//!   it syncs the plan that takes it away, and a SyncGroup can take longer than `S` (held by a
+//!   busy barrier-less broker, failed with REBALANCE_IN_PROGRESS again and again); a member
+//!   that holds a partition must never see it handed on;
 //! - per member and partition, since when only our memory says it may hold it (it was given
 //!   it, its claim does not list it): restarted by every plan that gives it again, and once it
 //!   has run for `S` on an overdue partition the memory is dropped. A gift restarts it because
@@ -255,6 +262,21 @@ pub(crate) struct Liveness {
     /// member syncs its first plan within moments and says so at its next JoinGroup, which a
     /// new generation brings within a heartbeat interval.
     unproven_since: HashMap<String, (Bytes, u64)>,
+    /// Per member, what it may honestly claim (see [`MayHold`]).
+    may_hold: HashMap<String, MayHold>,
+}
+
+/// What one member may hold by an honest account: what its first claim we saw listed (unless
+/// that claim was impossible) and everything our plans have given it since, each with the
+/// generation it was last given (or claimed) at. A member's claim reports the generation of
+/// its last synced plan; one above that generation means a later plan, which did not give the
+/// partition, was synced and the partition revoked. Only a claim outside this account is
+/// ever ignored.
+struct MayHold {
+    partitions: HashMap<Name, i32>,
+    /// When the member was last in a JoinGroup answer of ours: one absent for longer than
+    /// twice the bound was expelled and gave everything up (rule 5), and is forgotten.
+    last_seen: u64,
 }
 
 /// Per flat partition index, the members whose claims list it (in a subscribed topic).
@@ -314,6 +336,10 @@ pub(crate) struct PlanContext<'a> {
     pub(crate) leader: &'a str,
     /// Members whose claims say they have never synced a plan (generation −1, nothing owned).
     pub(crate) unproven: &'a HashSet<String>,
+    /// Members whose claims carry no generation (subscription v0/v1; dated by rule 16).
+    pub(crate) undated: &'a HashSet<String>,
+    /// The generation of the JoinGroup answer being planned for.
+    pub(crate) generation: i32,
 }
 
 impl PlanContext<'_> {
@@ -351,6 +377,7 @@ impl Liveness {
             .enumerate()
             .map(|(m, member)| (member.member_id.clone(), m))
             .collect();
+        self.note_first_claims(cx, view);
         let unchanged = |id: &String, bytes: &Bytes| cx.metadata.get(id) == Some(bytes);
         self.bytes_since
             .retain(|id, (bytes, _)| unchanged(id, bytes));
@@ -444,7 +471,10 @@ impl Liveness {
                     .claimed_since
                     .get(&key)
                     .is_some_and(|&s| now >= s + bound);
-                if !stuck || self.last_plan.get(name) == Some(&id) {
+                if !stuck
+                    || self.last_plan.get(name) == Some(&id)
+                    || self.may_hold(cx, &id, name, view.members[m].generation)
+                {
                     continue;
                 }
                 tracing::warn!(member = %id, partition = ?name, "ignoring a claim to a partition our plans have not given that member for a session timeout");
@@ -504,6 +534,48 @@ impl Liveness {
             }
         }
         overdue
+    }
+
+    /// Start the honest account of members we see for the first time with their claims, and
+    /// forget members long gone.
+    fn note_first_claims(&mut self, cx: &PlanContext, view: &GroupView) {
+        let (now, bound) = (cx.now, cx.bound_ms);
+        for member in &view.members {
+            let entry = self
+                .may_hold
+                .entry(member.member_id.clone())
+                .or_insert_with(|| {
+                    // A dated claim above the group's generation, or of partitions owned before
+                    // any sync (−1), cannot be true. An undated one (rule 16) may always be.
+                    let possible = cx.undated.contains(&member.member_id)
+                        || (0..=cx.generation).contains(&member.generation);
+                    let partitions = if possible {
+                        member
+                            .owned
+                            .iter()
+                            .map(|tp| (name_of(view, *tp), member.generation))
+                            .collect()
+                    } else {
+                        HashMap::new()
+                    };
+                    MayHold {
+                        partitions,
+                        last_seen: now,
+                    }
+                });
+            entry.last_seen = now;
+        }
+        self.may_hold.retain(|_, m| now < m.last_seen + 2 * bound);
+    }
+
+    /// Whether `id`'s claim of `generation` may honestly list `name` (see [`MayHold`]). The
+    /// generation of an undated claim (rule 16) only bounds its last sync from above, so it
+    /// proves no revocation.
+    fn may_hold(&self, cx: &PlanContext, id: &str, name: &Name, generation: i32) -> bool {
+        self.may_hold
+            .get(id)
+            .and_then(|m| m.partitions.get(name))
+            .is_some_and(|&given| generation <= given || cx.undated.contains(id))
     }
 
     /// Whether to stop giving `name` back to `id`, which holds it by our memory only: every
@@ -636,6 +708,9 @@ impl Liveness {
                 };
                 given[p] = Some(m);
                 self.last_plan.insert(names[p].clone(), id.clone());
+                if let Some(may) = self.may_hold.get_mut(id) {
+                    may.partitions.insert(names[p].clone(), cx.generation);
+                }
                 // Its clock restarts at the next plan: it may take this gift up any time
                 // before then.
                 self.unconfirmed_since

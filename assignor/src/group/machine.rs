@@ -1263,6 +1263,8 @@ impl Membership {
             cannot_confirm: &sets.cannot_confirm,
             leader: &leader_id,
             unproven: &sets.unproven,
+            undated: &subs.undated,
+            generation: self.generation,
         };
         let overdue = self
             .liveness
@@ -1312,7 +1314,7 @@ impl Membership {
         {
             self.follow_up = true;
         }
-        if self.hold_vanished(&view, &owners, &overdue, &mut plan) {
+        if self.hold_vanished(&view, &owners, &mut plan) {
             self.follow_up = true;
         }
         if withhold_contested(&view, self.issued.as_ref(), &overdue, &mut plan) {
@@ -1475,14 +1477,11 @@ impl Membership {
     /// one generation later while the newcomer consumed it for 11 s). Kafka would have fenced
     /// it; here we cannot know. So what we gave it stays with nobody until a session timeout
     /// after we first missed it — by then it has given its partitions up itself
-    /// (`check_session`) — unless a present member owns it. Returns whether it withheld anything.
-    fn hold_vanished(
-        &mut self,
-        view: &GroupView,
-        owners: &[Option<u32>],
-        overdue: &Overdue,
-        plan: &mut Plan,
-    ) -> bool {
+    /// (`check_session`) — unless a present member owns it. The liveness bound (rule 15) does
+    /// not shorten this: its clock may have started before the member went missing, while the
+    /// member may hold the partition until its own session check. Returns whether it withheld
+    /// anything.
+    fn hold_vanished(&mut self, view: &GroupView, owners: &[Option<u32>], plan: &mut Plan) -> bool {
         let present: std::collections::HashSet<&str> =
             view.members.iter().map(|m| m.member_id.as_str()).collect();
         let now = self.now;
@@ -1511,7 +1510,6 @@ impl Membership {
                 view.flat_index(&offsets, DenseTp::new(t, *partition))
             })
             .filter(|&i| owners.get(i).copied().flatten().is_none())
-            .filter(|i| !overdue.partitions.contains(i))
             .collect();
         let withheld = withhold_from_plan(view, plan, |i| i.is_none_or(|i| !held.contains(&i)));
         if withheld {

@@ -4446,3 +4446,67 @@ fn an_eager_peer_without_owned_partitions_lets_partitions_move_on() {
         );
     }
 }
+
+/// A live member told to give a partition up cannot do so before it syncs the plan that says
+/// so, and a SyncGroup can take long: a broker holds it until the leader's plan arrives, and a
+/// busy barrier-less group fails it with REBALANCE_IN_PROGRESS again and again (chaos suite
+/// on tansu: a forced rebalance took 10.4 s). All that time the member keeps its partitions,
+/// heartbeats, and claims them; the leader must not hand them on (the chaos suite saw one
+/// handed to another member while its old owner consumed it for 5.4 s more).
+#[test]
+fn a_member_whose_sync_hangs_keeps_what_it_claims() {
+    for barrier in [false, true] {
+        let mut sim = sticky_group(barrier, 3, 6);
+        // Both followers' next SyncGroups hang, so whichever the plan takes from cannot
+        // revoke.
+        let followers = [1, 2];
+        let held: Vec<BTreeSet<Tp>> = followers.iter().map(|&f| sim.owned(f)).collect();
+        let marks: Vec<usize> = followers.iter().map(|&f| sim.mark(f)).collect();
+        for f in followers {
+            sim.nodes[f].swallow_next.push(Api::Sync);
+        }
+        sim.join(config(), sticky(), &["t"]);
+        let deadline = sim.now + 30_000;
+        while followers
+            .iter()
+            .zip(&marks)
+            .any(|(&f, &mark)| sim.sends_of(f, mark, Api::Sync).is_empty())
+        {
+            assert!(
+                sim.now < deadline,
+                "barrier {barrier}: a follower never synced"
+            );
+            sim.advance(100);
+        }
+        // Their SyncGroups hang for three session timeouts while others join (each join a
+        // new plan); then the requests time out.
+        for _ in 0..3 {
+            sim.advance(10_000);
+            sim.join(config(), sticky(), &["t"]);
+        }
+        if std::env::var("DUMP").is_ok() {
+            sim.dump();
+        }
+        for ((&f, &mark), held) in followers.iter().zip(&marks).zip(&held) {
+            if !barrier {
+                // (Kafka expels a member whose SyncGroup does not arrive within the rebalance
+                // timeout; it loses its partitions at its next heartbeat.)
+                assert_eq!(&sim.owned(f), held, "node {f} still holds its partitions");
+            }
+            let id = sim.nodes[f].log[mark..]
+                .iter()
+                .find_map(|(_, o)| match o {
+                    Output::Send {
+                        id,
+                        request: Request::Sync { .. },
+                    } => Some(*id),
+                    _ => None,
+                })
+                .unwrap();
+            let reason = "request timed out".to_string();
+            sim.input(f, Input::RequestFailed { id, reason });
+        }
+        sim.settle(60_000);
+        sim.assert_all_assigned_once();
+    }
+}
