@@ -3,8 +3,10 @@
 //!
 //! Every server message is hostile until checked: a missing attribute, a nonce that does not
 //! extend ours, an unusable salt or iteration count, or a server signature that does not match
-//! what the password implies are errors, never panics. The iteration count is capped at
-//! [`MAX_ITERATIONS`] so a hostile server cannot make the client hash for hours.
+//! what the password implies are errors, never panics. The iteration count must lie in
+//! [`MIN_ITERATIONS`]..=[`MAX_ITERATIONS`]: below, a server (or someone in the middle of a
+//! SASL_PLAINTEXT connection) could make the client hand out a proof that is cheap to attack
+//! offline; above, a hostile server could make the client hash for hours.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -13,8 +15,12 @@ use std::num::NonZeroU32;
 
 use crate::error::{Error, Result};
 
-/// Highest iteration count we agree to compute (Kafka allows at most 16 384; RFC 7677 asks for
-/// at least 4 096).
+/// Lowest iteration count we accept: RFC 7677's minimum, and the one Kafka's Java client
+/// enforces (`ScramMechanism.minIterations`). Kafka brokers never store fewer.
+pub const MIN_ITERATIONS: u32 = 4_096;
+
+/// Highest iteration count we agree to compute (Kafka brokers store at most 16 384; the
+/// margin is for other SCRAM servers).
 pub const MAX_ITERATIONS: u32 = 1_000_000;
 
 /// The hash a SCRAM mechanism is built on.
@@ -170,6 +176,15 @@ impl ScramClient {
         })?;
         let iterations =
             NonZeroU32::new(iterations).ok_or_else(|| bad(hash, "iteration count is 0"))?;
+        if iterations.get() < MIN_ITERATIONS {
+            return Err(bad(
+                hash,
+                format!(
+                    "iteration count {iterations} is below the minimum of {MIN_ITERATIONS} \
+                     (RFC 7677; Kafka's clients refuse it too)"
+                ),
+            ));
+        }
         if iterations.get() > MAX_ITERATIONS {
             return Err(bad(
                 hash,
@@ -310,6 +325,14 @@ mod tests {
                 "is 0",
             ),
             (
+                "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1",
+                "below the minimum",
+            ),
+            (
+                "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4095",
+                "below the minimum",
+            ),
+            (
                 "r=rOprNGfwEbeRWgbNEkqOx,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=-1",
                 "not a number",
             ),
@@ -377,6 +400,21 @@ mod tests {
         );
         let server_final = format!("v={}", B64.encode(hmac::sign(&server_key, auth.as_bytes())));
         c.verify_server_final(server_final.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn iteration_counts_below_4096_are_refused_and_4096_is_accepted() {
+        let first = |i: u32| format!("r={NONCE}x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i={i}");
+        for i in [1, 2, 1000, MIN_ITERATIONS - 1] {
+            let e = rfc_client().client_final(first(i).as_bytes()).unwrap_err();
+            assert!(matches!(e, Error::Malformed { .. }), "{i}: {e}");
+            assert!(e.to_string().contains("below the minimum of 4096"), "{e}");
+            assert!(!e.is_retriable());
+        }
+        assert_eq!(MIN_ITERATIONS, 4096);
+        rfc_client()
+            .client_final(first(MIN_ITERATIONS).as_bytes())
+            .expect("4096 is Kafka's minimum and allowed");
     }
 
     #[test]
