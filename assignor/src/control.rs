@@ -26,7 +26,16 @@
 //! - binding a non-loopback address is refused unless [`ControlConfig::allow_non_loopback`] is
 //!   set, and then a token is required;
 //! - with a token configured, every request must carry it; a wrong or missing token gets an
-//!   `unauthorized` reply and the connection is closed;
+//!   `unauthorized` reply and the connection is closed. The comparison takes the same time
+//!   whatever the guess (both sides are hashed to fixed-size digests first), so the token
+//!   cannot be found byte by byte, nor its length, from reply times;
+//! - a connection that does not complete a request line within
+//!   [`ControlConfig::idle_timeout`] is closed, so idle or trickling peers cannot hold the
+//!   [`ControlConfig::max_connections`] slots and lock the agent out;
+//! - `leave` and `rejoin` requests are accepted at most once per
+//!   [`ControlConfig::min_membership_interval`]; the excess is answered with an error naming
+//!   the limit. This is the consumer's own storm guard: a buggy or hostile peer (or several
+//!   agents) cannot bounce the member in and out of its group, whatever guard the agent has;
 //! - lines are capped at [`ControlConfig::max_line`] bytes (an over-long line closes the
 //!   connection, the stream cannot be resynchronised), connections at
 //!   [`ControlConfig::max_connections`];
@@ -59,8 +68,8 @@
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -224,6 +233,13 @@ pub struct ControlConfig {
     pub queue: usize,
     /// Upper bound on a `leave` cooldown.
     pub max_cooldown: Duration,
+    /// A connection that completes no request line for this long is closed (and a reply the
+    /// peer does not read within it is abandoned). Keeps the connection slots free for the
+    /// real agent; the agent reconnects on its next interval.
+    pub idle_timeout: Duration,
+    /// At most one `leave` or `rejoin` is accepted per this interval (zero: no limit); the
+    /// excess is answered with an error naming the limit.
+    pub min_membership_interval: Duration,
 }
 
 impl ControlConfig {
@@ -237,6 +253,11 @@ impl ControlConfig {
             max_connections: 4,
             queue: 16,
             max_cooldown: Duration::from_secs(600),
+            // Twelve of the agent's default 5 s intervals.
+            idle_timeout: Duration::from_secs(60),
+            // Well below the agent's own cooldown (2 min by default, 20 s in the tests):
+            // an agent that behaves never meets it.
+            min_membership_interval: Duration::from_secs(10),
         }
     }
 
@@ -337,6 +358,7 @@ pub async fn serve(
         config,
         commands: tx,
         identity: id_rx,
+        last_membership: Mutex::new(None),
     });
     let task = tokio::spawn(accept_loop(listener, shared));
     Ok((
@@ -353,6 +375,8 @@ struct Shared {
     config: ControlConfig,
     commands: mpsc::Sender<ControlCommand>,
     identity: watch::Receiver<Option<MemberIdentity>>,
+    /// When the last `leave` / `rejoin` was accepted (for `min_membership_interval`).
+    last_membership: Mutex<Option<Instant>>,
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -398,27 +422,56 @@ async fn write_reply(
     stream.flush().await
 }
 
-/// Constant-time-ish comparison, so the token cannot be guessed byte by byte from timing.
+/// Constant-time token check. Both tokens are hashed to SHA-256 digests and the digests are
+/// compared by folding the XOR of every byte, with no early return: the time depends neither
+/// on where the first differing byte is nor on the expected token's length (a plain
+/// length check would tell a guesser the length, a plain byte loop the matching prefix).
 fn token_matches(expected: &str, got: Option<&str>) -> bool {
     let Some(got) = got else { return false };
-    let (a, b) = (expected.as_bytes(), got.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let a = ring::digest::digest(&ring::digest::SHA256, expected.as_bytes());
+    let b = ring::digest::digest(&ring::digest::SHA256, got.as_bytes());
+    let diff = a
+        .as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box: keep the optimiser from turning the fold into an early-exit comparison.
+    std::hint::black_box(diff) == 0
+}
+
+/// Write a reply, giving up after `limit` (a peer that never reads must not pin the task).
+async fn write_reply_within(
+    stream: &mut (impl AsyncWriteExt + Unpin),
+    reply: &Reply,
+    limit: Duration,
+) -> std::io::Result<()> {
+    tokio::time::timeout(limit, write_reply(stream, reply))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
 async fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let max = shared.config.max_line.max(16);
+    let idle = shared.config.idle_timeout;
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut reader)
-            .take(max as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        // The whole line must arrive within `idle`: silence and trickling alike end here.
+        let mut limited = (&mut reader).take(max as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let n = match tokio::time::timeout(idle, read).await {
+            Ok(n) => n?,
+            Err(_) => {
+                let reply = error_reply(
+                    None,
+                    format!("idle: no complete request within {idle:?} (idle_timeout); closing"),
+                );
+                let _ = write_reply_within(&mut write, &reply, idle).await;
+                return Ok(());
+            }
+        };
         if n == 0 {
             return Ok(());
         }
@@ -426,7 +479,7 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result
         // within the limit means EOF mid-line: that line is answered below.)
         if line.last() != Some(&b'\n') && line.len() > max {
             let reply = error_reply(None, format!("line longer than {max} bytes"));
-            write_reply(&mut write, &reply).await?;
+            write_reply_within(&mut write, &reply, idle).await?;
             return Ok(());
         }
         let text = trim_line(&line);
@@ -435,7 +488,7 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result
         }
         let identity = shared.identity.borrow().clone();
         let (reply, close) = handle_line(text, shared, identity);
-        write_reply(&mut write, &reply).await?;
+        write_reply_within(&mut write, &reply, idle).await?;
         if close {
             return Ok(());
         }
@@ -474,8 +527,33 @@ fn handle_line(text: &[u8], shared: &Shared, identity: Option<MemberIdentity>) -
         Op::Capacity(s) => Some(ControlCommand::Capacity(s.sanitised())),
     };
     if let Some(cmd) = cmd {
+        let membership = matches!(
+            cmd,
+            ControlCommand::Leave { .. } | ControlCommand::Rejoin { .. }
+        );
+        // Held across the check and the send, so two connections cannot both slip through.
+        let mut last = shared
+            .last_membership
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let min = shared.config.min_membership_interval;
+        if membership {
+            if let Some(wait) = last.and_then(|t| min.checked_sub(t.elapsed())) {
+                if !wait.is_zero() {
+                    let msg = format!(
+                        "rate limited: at most one leave/rejoin per {min:?} \
+                         (min_membership_interval); next accepted in {wait:?}"
+                    );
+                    return (error_reply(identity, msg), false);
+                }
+            }
+        }
         match shared.commands.try_send(cmd) {
-            Ok(()) => {}
+            Ok(()) => {
+                if membership {
+                    *last = Some(Instant::now());
+                }
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 return (error_reply(identity, "busy: command queue full"), false)
             }
@@ -624,7 +702,9 @@ mod tests {
 
     #[tokio::test]
     async fn commands_flow_and_identity_is_answered() {
-        let (handle, mut rx) = serve(ControlConfig::loopback(0)).await.unwrap();
+        let mut cfg = ControlConfig::loopback(0);
+        cfg.min_membership_interval = Duration::ZERO;
+        let (handle, mut rx) = serve(cfg).await.unwrap();
         let mut c = ControlClient::connect(handle.local_addr(), None, T)
             .await
             .unwrap();
@@ -776,6 +856,7 @@ mod tests {
         cfg.max_line = 64;
         cfg.queue = 1;
         cfg.max_cooldown = Duration::from_secs(10);
+        cfg.min_membership_interval = Duration::ZERO;
         let (handle, mut rx) = serve(cfg).await.unwrap();
         let mut raw = Raw::connect(handle.local_addr()).await;
         let r = raw
@@ -797,6 +878,145 @@ mod tests {
         let r = raw.send(&long).await.unwrap();
         assert!(r.error.unwrap().contains("longer than"));
         assert_eq!(raw.read().await, None);
+    }
+
+    #[test]
+    fn token_comparison_is_exact() {
+        assert!(token_matches("s3cret", Some("s3cret")));
+        for wrong in [
+            "",
+            "s",
+            "s3cre",
+            "s3cret ",
+            "s3cres",
+            "S3cret",
+            "s3cret-and-more",
+            "x",
+        ] {
+            assert!(!token_matches("s3cret", Some(wrong)), "{wrong:?}");
+        }
+        assert!(
+            !token_matches("s3cret", None),
+            "a missing token never matches"
+        );
+        assert!(!token_matches("", None));
+        assert!(token_matches("", Some("")));
+        // Non-ASCII and long tokens compare like any other bytes.
+        let long = "ü".repeat(10_000);
+        assert!(token_matches(&long, Some(&long)));
+        assert!(!token_matches(&long, Some(&long[..long.len() - 2])));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_and_free_their_slots() {
+        let mut cfg = ControlConfig::loopback(0);
+        cfg.max_connections = 2;
+        cfg.idle_timeout = Duration::from_millis(400);
+        let (handle, _rx) = serve(cfg).await.unwrap();
+        let addr = handle.local_addr();
+        let opened = tokio::time::Instant::now();
+        // One silent peer, one that trickles half a request and stops.
+        let mut silent = Raw::connect(addr).await;
+        let mut trickle = Raw::connect(addr).await;
+        trickle.writer.write_all(b"{\"op\":").await.unwrap();
+        // Both slots are taken: a third peer is turned away.
+        let mut third = Raw::connect(addr).await;
+        let r = third.read().await.expect("a refusal");
+        assert_eq!(r.error.as_deref(), Some("too many connections"));
+        // The idle ones are closed with a reply naming the reason…
+        for raw in [&mut silent, &mut trickle] {
+            let r = raw.read().await.expect("an idle notice before the close");
+            assert!(r.error.unwrap().contains("idle_timeout"));
+            assert_eq!(raw.read().await, None, "closed");
+        }
+        assert!(
+            opened.elapsed() >= Duration::from_millis(400),
+            "closed early"
+        );
+        // …and the agent gets in again.
+        let mut c = ControlClient::connect(addr, None, T).await.unwrap();
+        assert!(c.request(Op::Hello, T).await.unwrap().ok);
+        // A peer that keeps talking is not idle, however long it stays.
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(1000) {
+            assert!(c.request(Op::Hello, T).await.unwrap().ok);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn leave_and_rejoin_are_rate_limited_by_the_consumer() {
+        let mut cfg = ControlConfig::loopback(0);
+        cfg.min_membership_interval = Duration::from_millis(500);
+        let (handle, mut rx) = serve(cfg).await.unwrap();
+        handle.set_identity(Some(ident()));
+        let mut a = ControlClient::connect(handle.local_addr(), None, T)
+            .await
+            .unwrap();
+        let mut b = ControlClient::connect(handle.local_addr(), None, T)
+            .await
+            .unwrap();
+        let accepted = tokio::time::Instant::now();
+        assert!(
+            a.request(Op::Rejoin { reason: "1".into() }, T)
+                .await
+                .unwrap()
+                .ok
+        );
+        // From any connection, leave or rejoin: refused with the limit named.
+        for (c, op) in [
+            (&mut a, Op::Rejoin { reason: "2".into() }),
+            (
+                &mut b,
+                Op::Leave {
+                    cooldown_ms: 1,
+                    reason: "3".into(),
+                },
+            ),
+        ] {
+            let r = c.request(op, T).await.unwrap();
+            assert!(!r.ok);
+            let e = r.error.unwrap();
+            assert!(e.contains("rate limited") && e.contains("500ms"), "{e}");
+            assert!(e.contains("min_membership_interval"), "{e}");
+            assert_eq!(r.identity, Some(ident()), "the peer is authorised");
+        }
+        // Other requests are not limited.
+        assert!(b.request(Op::Hello, T).await.unwrap().ok);
+        assert!(
+            b.request(Op::Capacity(CapacitySample::default()), T)
+                .await
+                .unwrap()
+                .ok
+        );
+        // Accepted again once the interval has passed (and not before).
+        loop {
+            let r = b
+                .request(Op::Rejoin { reason: "4".into() }, T)
+                .await
+                .unwrap();
+            if r.ok {
+                break;
+            }
+            assert!(accepted.elapsed() < T, "never accepted again: {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(accepted.elapsed() >= Duration::from_millis(500));
+        let mut got = Vec::new();
+        while let Ok(cmd) = rx.try_recv() {
+            got.push(cmd);
+        }
+        let membership: Vec<_> = got
+            .into_iter()
+            .filter(|c| !matches!(c, ControlCommand::Capacity(_)))
+            .collect();
+        assert_eq!(
+            membership,
+            vec![
+                ControlCommand::Rejoin { reason: "1".into() },
+                ControlCommand::Rejoin { reason: "4".into() }
+            ]
+        );
     }
 
     #[tokio::test]
