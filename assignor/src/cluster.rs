@@ -12,7 +12,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::{BrokerCode, Error, Result};
 use crate::wire::{Connection, ConnectionConfig};
 
 /// Settings shared by every component built on a [`Client`].
@@ -241,6 +241,18 @@ impl Client {
                 req
             })
             .await?;
+        // A topic we named but may not describe is reported by name rather than as "unknown"
+        // (which is retriable, so it would be retried until the deadline).
+        if let Some(t) = resp.topics.iter().find(|t| {
+            !topics.is_empty()
+                && BrokerCode(t.error_code).is(ResponseError::TopicAuthorizationFailed)
+        }) {
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            return Err(Error::broker(
+                format!("metadata for topic '{name}' (the principal needs the Describe ACL)"),
+                t.error_code,
+            ));
+        }
         let fresh = metadata_from_response(&resp);
         let mut cache = self.inner.metadata.write().map_err(|_| Error::Shutdown)?;
         cache.brokers.extend(fresh.brokers.clone());

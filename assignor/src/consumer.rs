@@ -982,10 +982,7 @@ impl Driver {
             let input =
                 match send_request(&client, coordinator, &group, request, join_timeout).await {
                     Ok(response) => Input::Response { id, response },
-                    Err(e) => Input::RequestFailed {
-                        id,
-                        reason: e.to_string(),
-                    },
+                    Err(e) => failure(id, &e),
                 };
             let _ = answers.send(input);
         });
@@ -1048,10 +1045,7 @@ impl Driver {
         tokio::spawn(async move {
             let input = match gather_leader_inputs(&client, &topics, stats).await {
                 Ok((topics, stats)) => Input::LeaderInputs { id, topics, stats },
-                Err(e) => Input::RequestFailed {
-                    id,
-                    reason: e.to_string(),
-                },
+                Err(e) => failure(id, &e),
             };
             let _ = answers.send(input);
         });
@@ -1059,6 +1053,17 @@ impl Driver {
 }
 
 /// The error code an input carries, if any.
+/// The machine's input for a failed request: a refusal (credentials, certificate, missing
+/// ACL) stops the member, since repeating cannot help; anything else is retried.
+fn failure(id: u64, e: &Error) -> Input {
+    let reason = e.to_string();
+    if e.is_refusal() {
+        Input::RequestRefused { id, reason }
+    } else {
+        Input::RequestFailed { id, reason }
+    }
+}
+
 fn error_in(input: &Input) -> Option<i16> {
     let code = match input {
         Input::Response { response, .. } => match response {

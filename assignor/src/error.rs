@@ -103,6 +103,26 @@ impl Error {
         }
     }
 
+    /// Whether the broker (or the TLS peer) refused *us*: bad credentials, an untrusted or
+    /// misnamed certificate, or a missing ACL. Not retriable, and not transient either: a
+    /// long-running component (the consumer's group membership) stops on it instead of
+    /// retrying until someone fixes the configuration.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Authentication { .. } | Error::Tls { .. } => true,
+            Error::Broker { code, .. } => [
+                ResponseError::TopicAuthorizationFailed,
+                ResponseError::GroupAuthorizationFailed,
+                ResponseError::ClusterAuthorizationFailed,
+                ResponseError::TransactionalIdAuthorizationFailed,
+                ResponseError::SaslAuthenticationFailed,
+            ]
+            .into_iter()
+            .any(|e| code.is(e)),
+            _ => false,
+        }
+    }
+
     /// The broker error code, if this is a broker error.
     pub fn broker_code(&self) -> Option<BrokerCode> {
         match self {
@@ -136,3 +156,35 @@ pub(crate) fn check_code(context: impl FnOnce() -> String, code: i16) -> Result<
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_the_security_errors_and_missing_acls() {
+        let refused = [
+            Error::Authentication {
+                mechanism: "PLAIN".into(),
+                detail: "bad password".into(),
+            },
+            Error::Tls {
+                addr: "b:9093".into(),
+                detail: "UnknownIssuer".into(),
+            },
+            Error::broker("metadata", ResponseError::TopicAuthorizationFailed.code()),
+            Error::broker("join", ResponseError::GroupAuthorizationFailed.code()),
+            Error::broker("create", ResponseError::ClusterAuthorizationFailed.code()),
+        ];
+        for e in refused {
+            assert!(e.is_refusal() && !e.is_retriable(), "{e}");
+        }
+        for e in [
+            Error::broker("fetch", ResponseError::NotLeaderOrFollower.code()),
+            Error::ConnectionClosed { addr: "b".into() },
+            Error::Config("x".into()),
+        ] {
+            assert!(!e.is_refusal(), "{e}");
+        }
+    }
+}

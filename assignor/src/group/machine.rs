@@ -172,6 +172,10 @@ pub enum Input {
     Response { id: u64, response: Response },
     /// Request `id` failed in transport (connection lost, timeout).
     RequestFailed { id: u64, reason: String },
+    /// Request `id` was refused for good: the broker rejected our credentials or certificate
+    /// (SASL, TLS) or we are not authorised. Repeating it cannot help, so the member stops
+    /// with this reason instead of backing off and retrying for ever.
+    RequestRefused { id: u64, reason: String },
     /// Leader inputs asked for with [`Output::LeaderInputsNeeded`].
     LeaderInputs {
         id: u64,
@@ -520,6 +524,7 @@ impl Membership {
             Input::CallbacksDone => self.awaiting_callbacks = false,
             Input::Response { id, response } => self.on_response(id, response),
             Input::RequestFailed { id, reason } => self.on_transport_failure(id, reason),
+            Input::RequestRefused { id, reason } => self.on_refusal(id, reason),
             Input::LeaderInputs { id, topics, stats } => self.on_leader_inputs(id, topics, stats),
             Input::CommitFailed { error, generation } => self.on_commit_failed(error, generation),
         }
@@ -1021,6 +1026,25 @@ impl Membership {
         }
     }
 
+    fn on_refusal(&mut self, id: u64, reason: String) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        // Leaving anyway: a refused LeaveGroup just ends the leave (the session times out).
+        if matches!(self.pending, Some((pid, Pending::Leave)) if pid == id) {
+            self.pending = None;
+            self.finish_leave();
+            return;
+        }
+        if self.heartbeat_pending == Some(id) {
+            self.heartbeat_pending = None;
+        }
+        if matches!(self.pending, Some((pid, _)) if pid == id) {
+            self.pending = None;
+        }
+        self.fatal(reason);
+    }
+
     fn on_response(&mut self, id: u64, response: Response) {
         if self.heartbeat_pending == Some(id) {
             self.heartbeat_pending = None;
@@ -1055,6 +1079,17 @@ impl Membership {
                 if self.phase == Phase::Stable {
                     self.next_heartbeat = self.now;
                 }
+            }
+            Response::CoordinatorError { error }
+                if is(error, ResponseError::GroupAuthorizationFailed) =>
+            {
+                // Not allowed to describe the group: no coordinator will ever be found.
+                self.fatal(format!(
+                    "FindCoordinator for group '{}' failed with {:?} \
+                     (the principal needs the Read ACL on the group)",
+                    self.config.group_id,
+                    crate::error::BrokerCode(error)
+                ));
             }
             Response::CoordinatorError { error } => {
                 tracing::debug!(error, "FindCoordinator failed");
@@ -1190,7 +1225,11 @@ impl Membership {
             || is(error, ResponseError::GroupMaxSizeReached)
             || is(error, ResponseError::UnsupportedVersion)
         {
-            self.fatal(format!("JoinGroup failed with error {error}"));
+            self.fatal(format!(
+                "JoinGroup of group '{}' failed with {:?}",
+                self.config.group_id,
+                crate::error::BrokerCode(error)
+            ));
         } else {
             self.backoff();
         }

@@ -4510,3 +4510,43 @@ fn a_member_whose_sync_hangs_keeps_what_it_claims() {
         sim.assert_all_assigned_once();
     }
 }
+
+/// A refusal (bad credentials, certificate, missing ACL) stops the member with the reason
+/// instead of rediscovering and retrying for ever; so does a FindCoordinator answered
+/// GROUP_AUTHORIZATION_FAILED.
+#[test]
+fn refusals_are_fatal_not_retried() {
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.input(Input::Subscribe(vec!["t".into()]));
+    let (find, _) = only_send(&out, Api::Find);
+    let out = solo.input(Input::RequestRefused {
+        id: find,
+        reason: "SASL PLAIN authentication failed: bad password".into(),
+    });
+    assert!(
+        matches!(out.as_slice(), [Output::Fatal(why)] if why.contains("SASL PLAIN")),
+        "{out:?}"
+    );
+    solo.now = 60_000;
+    assert!(
+        solo.input(Input::Tick).is_empty(),
+        "silent after the refusal"
+    );
+
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.input(Input::Subscribe(vec!["t".into()]));
+    let (find, _) = only_send(&out, Api::Find);
+    let out = solo.respond(
+        find,
+        Response::CoordinatorError {
+            error: ResponseError::GroupAuthorizationFailed.code(),
+        },
+    );
+    assert!(
+        matches!(out.as_slice(), [Output::Fatal(why)]
+            if why.contains("GroupAuthorizationFailed") && why.contains("Read ACL")),
+        "{out:?}"
+    );
+    solo.now = 60_000;
+    assert!(solo.input(Input::Tick).is_empty());
+}
