@@ -14,6 +14,7 @@ pub mod lagplot;
 pub mod lagrun;
 pub mod ledger;
 pub mod peers;
+pub mod secure;
 pub mod workers;
 
 pub use broker::{unique, TestBroker};

@@ -15,7 +15,7 @@
 //!   deleted afterwards.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,19 +27,14 @@ use kafka_protocol::messages::{
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use lagbalance::fetcher::{FetchConfig, Fetcher, OffsetReset};
-use lagbalance::producer::{Producer, ProducerConfig};
-use lagbalance::records::ProducerRecord;
-use lagbalance::wire::Connection;
-use lagbalance::{Client, ClientConfig, Error};
+use lagbalance::{Client, Error};
 use lagbalance_integration::broker::TansuOptions;
+use lagbalance_integration::secure::{client_config, connect, path, produce_fetch_round_trip};
 use lagbalance_integration::{unique, TestBroker};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-
-const DEADLINE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Throwaway PKI
@@ -187,71 +182,6 @@ impl TlsTerminator {
             }
         }));
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-
-fn client_config(bootstrap: &str, props: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new(bootstrap);
-    c.connection.connect_timeout = Duration::from_secs(5);
-    c.connection.request_timeout = Duration::from_secs(10);
-    c.operation_timeout = Duration::from_secs(30);
-    for (k, v) in props {
-        assert!(c.set(k, v).unwrap(), "{k} is a security property");
-    }
-    c
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Create a topic, produce `n` records and fetch them back, all through `client`.
-async fn produce_fetch_round_trip(client: &Client, n: usize) {
-    let topic = unique("secure");
-    client
-        .create_topic(&topic, 1, 1)
-        .await
-        .expect("create topic");
-    let producer = Producer::new(client.clone(), ProducerConfig::default()).unwrap();
-    let mut deliveries = Vec::new();
-    for i in 0..n {
-        let record = ProducerRecord::new(&topic)
-            .key(format!("k{i}"))
-            .value(format!("v{i}"));
-        deliveries.push(producer.send(record).await.expect("queued"));
-    }
-    producer.flush().await.expect("flush");
-    for d in deliveries {
-        d.await.expect("delivered");
-    }
-    let mut fetcher = Fetcher::new(
-        client.clone(),
-        FetchConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            max_wait: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
-    fetcher.assign(&topic, 0, None);
-    let mut got = Vec::new();
-    let deadline = Instant::now() + DEADLINE;
-    while got.len() < n {
-        assert!(Instant::now() < deadline, "fetched {} of {n}", got.len());
-        for r in fetcher.fetch().await.expect("fetch") {
-            got.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
-        }
-    }
-    let want: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
-    assert_eq!(got, want);
-}
-
-async fn connect(addr: &str, props: &[(&str, &str)]) -> lagbalance::Result<Connection> {
-    let config = client_config(addr, props).connection;
-    tokio::time::timeout(DEADLINE, Connection::connect(addr, config))
-        .await
-        .expect("connect finished within the deadline")
 }
 
 // ---------------------------------------------------------------------------------------------
