@@ -83,6 +83,9 @@ use crate::assign::model::MemberStats;
 pub const ENV_CONTROL_ADDR: &str = "LAGBALANCE_CONTROL_ADDR";
 /// Environment variable with the shared token (optional).
 pub const ENV_CONTROL_TOKEN: &str = "LAGBALANCE_CONTROL_TOKEN";
+/// Environment variable overriding [`ControlConfig::min_membership_interval`], in
+/// milliseconds (`0`: no limit — for tests that drive rebalances themselves).
+pub const ENV_CONTROL_MIN_INTERVAL_MS: &str = "LAGBALANCE_CONTROL_MIN_INTERVAL_MS";
 /// Default port of the control channel.
 pub const DEFAULT_CONTROL_PORT: u16 = 9470;
 
@@ -266,11 +269,17 @@ impl ControlConfig {
         self
     }
 
-    /// From `LAGBALANCE_CONTROL_ADDR` (`host:port`) and `LAGBALANCE_CONTROL_TOKEN`.
-    /// `Ok(None)` when the address is unset or empty: the channel is off.
+    /// From `LAGBALANCE_CONTROL_ADDR` (`host:port`), `LAGBALANCE_CONTROL_TOKEN` and
+    /// `LAGBALANCE_CONTROL_MIN_INTERVAL_MS`. `Ok(None)` when the address is unset or empty:
+    /// the channel is off.
     pub fn from_env() -> Result<Option<Self>, ControlError> {
-        let addr = match std::env::var(ENV_CONTROL_ADDR) {
-            Ok(a) if !a.trim().is_empty() => a,
+        Self::from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// [`Self::from_env`] over any source of variables.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ControlError> {
+        let addr = match get(ENV_CONTROL_ADDR) {
+            Some(a) if !a.trim().is_empty() => a,
             _ => return Ok(None),
         };
         let bind: SocketAddr = addr.trim().parse().map_err(|e| ControlError::BadEnv {
@@ -280,9 +289,15 @@ impl ControlConfig {
         })?;
         let mut cfg = ControlConfig::loopback(bind.port());
         cfg.bind = bind;
-        cfg.token = std::env::var(ENV_CONTROL_TOKEN)
-            .ok()
-            .filter(|t| !t.is_empty());
+        cfg.token = get(ENV_CONTROL_TOKEN).filter(|t| !t.is_empty());
+        if let Some(ms) = get(ENV_CONTROL_MIN_INTERVAL_MS).filter(|v| !v.trim().is_empty()) {
+            let parsed: u64 = ms.trim().parse().map_err(|e| ControlError::BadEnv {
+                var: ENV_CONTROL_MIN_INTERVAL_MS,
+                value: ms.clone(),
+                reason: format!("expected milliseconds ({e})"),
+            })?;
+            cfg.min_membership_interval = Duration::from_millis(parsed);
+        }
         Ok(Some(cfg))
     }
 
@@ -878,6 +893,39 @@ mod tests {
         let r = raw.send(&long).await.unwrap();
         assert!(r.error.unwrap().contains("longer than"));
         assert_eq!(raw.read().await, None);
+    }
+
+    #[test]
+    fn config_from_variables() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(ControlConfig::from_vars(vars(&[])).unwrap().is_none());
+        let cfg = ControlConfig::from_vars(vars(&[(ENV_CONTROL_ADDR, "127.0.0.1:0")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.min_membership_interval, Duration::from_secs(10));
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(60));
+        let cfg = ControlConfig::from_vars(vars(&[
+            (ENV_CONTROL_ADDR, "127.0.0.1:9470"),
+            (ENV_CONTROL_TOKEN, "t"),
+            (ENV_CONTROL_MIN_INTERVAL_MS, "0"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(cfg.min_membership_interval, Duration::ZERO);
+        assert_eq!(cfg.token.as_deref(), Some("t"));
+        let e = ControlConfig::from_vars(vars(&[
+            (ENV_CONTROL_ADDR, "127.0.0.1:9470"),
+            (ENV_CONTROL_MIN_INTERVAL_MS, "soon"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains(ENV_CONTROL_MIN_INTERVAL_MS), "{e}");
     }
 
     #[test]

@@ -493,7 +493,11 @@ impl Run<'_> {
         if let Some(id) = instance {
             args.extend(["--instance-id", id]);
         }
-        let mut env = vec![("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0")];
+        // The chaos run asks for rebalances itself, back to back: no consumer-side rate limit.
+        let mut env = vec![
+            ("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0"),
+            ("LAGBALANCE_CONTROL_MIN_INTERVAL_MS", "0"),
+        ];
         if let Some(log) = &self.cfg.worker_log {
             env.push(("RUST_LOG", log.as_str()));
         }
