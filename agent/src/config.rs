@@ -9,6 +9,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lagbalance::security::SecurityConfig;
+
 /// What the agent asks its consumer to do when its member is the elected outlier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -39,6 +41,14 @@ pub struct Spec {
 
 pub const SPECS: &[Spec] = &[
     Spec { var: "LAGBALANCE_BOOTSTRAP", flag: "--bootstrap", default: None, help: "Kafka bootstrap servers, host:port[,host:port…]" },
+    Spec { var: "LAGBALANCE_SECURITY_PROTOCOL", flag: "--security-protocol", default: Some("PLAINTEXT"), help: "Kafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (docs/security.md)" },
+    Spec { var: "LAGBALANCE_SSL_CA_LOCATION", flag: "--ssl-ca-location", default: Some(""), help: "PEM file of the CA(s) that signed the brokers' certificates; empty = the system trust store" },
+    Spec { var: "LAGBALANCE_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", flag: "--ssl-endpoint-identification-algorithm", default: Some("https"), help: "https (the certificate must name the broker host) or none (skip only the name check)" },
+    Spec { var: "LAGBALANCE_SSL_CERTIFICATE_LOCATION", flag: "--ssl-certificate-location", default: Some(""), help: "PEM client certificate for mutual TLS (with LAGBALANCE_SSL_KEY_LOCATION)" },
+    Spec { var: "LAGBALANCE_SSL_KEY_LOCATION", flag: "--ssl-key-location", default: Some(""), help: "PEM private key of the client certificate, unencrypted" },
+    Spec { var: "LAGBALANCE_SASL_MECHANISM", flag: "--sasl-mechanism", default: Some("PLAIN"), help: "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512" },
+    Spec { var: "LAGBALANCE_SASL_USERNAME", flag: "--sasl-username", default: Some(""), help: "SASL user (required with SASL_*)" },
+    Spec { var: "LAGBALANCE_SASL_PASSWORD", flag: "--sasl-password", default: Some(""), help: "SASL password (required with SASL_*); prefer the variable, a flag shows in the process list; never logged" },
     Spec { var: "LAGBALANCE_GROUP", flag: "--group", default: None, help: "consumer group to watch" },
     Spec { var: "LAGBALANCE_INTERVAL", flag: "--interval", default: Some("5s"), help: "poll interval (100ms..=1h)" },
     Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("rejoin"), help: "action when this member is the elected outlier: leave or rejoin" },
@@ -61,10 +71,32 @@ pub const SPECS: &[Spec] = &[
     Spec { var: "LAGBALANCE_LOG", flag: "--log", default: Some("info"), help: "tracing filter (e.g. info, lagbalance_agent=debug)" },
 ];
 
+/// The agent's Kafka security settings: each variable sets the Kafka property next to it,
+/// parsed by `lagbalance::security::SecurityConfig` (the one parser of these keys, shared with
+/// the consumer).
+pub const SECURITY_VARS: &[(&str, &str)] = &[
+    ("LAGBALANCE_SECURITY_PROTOCOL", "security.protocol"),
+    ("LAGBALANCE_SSL_CA_LOCATION", "ssl.ca.location"),
+    (
+        "LAGBALANCE_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
+        "ssl.endpoint.identification.algorithm",
+    ),
+    (
+        "LAGBALANCE_SSL_CERTIFICATE_LOCATION",
+        "ssl.certificate.location",
+    ),
+    ("LAGBALANCE_SSL_KEY_LOCATION", "ssl.key.location"),
+    ("LAGBALANCE_SASL_MECHANISM", "sasl.mechanism"),
+    ("LAGBALANCE_SASL_USERNAME", "sasl.username"),
+    ("LAGBALANCE_SASL_PASSWORD", "sasl.password"),
+];
+
 /// Validated settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub bootstrap: String,
+    /// TLS / SASL towards Kafka (`Debug` redacts the password).
+    pub security: SecurityConfig,
     pub group: String,
     pub interval: Duration,
     pub mode: Mode,
@@ -321,6 +353,7 @@ impl Config {
         let token = src.string("LAGBALANCE_CONTROL_TOKEN");
         Ok(Config {
             bootstrap: src.required("LAGBALANCE_BOOTSTRAP")?,
+            security: security(src)?,
             group: src.required("LAGBALANCE_GROUP")?,
             interval: src.duration(
                 "LAGBALANCE_INTERVAL",
@@ -364,6 +397,42 @@ impl Config {
     }
 }
 
+/// The security settings from `env` alone (for `lagbalance-agent status`).
+pub fn security_from_env(env: &BTreeMap<String, String>) -> Result<SecurityConfig, ConfigError> {
+    security(&Source {
+        env,
+        flags: BTreeMap::new(),
+    })
+}
+
+/// Build and check the security settings. Empty means unset (the library's default). The
+/// PEM files are read here, so a wrong path stops the agent at start, not at its first poll.
+/// A refused password is never echoed in the error.
+fn security(src: &Source<'_>) -> Result<SecurityConfig, ConfigError> {
+    let mut sec = SecurityConfig::new();
+    for (var, key) in SECURITY_VARS {
+        let value = src.string(var);
+        if value.trim().is_empty() {
+            continue;
+        }
+        sec.set(key, &value).map_err(|e| {
+            let shown = if *key == "sasl.password" {
+                "<redacted>"
+            } else {
+                value.as_str()
+            };
+            src.err(var, shown, e.to_string())
+        })?;
+    }
+    sec.validate().map_err(|e| ConfigError {
+        var: String::new(),
+        flag: String::new(),
+        value: "Kafka security settings (LAGBALANCE_SECURITY_PROTOCOL, LAGBALANCE_SSL_*, LAGBALANCE_SASL_*)".into(),
+        allowed: e.to_string(),
+    })?;
+    Ok(sec)
+}
+
 /// The reference table (Markdown), as in `docs/agent.md`.
 pub fn reference_table() -> String {
     let mut s = String::from("| variable | flag | default | meaning |\n|---|---|---|---|\n");
@@ -401,6 +470,62 @@ mod tests {
 
     fn err(pairs: &[(&str, &str)]) -> ConfigError {
         Config::from_sources(&env(pairs), &[]).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn kafka_security_settings() {
+        use lagbalance::security::{SaslMechanism, SecurityProtocol};
+        let cfg = Config::from_sources(&env(&[]), &[]).unwrap();
+        assert_eq!(cfg.security, SecurityConfig::new(), "PLAINTEXT by default");
+
+        let cfg = Config::from_sources(
+            &env(&[
+                ("LAGBALANCE_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                ("LAGBALANCE_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("LAGBALANCE_SASL_USERNAME", "alice"),
+                ("LAGBALANCE_SASL_PASSWORD", "alice-secret"),
+            ]),
+            &[
+                "--ssl-endpoint-identification-algorithm".into(),
+                "none".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.security.protocol, SecurityProtocol::SaslPlaintext);
+        assert_eq!(cfg.security.sasl_mechanism, SaslMechanism::ScramSha512);
+        assert_eq!(cfg.security.username.as_deref(), Some("alice"));
+        assert_eq!(cfg.security.password.as_deref(), Some("alice-secret"));
+        assert!(!cfg.security.verify_hostname);
+        assert!(
+            !format!("{cfg:?}").contains("alice-secret"),
+            "Debug redacts"
+        );
+
+        // A bad value names the variable.
+        let e = err(&[("LAGBALANCE_SECURITY_PROTOCOL", "TLS")]);
+        assert_eq!(e.var, "LAGBALANCE_SECURITY_PROTOCOL");
+        assert!(e.to_string().contains("PLAINTEXT, SSL"), "{e}");
+        let e = err(&[("LAGBALANCE_SASL_MECHANISM", "GSSAPI")]);
+        assert_eq!(e.var, "LAGBALANCE_SASL_MECHANISM");
+        // Settings that do not fit together, or files that do not load, stop the start.
+        let e = err(&[("LAGBALANCE_SECURITY_PROTOCOL", "SASL_SSL")]);
+        assert!(e.to_string().contains("sasl.username"), "{e}");
+        let e = err(&[
+            ("LAGBALANCE_SECURITY_PROTOCOL", "SSL"),
+            ("LAGBALANCE_SSL_CA_LOCATION", "/nonexistent/ca.pem"),
+        ]);
+        assert!(e.to_string().contains("ssl.ca.location"), "{e}");
+        // The password never appears in an error.
+        let e = err(&[
+            ("LAGBALANCE_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("LAGBALANCE_SSL_CA_LOCATION", "/nonexistent/ca.pem"),
+            ("LAGBALANCE_SASL_USERNAME", "alice"),
+            ("LAGBALANCE_SASL_PASSWORD", "hunter2"),
+        ]);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // `status` reads the same variables.
+        let sec = security_from_env(&env(&[("LAGBALANCE_SECURITY_PROTOCOL", "ssl")])).unwrap();
+        assert_eq!(sec.protocol, SecurityProtocol::Ssl);
     }
 
     #[test]

@@ -4,15 +4,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lagbalance::admin::OffsetSpec;
+use lagbalance::security::SecurityConfig;
 use lagbalance::{Client, ClientConfig};
 
 use crate::view::Snapshot;
 
 /// A client whose operations give up within `timeout` (so one stuck poll cannot stall the
-/// agent for the library's default minute).
-pub fn client(bootstrap: &str, timeout: Duration) -> anyhow::Result<Client> {
+/// agent for the library's default minute), with the agent's TLS / SASL settings.
+pub fn client(
+    bootstrap: &str,
+    timeout: Duration,
+    security: &SecurityConfig,
+) -> anyhow::Result<Client> {
     let mut cfg = ClientConfig::new(bootstrap);
     cfg.operation_timeout = timeout;
+    cfg.connection.security = security.clone();
     Client::new(cfg).context("creating the Kafka client")
 }
 

@@ -37,7 +37,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(group = %cfg.group, mode = %cfg.mode, http = %cfg.http_addr, control = %cfg.control_addr, dry_run = cfg.dry_run, "agent started");
 
     let op_timeout = (cfg.interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(30));
-    let client = poll::client(&cfg.bootstrap, op_timeout)?;
+    let client = poll::client(&cfg.bootstrap, op_timeout, &cfg.security)?;
     let mut link = AppLink::new(
         cfg.control_addr,
         cfg.control_token.clone(),

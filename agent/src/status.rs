@@ -18,6 +18,9 @@ pub struct StatusArgs {
     pub partitions: bool,
     /// Topics to measure besides those DescribeGroups reveals (needed on tansu).
     pub topics: Vec<String>,
+    /// TLS / SASL, from the same `LAGBALANCE_SECURITY_PROTOCOL`, `LAGBALANCE_SSL_*` and
+    /// `LAGBALANCE_SASL_*` variables the agent reads.
+    pub security: lagbalance::security::SecurityConfig,
 }
 
 fn bad(var: &str, flag: &str, value: &str, allowed: &str) -> ConfigError {
@@ -87,6 +90,7 @@ impl StatusArgs {
             ));
         }
         Ok(StatusArgs {
+            security: crate::config::security_from_env(env)?,
             topics,
             group,
             bootstrap,
@@ -192,7 +196,7 @@ pub fn table(group: &str, view: &GroupView, scores: &[Score], partitions: bool) 
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<String> {
-    let client = poll::client(&args.bootstrap, Duration::from_secs(15))?;
+    let client = poll::client(&args.bootstrap, Duration::from_secs(15), &args.security)?;
     let mut tracker = ViewTracker::new(0);
     let start = tokio::time::Instant::now();
     let first = poll::snapshot(&client, &args.group, 0, &args.topics).await?;

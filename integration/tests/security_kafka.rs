@@ -12,6 +12,7 @@
 //! Every refusal must come back as a named error, promptly: [`PROMPT`] bounds how long a
 //! refused operation may take (a retry loop would run to the 30 s operation deadline).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ use lagbalance::fetcher::{FetchConfig, Fetcher, OffsetReset};
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig, Error};
+use lagbalance_agent::config::Config as AgentConfig;
+use lagbalance_agent::poll;
+use lagbalance_agent::view::Snapshot;
 use lagbalance_integration::secure::{
     client_config, connect, path, produce, produce_fetch_round_trip,
 };
@@ -392,6 +396,75 @@ async fn consumer_group_over_sasl_ssl_scram_and_nothing_after_a_wrong_password()
 }
 
 // ---------------------------------------------------------------------------------------------
+// The agent's Kafka connection
+
+/// The agent's configuration from its variables, plus `LAGBALANCE_BOOTSTRAP`/`_GROUP`.
+fn agent_config(bootstrap: &str, group: &str, vars: &[(&str, &str)]) -> AgentConfig {
+    let mut env: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.insert("LAGBALANCE_BOOTSTRAP".into(), bootstrap.into());
+    env.insert("LAGBALANCE_GROUP".into(), group.into());
+    AgentConfig::from_sources(&env, &[]).expect("agent config")
+}
+
+/// One agent poll of `group` (measuring `topic`) with the agent's own client.
+async fn agent_snapshot(cfg: &AgentConfig, topic: &str) -> anyhow::Result<Snapshot> {
+    let client = poll::client(&cfg.bootstrap, Duration::from_secs(10), &cfg.security)?;
+    poll::snapshot(&client, &cfg.group, 0, &[topic.to_owned()]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_polls_over_sasl_ssl_and_is_refused_with_a_wrong_password() {
+    let kafka = Kafka::shared().await;
+    let plain = Client::new(ClientConfig::new(&kafka.broker.bootstrap)).unwrap();
+    let topic = unique("agent-secure");
+    let group = unique("agent-secure-g");
+    plain.create_topic(&topic, 1, 1).await.unwrap();
+    produce(&plain, &topic, 10).await;
+    // A live member (the agent measures groups with members) that consumed and committed all.
+    let mut member = consumer(&kafka.broker.bootstrap, &group, &Props(Vec::new()));
+    member.subscribe(&[topic.as_str()]);
+    consume(&mut member, 10).await;
+    member.commit().await.unwrap();
+    produce(&plain, &topic, 5).await;
+
+    let ca = kafka.file("ca.pem");
+    let vars = |password: &'static str| {
+        vec![
+            ("LAGBALANCE_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("LAGBALANCE_SSL_CA_LOCATION", ca.as_str()),
+            ("LAGBALANCE_SASL_MECHANISM", "SCRAM-SHA-256"),
+            ("LAGBALANCE_SASL_USERNAME", "alice"),
+            ("LAGBALANCE_SASL_PASSWORD", password),
+        ]
+    };
+    let cfg = agent_config(&kafka.sasl_ssl, &group, &vars("alice-secret"));
+    let snap = agent_snapshot(&cfg, &topic).await.expect("agent poll");
+    assert_eq!(
+        snap.committed.get(&(topic.clone(), 0)),
+        Some(&10),
+        "{snap:?}"
+    );
+    assert_eq!(snap.log_end.get(&(topic.clone(), 0)), Some(&15), "{snap:?}");
+    assert_eq!(snap.members.len(), 1, "{snap:?}");
+
+    let cfg = agent_config(&kafka.sasl_ssl, &group, &vars("wrong-secret"));
+    let started = Instant::now();
+    let e = agent_snapshot(&cfg, &topic)
+        .await
+        .expect_err("wrong password");
+    assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
+    assert!(
+        format!("{e:#}").contains("SASL SCRAM-SHA-256 authentication failed"),
+        "{e:#}"
+    );
+    assert!(!format!("{e:#}").contains("wrong-secret"), "{e:#}");
+    member.close(Duration::from_secs(10)).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Authorization (StandardAuthorizer)
 
 /// Kafka's codes for the ACL fields (`org.apache.kafka.common.resource.ResourceType`,
@@ -401,6 +474,7 @@ const GROUP: i8 = 3;
 const LITERAL: i8 = 3;
 const READ: i8 = 3;
 const WRITE: i8 = 4;
+const DESCRIBE: i8 = 8;
 const ALLOW: i8 = 3;
 
 /// Grant `User:principal` `operation` on a resource, as admin (CreateAcls, the codec of
@@ -535,7 +609,46 @@ async fn alice_is_refused_by_name_until_granted_the_minimal_acls() {
     let got = consume(&mut c, 15).await;
     assert_eq!(got.len(), 15, "{got:?}");
     c.commit().await.expect("commit with Read on the group");
-    c.close(Duration::from_secs(10)).await.unwrap();
     let committed = admin.offset_fetch(&group, None).await.unwrap();
     assert_eq!(committed.values().sum::<i64>(), 15, "{committed:?}");
+
+    // The agent, as the mTLS principal User:CN=alice, watching alice's group (the consumer
+    // stays in it: the agent measures groups with members): refused by name without ACLs,
+    // and its documented minimum (Describe on the group and on the topic) is enough to poll.
+    let ca = kafka.file("ca.pem");
+    let (cert, key) = (kafka.file("client.pem"), kafka.file("client.key"));
+    let cfg = agent_config(
+        &kafka.ssl,
+        &group,
+        &[
+            ("LAGBALANCE_SECURITY_PROTOCOL", "SSL"),
+            ("LAGBALANCE_SSL_CA_LOCATION", &ca),
+            ("LAGBALANCE_SSL_CERTIFICATE_LOCATION", &cert),
+            ("LAGBALANCE_SSL_KEY_LOCATION", &key),
+        ],
+    );
+    let started = Instant::now();
+    let e = agent_snapshot(&cfg, &topic)
+        .await
+        .expect_err("CN=alice has no ACLs");
+    assert!(started.elapsed() < PROMPT, "took {:?}", started.elapsed());
+    assert!(format!("{e:#}").contains("AuthorizationFailed"), "{e:#}");
+    grant(&admin, "CN=alice", (GROUP, &group), DESCRIBE).await;
+    grant(&admin, "CN=alice", (TOPIC, &topic), DESCRIBE).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snap = loop {
+        match agent_snapshot(&cfg, &topic).await {
+            Ok(snap) => break snap,
+            Err(e) => assert!(Instant::now() < deadline, "ACLs never took effect: {e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        snap.committed.get(&(topic.clone(), 0)),
+        Some(&15),
+        "{snap:?}"
+    );
+    assert_eq!(snap.log_end.get(&(topic.clone(), 0)), Some(&15), "{snap:?}");
+    assert_eq!(snap.members.len(), 1, "{snap:?}");
+    c.close(Duration::from_secs(10)).await.unwrap();
 }
