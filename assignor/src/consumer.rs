@@ -1052,7 +1052,6 @@ impl Driver {
     }
 }
 
-/// The error code an input carries, if any.
 /// The machine's input for a failed request: a refusal (credentials, certificate, missing
 /// ACL) stops the member, since repeating cannot help; anything else is retried.
 fn failure(id: u64, e: &Error) -> Input {
@@ -1064,6 +1063,7 @@ fn failure(id: u64, e: &Error) -> Input {
     }
 }
 
+/// The error code an input carries, if any.
 fn error_in(input: &Input) -> Option<i16> {
     let code = match input {
         Input::Response { response, .. } => match response {
