@@ -184,10 +184,13 @@ impl Sequencer {
     }
 
     /// Drop a partition's sequence and ask for a new identity, unless `stamp` is already from
-    /// an older one (then the partition restarts at 0 under the current identity anyway).
+    /// an older one (then the partition restarts at 0 under the current identity anyway). A
+    /// new id is asked for whenever the current one shares the stamp's id: a bumped epoch of
+    /// it may still be below the epoch the broker knows.
     fn forget(&mut self, topic: &str, partition: i32, stamp: Stamp, renewal: Renewal) {
         self.partitions.remove(&(topic.to_owned(), partition));
-        if self.current == Some(stamp.producer) {
+        let same_id = self.current.is_some_and(|c| c.id == stamp.producer.id);
+        if self.current == Some(stamp.producer) || (renewal == Renewal::NewId && same_id) {
             self.pending = match (self.pending, renewal) {
                 (Some(Renewal::NewId), _) | (_, Renewal::NewId) => Some(Renewal::NewId),
                 _ => Some(Renewal::Bump),
