@@ -489,14 +489,21 @@ async fn sequence_state_errors_renew_the_epoch_the_broker_accepts() {
                 m
             });
     eprintln!("producer id → epochs in the log: {identities:?}");
-    assert!(
-        identities.values().any(|epochs| epochs.len() > 1),
-        "no locally bumped epoch reached the log: {identities:?}"
-    );
-    assert!(
-        identities.len() > 1,
-        "INVALID_PRODUCER_EPOCH did not lead to a new producer id: {identities:?}"
-    );
+    // Kafka (KIP-360) takes a locally bumped epoch. tansu 0.6.0 announces InitProducerId v3+
+    // but answers a bumped epoch with PRODUCER_FENCED, so there every renewal ends in a new
+    // producer id (docs/tansu-quirks.md): still exactly once and in order.
+    let renewals = identities.values().map(HashSet::len).sum::<usize>() - 1;
+    assert!(renewals > 0, "the producer never renewed: {identities:?}");
+    if broker.kind.is_some_and(|k| k.is_kafka()) {
+        assert!(
+            identities.values().any(|epochs| epochs.len() > 1),
+            "no locally bumped epoch reached the log: {identities:?}"
+        );
+        assert!(
+            identities.len() > 1,
+            "INVALID_PRODUCER_EPOCH did not lead to a new producer id: {identities:?}"
+        );
+    }
 }
 
 /// The same run without idempotence: the retried batches are written twice. This shows the
