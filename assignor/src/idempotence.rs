@@ -73,6 +73,8 @@ pub struct Sequencer {
     can_bump: bool,
     pending: Option<Renewal>,
     partitions: HashMap<(String, i32), PartitionSequence>,
+    /// Some InitProducerId has succeeded (batches may carry stamps from it).
+    initialised: bool,
 }
 
 /// `seq + count` the way Kafka wraps sequences: past `i32::MAX` they continue at 0.
@@ -100,6 +102,12 @@ impl Sequencer {
         self.current = Some(producer);
         self.can_bump = can_bump;
         self.pending = None;
+        self.initialised = true;
+    }
+
+    /// Whether a producer id was ever set: before that, no batch carries a stamp.
+    pub fn initialised(&self) -> bool {
+        self.initialised
     }
 
     pub fn current(&mut self) -> Option<ProducerIdentity> {
@@ -227,9 +235,11 @@ mod tests {
     fn ready(can_bump: bool) -> Sequencer {
         let mut s = Sequencer::new();
         assert!(s.needs_producer_id());
+        assert!(!s.initialised());
         assert_eq!(s.stamp("t", 0), None, "no stamp without a producer id");
         s.set_producer(P, can_bump);
         assert!(!s.needs_producer_id());
+        assert!(s.initialised());
         s
     }
 

@@ -526,6 +526,7 @@ async fn ensure_producer_id(shared: &Shared) -> Option<Duration> {
     }
     let result = init_producer_id(&shared.client).await;
     let mut acc = shared.acc.lock().ok()?;
+    let first = acc.sequencer.as_ref().is_some_and(|s| !s.initialised());
     match result {
         Ok((producer, can_bump)) => {
             tracing::debug!(?producer, can_bump, "producer id");
@@ -535,8 +536,11 @@ async fn ensure_producer_id(shared: &Shared) -> Option<Duration> {
             None
         }
         // A broker without InitProducerId, and idempotence only by default: produce without
-        // it rather than not at all (Java would fail; tansu or an old broker may lack it).
-        Err(e @ Error::UnsupportedVersion { .. }) if shared.config.enable_idempotence.is_none() => {
+        // it rather than not at all (Java would fail; an old broker may lack it). Only before
+        // the first id: later, batches already carry stamps that need the bookkeeping.
+        Err(e @ Error::UnsupportedVersion { .. })
+            if first && shared.config.enable_idempotence.is_none() =>
+        {
             tracing::warn!(error = %e, "broker has no InitProducerId: idempotence off");
             acc.sequencer = None;
             None
@@ -819,7 +823,11 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>, unanswered: boo
                 seq.acknowledged(&o.topic, o.partition, stamp, count);
             }
             for (i, w) in o.batch.waiters.drain(..).enumerate() {
-                let offset = if base < 0 { -1 } else { base + i as i64 };
+                // A hostile base offset near i64::MAX must not overflow (a panic in debug).
+                let offset = match base {
+                    b if b < 0 => -1,
+                    b => b.checked_add(i as i64).unwrap_or(-1),
+                };
                 let _ = w.send(Ok(RecordMetadata {
                     topic: o.topic.clone(),
                     partition: o.partition,
