@@ -12,6 +12,7 @@ pub mod control;
 pub mod error;
 pub mod fetcher;
 pub mod group;
+pub mod idempotence;
 pub mod lag_partitioner;
 pub mod partitioner;
 pub mod producer;

@@ -5,6 +5,12 @@
 //! partition leader, at most one batch in flight per partition (so retries cannot reorder a
 //! partition). Retriable failures (leader moved, connection lost) are retried until the
 //! delivery timeout; the caller always gets an answer.
+//!
+//! Idempotence (`enable.idempotence`, on by default as in Kafka ≥ 3.0): before its first batch
+//! the producer gets a producer id from InitProducerId, and every batch carries that id, an
+//! epoch and a per-partition sequence (see [`crate::idempotence`]). A retry re-sends the same
+//! bytes, so a batch whose answer was lost is not written twice: the broker recognises the
+//! sequence and answers with the first write's offset.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -15,16 +21,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, ProduceRequest, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cluster::Client;
 use crate::error::{Error, Result};
+use crate::idempotence::{ProducerIdentity, Sequencer, Stamp, Verdict};
 use crate::partitioner::{partition_for_key, Partitioner};
-use crate::records::{encode_batch, CompressionCodec, ProducerRecord};
+use crate::records::{encode_stamped_batch, CompressionCodec, ProducerRecord};
 
 /// `acks`: how many replicas must have the batch before the broker answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +72,10 @@ impl Acks {
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
     pub acks: Acks,
+    /// `enable.idempotence`. `None` is Kafka's default: on, unless `acks` is not `all` (then
+    /// off, as the Java client does when only `acks` was set). `Some(true)` with `acks` 0 or 1
+    /// is a configuration error. See [`ProducerConfig::idempotent`].
+    pub enable_idempotence: Option<bool>,
     /// `linger.ms`: how long a batch waits for more records.
     pub linger: Duration,
     /// `batch.size` in bytes.
@@ -78,6 +92,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             acks: Acks::All,
+            enable_idempotence: None,
             linger: Duration::from_millis(5),
             batch_size: 64 * 1024,
             compression: CompressionCodec::None,
@@ -87,12 +102,71 @@ impl Default for ProducerConfig {
     }
 }
 
+impl ProducerConfig {
+    /// Whether the producer is idempotent. Idempotence needs `acks=all`: a batch only the
+    /// leader has can be lost with its sequence state, and then written twice.
+    pub fn idempotent(&self) -> Result<bool> {
+        match (self.enable_idempotence, self.acks) {
+            (Some(false), _) => Ok(false),
+            (_, Acks::All) => Ok(true),
+            (None, _) => Ok(false),
+            (Some(true), acks) => Err(Error::Config(format!(
+                "enable.idempotence=true requires acks=all, not {}",
+                match acks {
+                    Acks::None => "0",
+                    _ => "1",
+                }
+            ))),
+        }
+    }
+
+    /// Set one property by its Kafka name: `acks`, `enable.idempotence`, `linger.ms`,
+    /// `batch.size`, `compression.type`, `delivery.timeout.ms`, `buffer.memory`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
+        let number = |v: &str| -> Result<u64> {
+            v.parse::<u64>()
+                .map_err(|_| Error::Config(format!("{key} = '{v}' is not a number")))
+        };
+        let size = |v: &str| -> Result<usize> {
+            usize::try_from(number(v)?)
+                .map_err(|_| Error::Config(format!("{key} = '{v}' is too large")))
+        };
+        match key {
+            "acks" => self.acks = Acks::parse(value)?,
+            "enable.idempotence" => {
+                self.enable_idempotence = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "{key} must be true or false, not '{value}'"
+                        )))
+                    }
+                })
+            }
+            "linger.ms" => self.linger = Duration::from_millis(number(value)?),
+            "batch.size" => self.batch_size = size(value)?,
+            "compression.type" => self.compression = CompressionCodec::parse(value)?,
+            "delivery.timeout.ms" => self.delivery_timeout = Duration::from_millis(number(value)?),
+            "buffer.memory" => self.buffer_memory = size(value)?,
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown producer property '{other}'"
+                )))
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// Where a record was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub topic: String,
     pub partition: i32,
-    /// Offset in the partition; -1 with `acks=0`.
+    /// Offset in the partition; -1 with `acks=0`, and -1 when an idempotent retry was
+    /// answered DUPLICATE_SEQUENCE_NUMBER without the first write's offset (the records are in
+    /// the log exactly once, at an offset the broker no longer remembers).
     pub offset: i64,
 }
 
@@ -119,6 +193,10 @@ struct Batch {
     encoded: Option<Bytes>,
     /// Not before this instant (set after a retriable failure).
     retry_at: Option<Instant>,
+    /// Idempotence fields, fixed when the batch is first sent and kept for its retries.
+    stamp: Option<Stamp>,
+    /// An attempt went unanswered (connection lost, timeout): the batch may be in the log.
+    maybe_written: bool,
     _permits: Vec<OwnedSemaphorePermit>,
 }
 
@@ -139,6 +217,8 @@ struct Accumulator {
     flushing: usize,
     closed: bool,
     rng: u64,
+    /// Sequence state of the idempotent producer; `None` when idempotence is off.
+    sequencer: Option<Sequencer>,
 }
 
 impl Accumulator {
@@ -147,6 +227,35 @@ impl Accumulator {
             .values()
             .flat_map(HashMap::values)
             .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
+    }
+
+    /// Whether any batch waits to be sent (open or ready, not in flight).
+    fn has_waiting(&self) -> bool {
+        self.queues
+            .values()
+            .flat_map(HashMap::values)
+            .any(|q| q.open.is_some() || !q.ready.is_empty())
+    }
+
+    /// Fail every waiting batch not yet stamped (never sent) that is older than `max_age`
+    /// (`None`: all of them) with `error`.
+    fn fail_unsent(&mut self, error: &Error, max_age: Option<Duration>) {
+        let expired =
+            |b: &Batch| b.stamp.is_none() && max_age.is_none_or(|age| b.created.elapsed() >= age);
+        let fail = |mut b: Batch| {
+            for w in b.waiters.drain(..) {
+                let _ = w.send(Err(error.clone()));
+            }
+        };
+        for q in self.queues.values_mut().flat_map(HashMap::values_mut) {
+            let (gone, kept): (VecDeque<Batch>, VecDeque<Batch>) =
+                q.ready.drain(..).partition(|b| expired(b));
+            q.ready = kept;
+            gone.into_iter().for_each(fail);
+            if q.open.as_ref().is_some_and(expired) {
+                q.open.take().into_iter().for_each(fail);
+            }
+        }
     }
 
     fn next_random(&mut self) -> u64 {
@@ -203,6 +312,7 @@ impl Producer {
                 "batch.size must be > 0 and buffer.memory ≥ batch.size".into(),
             ));
         }
+        let sequencer = config.idempotent()?.then(Sequencer::new);
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -213,6 +323,7 @@ impl Producer {
             config,
             acc: Mutex::new(Accumulator {
                 rng: seed,
+                sequencer,
                 ..Default::default()
             }),
             wake: Notify::new(),
@@ -298,6 +409,8 @@ impl Producer {
             created: Instant::now(),
             encoded: None,
             retry_at: None,
+            stamp: None,
+            maybe_written: false,
             _permits: Vec::new(),
         });
         batch.bytes += size;
@@ -375,6 +488,13 @@ struct Outgoing {
 async fn run_sender(shared: Arc<Shared>) {
     loop {
         let wake = shared.wake.notified();
+        if let Some(pause) = ensure_producer_id(&shared).await {
+            if shared.acc.lock().map(|a| a.is_idle()).unwrap_or(true) {
+                shared.idle.notify_waiters();
+            }
+            let _ = tokio::time::timeout(pause, wake).await;
+            continue;
+        }
         let (drained, next_deadline) = drain(&shared);
         if !drained.is_empty() {
             dispatch(&shared, drained).await;
@@ -392,6 +512,82 @@ async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
+/// For an idempotent producer with batches waiting and no producer id: run InitProducerId.
+/// `Some(pause)` if there is still no id (try again after `pause`); `None` when batches may go.
+async fn ensure_producer_id(shared: &Shared) -> Option<Duration> {
+    {
+        let mut acc = shared.acc.lock().ok()?;
+        let waiting = acc.has_waiting();
+        let seq = acc.sequencer.as_mut()?;
+        // Lazily: a producer that never sends never asks for an id.
+        if !seq.needs_producer_id() || !waiting {
+            return None;
+        }
+    }
+    let result = init_producer_id(&shared.client).await;
+    let mut acc = shared.acc.lock().ok()?;
+    let first = acc.sequencer.as_ref().is_some_and(|s| !s.initialised());
+    match result {
+        Ok((producer, can_bump)) => {
+            tracing::debug!(?producer, can_bump, "producer id");
+            if let Some(seq) = acc.sequencer.as_mut() {
+                seq.set_producer(producer, can_bump);
+            }
+            None
+        }
+        // A broker without InitProducerId, and idempotence only by default: produce without
+        // it rather than not at all (Java would fail; an old broker may lack it). Only before
+        // the first id: later, batches already carry stamps that need the bookkeeping.
+        Err(e @ Error::UnsupportedVersion { .. })
+            if first && shared.config.enable_idempotence.is_none() =>
+        {
+            tracing::warn!(error = %e, "broker has no InitProducerId: idempotence off");
+            acc.sequencer = None;
+            None
+        }
+        Err(e) => {
+            // Unsent batches wait for an id until their delivery timeout; a lasting refusal
+            // (authorisation, explicit idempotence without broker support) fails them now.
+            let max_age = e.is_retriable().then_some(shared.config.delivery_timeout);
+            tracing::debug!(error = %e, "InitProducerId failed");
+            acc.fail_unsent(&e, max_age);
+            Some(shared.client.config().retry_backoff)
+        }
+    }
+}
+
+/// InitProducerId without a transactional id, to any broker: a fresh producer id and epoch,
+/// and whether the broker speaks v3+ (KIP-360: it accepts a locally bumped epoch).
+async fn init_producer_id(client: &Client) -> Result<(ProducerIdentity, bool)> {
+    let conn = client.any_broker().await?;
+    let (version, resp) = client
+        .send(&conn, ApiKey::InitProducerId, |_| {
+            // The default request has an empty (not null) transactional id: set every field.
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                // Java's value for a producer without transactions (the field is unused).
+                .with_transaction_timeout_ms(i32::MAX)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        })
+        .await?;
+    crate::error::check_code(|| "InitProducerId".into(), resp.error_code)?;
+    if resp.producer_id.0 < 0 || resp.producer_epoch < 0 {
+        return Err(Error::malformed(
+            "InitProducerId response",
+            format!(
+                "producer id {} epoch {}",
+                resp.producer_id.0, resp.producer_epoch
+            ),
+        ));
+    }
+    let producer = ProducerIdentity {
+        id: resp.producer_id.0,
+        epoch: resp.producer_epoch,
+    };
+    Ok((producer, version >= 3))
+}
+
 /// Take every batch that may go now; also return when the next open batch will be due.
 fn drain(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>) {
     let Ok(mut acc) = shared.acc.lock() else {
@@ -402,8 +598,10 @@ fn drain(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>) {
     let linger = shared.config.linger;
     let mut out = Vec::new();
     let mut next: Option<Instant> = None;
-    for (topic, partition, q) in acc
-        .queues
+    let Accumulator {
+        queues, sequencer, ..
+    } = &mut *acc;
+    for (topic, partition, q) in queues
         .iter_mut()
         .flat_map(|(t, parts)| parts.iter_mut().map(move |(p, q)| (t, p, q)))
     {
@@ -433,7 +631,19 @@ fn drain(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>) {
             }
             None
         };
-        if let Some(batch) = batch {
+        if let Some(mut batch) = batch {
+            if let Some(seq) = sequencer.as_mut() {
+                if batch.stamp.is_none() {
+                    match seq.stamp(topic, *partition) {
+                        Some(s) => batch.stamp = Some(s),
+                        None => {
+                            // No producer id (being renewed): wait for it at the queue's head.
+                            q.ready.push_front(batch);
+                            continue;
+                        }
+                    }
+                }
+            }
             q.in_flight = true;
             out.push(Outgoing {
                 topic: topic.clone(),
@@ -451,26 +661,31 @@ async fn dispatch(shared: &Arc<Shared>, drained: Vec<Outgoing>) {
     for o in drained {
         match shared.client.leader(&o.topic, o.partition).await {
             Ok(l) => by_leader.entry(l).or_default().push(o),
-            Err(e) => settle(shared, o, Err(e)),
+            Err(e) => settle(shared, o, Err(e), false),
         }
     }
     for (leader, batches) in by_leader {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut batches = batches;
-            let result = produce_to(&shared, leader, &mut batches).await;
+            let (result, unanswered) = produce_to(&shared, leader, &mut batches).await;
             for (o, r) in batches.into_iter().zip(result) {
-                settle(&shared, o, r);
+                settle(&shared, o, r, unanswered);
             }
             shared.wake.notify_one();
         });
     }
 }
 
-/// Send one Produce request; returns the per-batch outcome (base offset) in input order.
-async fn produce_to(shared: &Shared, leader: i32, batches: &mut [Outgoing]) -> Vec<Result<i64>> {
+/// Send one Produce request; returns the per-batch outcome (base offset) in input order, and
+/// whether the request went out without an answer (so its batches may have been written).
+async fn produce_to(
+    shared: &Shared,
+    leader: i32,
+    batches: &mut [Outgoing],
+) -> (Vec<Result<i64>>, bool) {
     let n = batches.len();
-    let all_fail = |e: &Error| -> Vec<Result<i64>> { vec![Err(e.clone()); n] };
+    let all_fail = |e: &Error| -> (Vec<Result<i64>>, bool) { (vec![Err(e.clone()); n], false) };
     let conn = match shared.client.broker(leader).await {
         Ok(c) => c,
         Err(e) => return all_fail(&e),
@@ -487,7 +702,13 @@ async fn produce_to(shared: &Shared, leader: i32, batches: &mut [Outgoing]) -> V
     for o in batches.iter_mut() {
         let encoded = match &o.batch.encoded {
             Some(b) => b.clone(),
-            None => match encode_batch(&o.batch.records, now_ms, shared.config.compression) {
+            // Encoded once, with the batch's stamp: a retry sends the very same bytes.
+            None => match encode_stamped_batch(
+                &o.batch.records,
+                now_ms,
+                shared.config.compression,
+                o.batch.stamp,
+            ) {
                 Ok(b) => b,
                 Err(e) => return all_fail(&e),
             },
@@ -516,15 +737,16 @@ async fn produce_to(shared: &Shared, leader: i32, batches: &mut [Outgoing]) -> V
     req.topic_data = topics;
     if shared.config.acks == Acks::None {
         return match conn.send_oneway(&req, version) {
-            Ok(()) => batches.iter().map(|_| Ok(-1)).collect(),
+            Ok(()) => (batches.iter().map(|_| Ok(-1)).collect(), false),
             Err(e) => all_fail(&e),
         };
     }
     let resp = match conn.send(&req, version).await {
         Ok(r) => r,
-        Err(e) => return all_fail(&e),
+        // Lost connection, timeout: the broker may have written the batches.
+        Err(e) => return (vec![Err(e); n], true),
     };
-    batches
+    let results = batches
         .iter()
         .map(|o| {
             let p = resp
@@ -539,31 +761,73 @@ async fn produce_to(shared: &Shared, leader: i32, batches: &mut [Outgoing]) -> V
                         format!("no answer for {}/{}", o.topic, o.partition),
                     )
                 })?;
+            // The broker has this batch already (a retry of a write whose answer was lost) but
+            // no longer remembers its offset: delivered, at the offset it gives (−1).
+            if p.error_code == ResponseError::DuplicateSequenceNumber.code() {
+                return Ok(p.base_offset);
+            }
             crate::error::check_code(
                 || format!("produce to {}/{}", o.topic, o.partition),
                 p.error_code,
             )?;
             Ok(p.base_offset)
         })
-        .collect()
+        .collect();
+    (results, false)
 }
 
 /// Deliver a batch's outcome, or put it back at the head of its queue to retry.
-fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>) {
+/// `unanswered`: the attempt went out and got no answer (the batch may be in the log).
+fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>, unanswered: bool) {
     let Ok(mut acc) = shared.acc.lock() else {
         return;
     };
-    let q = acc
-        .queues
+    let Accumulator {
+        queues, sequencer, ..
+    } = &mut *acc;
+    let q = queues
         .entry(o.topic.clone())
         .or_default()
         .entry(o.partition)
         .or_default();
     q.in_flight = false;
+    o.batch.maybe_written |= unanswered && result.is_err();
+    let in_time = o.batch.created.elapsed() < shared.config.delivery_timeout;
+    let count = o.batch.records.len() as i32;
+    let stamped = sequencer.as_mut().zip(o.batch.stamp);
+    let result = match (result, stamped) {
+        (Err(e), Some((seq, stamp))) => {
+            let verdict = e.broker_code().and_then(|code| {
+                seq.on_error(&o.topic, o.partition, stamp, code, o.batch.maybe_written)
+            });
+            match verdict {
+                Some(Verdict::Resend) if in_time => {
+                    tracing::debug!(topic = %o.topic, partition = o.partition, error = %e,
+                        "resending batch under a new producer epoch");
+                    // Re-stamped (sequence 0 of the new epoch) and re-encoded when next sent.
+                    o.batch.stamp = None;
+                    o.batch.encoded = None;
+                    o.batch.retry_at = Some(Instant::now() + shared.client.config().retry_backoff);
+                    q.ready.push_front(o.batch);
+                    return;
+                }
+                Some(Verdict::Fail(e)) => Err(e),
+                Some(Verdict::Resend) | None => Err(e),
+            }
+        }
+        (r, _) => r,
+    };
     match result {
         Ok(base) => {
+            if let Some((seq, stamp)) = sequencer.as_mut().zip(o.batch.stamp) {
+                seq.acknowledged(&o.topic, o.partition, stamp, count);
+            }
             for (i, w) in o.batch.waiters.drain(..).enumerate() {
-                let offset = if base < 0 { -1 } else { base + i as i64 };
+                // A hostile base offset near i64::MAX must not overflow (a panic in debug).
+                let offset = match base {
+                    b if b < 0 => -1,
+                    b => b.checked_add(i as i64).unwrap_or(-1),
+                };
                 let _ = w.send(Ok(RecordMetadata {
                     topic: o.topic.clone(),
                     partition: o.partition,
@@ -571,9 +835,8 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>) {
                 }));
             }
         }
-        Err(e)
-            if e.is_retriable() && o.batch.created.elapsed() < shared.config.delivery_timeout =>
-        {
+        // Retried with the same stamp and bytes: if the broker wrote it, it says so.
+        Err(e) if e.is_retriable() && in_time => {
             tracing::debug!(topic = %o.topic, partition = o.partition, error = %e, "retrying batch");
             shared.client.invalidate(&o.topic);
             // Back off so a leader change has time to show in the metadata.
@@ -582,14 +845,73 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>) {
             return;
         }
         Err(e) => {
+            // Given up after it may have been sent: its sequence may or may not be taken.
+            if let Some((seq, stamp)) = sequencer.as_mut().zip(o.batch.stamp) {
+                seq.failed(&o.topic, o.partition, stamp);
+            }
             for w in o.batch.waiters.drain(..) {
                 let _ = w.send(Err(e.clone()));
             }
         }
     }
     if q.open.is_none() && q.ready.is_empty() {
-        if let Some(parts) = acc.queues.get_mut(&o.topic) {
+        if let Some(parts) = queues.get_mut(&o.topic) {
             parts.remove(&o.partition);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(props: &[(&str, &str)]) -> Result<ProducerConfig> {
+        let mut c = ProducerConfig::default();
+        for (k, v) in props {
+            c.set(k, v)?;
+        }
+        Ok(c)
+    }
+
+    /// Kafka's rules: idempotence defaults on and needs acks=all; an explicit acks 0/1 turns
+    /// the default off, an explicit `enable.idempotence=true` with it is an error.
+    #[test]
+    fn idempotence_defaults_on_and_needs_acks_all() {
+        let idempotent = |props: &[(&str, &str)]| config(props).and_then(|c| c.idempotent());
+        assert!(idempotent(&[]).unwrap());
+        assert!(idempotent(&[("acks", "all")]).unwrap());
+        assert!(idempotent(&[("acks", "-1"), ("enable.idempotence", "true")]).unwrap());
+        assert!(!idempotent(&[("acks", "1")]).unwrap());
+        assert!(!idempotent(&[("acks", "0")]).unwrap());
+        assert!(!idempotent(&[("enable.idempotence", "false")]).unwrap());
+        assert!(!idempotent(&[("acks", "1"), ("enable.idempotence", "false")]).unwrap());
+        for acks in ["0", "1"] {
+            // Either order of setting.
+            for props in [
+                [("acks", acks), ("enable.idempotence", "true")],
+                [("enable.idempotence", "true"), ("acks", acks)],
+            ] {
+                let e = idempotent(&props).unwrap_err();
+                assert!(matches!(e, Error::Config(_)), "{e}");
+                assert!(e.to_string().contains("requires acks=all"), "{e}");
+            }
+        }
+        assert!(config(&[("enable.idempotence", "yes")]).is_err());
+        assert!(config(&[("acks", "2")]).is_err());
+        assert!(config(&[("no.such.thing", "1")]).is_err());
+        let c = config(&[
+            ("linger.ms", "7"),
+            ("batch.size", "100"),
+            ("compression.type", "zstd"),
+            ("delivery.timeout.ms", "3000"),
+            ("buffer.memory", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(c.linger, Duration::from_millis(7));
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.compression, CompressionCodec::Zstd);
+        assert_eq!(c.delivery_timeout, Duration::from_secs(3));
+        assert_eq!(c.buffer_memory, 1000);
+        assert!(config(&[("linger.ms", "-1")]).is_err());
     }
 }

@@ -9,6 +9,7 @@ use kafka_protocol::records::{
 };
 
 use crate::error::{Error, Result};
+use crate::idempotence::Stamp;
 
 /// A record as the consumer hands it to the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,14 +109,30 @@ impl CompressionCodec {
     }
 }
 
-/// Encode `records` (all for one partition) as one v2 record batch.
+/// Encode `records` (all for one partition) as one v2 record batch, without idempotence.
 pub fn encode_batch(
     records: &[ProducerRecord],
     now_ms: i64,
     codec: CompressionCodec,
 ) -> Result<Bytes> {
-    // The encoder starts a new batch whenever `offset − sequence` changes, so sequence runs one
-    // behind the offset: one batch, base sequence −1 (no idempotence).
+    encode_stamped_batch(records, now_ms, codec, None)
+}
+
+/// Encode `records` as one v2 record batch; `stamp` gives the idempotent producer's id, epoch
+/// and base sequence (`None`: producer id −1, no idempotence).
+pub fn encode_stamped_batch(
+    records: &[ProducerRecord],
+    now_ms: i64,
+    codec: CompressionCodec,
+    stamp: Option<Stamp>,
+) -> Result<Bytes> {
+    // The encoder starts a new batch whenever `offset − sequence` changes, so record i carries
+    // sequence `base + i` (wrapping as Kafka's sequences do). Without a stamp the base is −1
+    // (no sequence): one batch all the same.
+    let (producer_id, producer_epoch, base_sequence) = match stamp {
+        Some(s) => (s.producer.id, s.producer.epoch, s.base_sequence),
+        None => (-1, -1, -1),
+    };
     let encoded: Vec<Record> = records
         .iter()
         .enumerate()
@@ -124,11 +141,11 @@ pub fn encode_batch(
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: i as i32 - 1,
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp: r.timestamp.unwrap_or(now_ms),
             key: r.key.clone(),
             value: r.value.clone(),
@@ -304,5 +321,38 @@ mod tests {
             let d = decode_records("t", 0, batch, 0).unwrap();
             assert_eq!(d.records[0].value.as_ref(), Some(&value), "{codec:?}");
         }
+    }
+
+    /// A stamped batch carries the producer id, epoch and base sequence in its header, with
+    /// one batch for all records (Kafka's sequence wrap included).
+    #[test]
+    fn stamped_batches_carry_the_idempotence_fields() {
+        use crate::idempotence::ProducerIdentity;
+        let records: Vec<_> = (0..3)
+            .map(|i| ProducerRecord::new("t").value(format!("v{i}")))
+            .collect();
+        for base in [0, 41, i32::MAX - 1] {
+            let stamp = Stamp {
+                producer: ProducerIdentity { id: 1234, epoch: 5 },
+                base_sequence: base,
+            };
+            let mut batch =
+                encode_stamped_batch(&records, 1, CompressionCodec::None, Some(stamp)).unwrap();
+            let info = RecordBatchDecoder::decode_batch_info(&mut batch.clone()).unwrap();
+            assert_eq!(info.len(), 1, "one batch for base {base}");
+            assert_eq!(info[0].producer_id, 1234);
+            assert_eq!(info[0].producer_epoch, 5);
+            assert_eq!(info[0].base_sequence, base);
+            assert_eq!(info[0].record_count, 3);
+            let set = RecordBatchDecoder::decode(&mut batch).unwrap();
+            let seqs: Vec<i32> = set.records.iter().map(|r| r.sequence).collect();
+            assert_eq!(
+                seqs,
+                (0..3).map(|i| base.wrapping_add(i)).collect::<Vec<_>>()
+            );
+        }
+        let plain = encode_batch(&records, 1, CompressionCodec::None).unwrap();
+        let info = RecordBatchDecoder::decode_batch_info(&mut plain.clone()).unwrap();
+        assert_eq!((info[0].producer_id, info[0].base_sequence), (-1, -1));
     }
 }

@@ -8,7 +8,7 @@ use lagbalance::wire::versions::client_range;
 /// Every API whose responses the client decodes, in a fixed order (the `response` target's
 /// first input byte indexes this list). Kept in step with the client by construction: an API
 /// is here iff `client_range` names it, which `response.rs` asserts at start-up.
-pub const CLIENT_APIS: [ApiKey; 18] = [
+pub const CLIENT_APIS: [ApiKey; 19] = [
     ApiKey::ApiVersions,
     ApiKey::Metadata,
     ApiKey::Produce,
@@ -28,6 +28,7 @@ pub const CLIENT_APIS: [ApiKey; 18] = [
     // Appended (not inserted) so the seeds' first bytes still select the same APIs.
     ApiKey::SaslHandshake,
     ApiKey::SaslAuthenticate,
+    ApiKey::InitProducerId,
 ];
 
 /// The `response` target's input layout: `[api index, version byte, frame…]`. Returns the API,

@@ -43,6 +43,8 @@ pub fn client_range(api: ApiKey) -> Option<(i16, i16)> {
         // v0 of SaslHandshake means raw (unframed) SASL tokens; we only speak v1 + SaslAuthenticate.
         SaslHandshake => (1, 1),
         SaslAuthenticate => (0, 2),
+        // v3 (KIP-360) lets an idempotent producer bump its own epoch; v5+ is transactions v2.
+        InitProducerId => (0, 4),
         _ => return None,
     })
 }
