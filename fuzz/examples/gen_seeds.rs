@@ -34,6 +34,7 @@ fn user_data(partitions: i32) -> Bytes {
         backlogged: true,
         cpu_used_cores: Some(0.5),
         cpu_limit_cores: Some(2.0),
+        busy_fraction: Some(0.9),
         partitions: (0..partitions)
             .map(|p| {
                 (
@@ -226,7 +227,10 @@ fn main() {
     defaults::<ListGroupsRequest>();
     defaults::<CreateTopicsRequest>();
     defaults::<DeleteTopicsRequest>();
-    assert_eq!(CLIENT_APIS.len(), 16);
+    defaults::<SaslHandshakeRequest>();
+    defaults::<SaslAuthenticateRequest>();
+    defaults::<InitProducerIdRequest>();
+    assert_eq!(CLIENT_APIS.len(), 19, "every client API has its default seeds above");
 
     // ...and populated bodies for the paths that carry the most structure.
     let api_versions = ApiVersionsResponse::default().with_api_keys(
