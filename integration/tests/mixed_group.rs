@@ -68,6 +68,19 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// How long a join may take to balance (a leave or a kill: the scenario's liveness bound, the
 /// settle window and 10 s for the round after).
 const STEP_LIMIT: Duration = Duration::from_secs(30);
+/// The same on tansu, which holds every rejoining follower's JoinGroup 3 s and bumps the
+/// generation on every changed subscription: a kafka-python member's join balanced after 30 s
+/// (its commits failing REBALANCE_IN_PROGRESS in between), and the leader keeps a partition
+/// with a member that claims it until that member has synced the plan taking it away.
+const TANSU_STEP_LIMIT: Duration = Duration::from_secs(60);
+
+fn step_limit(kind: BrokerKind) -> Duration {
+    if kind.is_kafka() {
+        STEP_LIMIT
+    } else {
+        TANSU_STEP_LIMIT
+    }
+}
 /// How long everything produced may take to show up as consumed once the group is balanced.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// How long a member may take to exit after SIGTERM.
@@ -524,12 +537,12 @@ async fn our_member_leads(kind: BrokerKind, with_java: bool) {
     let mut s = setup(kind, "our member leading", OUR_LEADER_BOUND).await;
     let sc = &mut s.scene;
     let mut ours = sc.worker("ours", Some("cooperative-sticky"));
-    sc.balanced("ours alone", &[&ours], STEP_LIMIT).await;
+    sc.balanced("ours alone", &[&ours], step_limit(kind)).await;
     sc.expect_leader("starting alone", &ours, &[]);
     // The Java peer, when there is one, joins first and is killed at the end.
     let mut java = with_java.then(|| sc.peer(peers::Client::Java, "java"));
     if let Some(j) = &java {
-        sc.balanced("+ java", &[&ours, j], STEP_LIMIT).await;
+        sc.balanced("+ java", &[&ours, j], step_limit(kind)).await;
         sc.expect_leader("java joined", &ours, &[j]);
     }
     let mut cf = sc.peer(peers::Client::Confluent, "confluent");
@@ -537,7 +550,7 @@ async fn our_member_leads(kind: BrokerKind, with_java: bool) {
         let mut m: Vec<&dyn Audited> = vec![&ours];
         m.extend(java.iter().map(|j| j as &dyn Audited));
         m.push(&cf);
-        sc.balanced("+ confluent", &m, STEP_LIMIT).await;
+        sc.balanced("+ confluent", &m, step_limit(kind)).await;
         sc.expect_leader("confluent joined", &ours, &m[1..]);
     }
     let mut kp = sc.peer(peers::Client::KafkaPython, "kafka-python");
@@ -545,7 +558,7 @@ async fn our_member_leads(kind: BrokerKind, with_java: bool) {
         let mut m: Vec<&dyn Audited> = vec![&ours];
         m.extend(java.iter().map(|j| j as &dyn Audited));
         m.extend([&cf as &dyn Audited, &kp]);
-        sc.balanced("+ kafka-python", &m, STEP_LIMIT).await;
+        sc.balanced("+ kafka-python", &m, step_limit(kind)).await;
         sc.expect_leader("kafka-python joined", &ours, &m[1..]);
     }
 
@@ -642,13 +655,14 @@ async fn kafka_java_leads_our_members() {
 
 /// Reported: on tansu our leader gave every peer an empty assignment generation after generation
 /// (9 of 12 partitions unowned for 80 s, a librdkafka and a kafka-python member). Rules 15 and 16
-/// (docs/group-protocol.md) end the stall — every partition now reaches a member (longest
-/// unowned 12–21 s) — but in 2 of 4 runs the audit found a partition owned twice for ~3 s: a
-/// kafka-python member that tansu left out of one JoinGroup answer had its partitions handed on
-/// while it consumed them (its claim carries no generation, so it had not "confirmed" them
-/// within rule 15's bound). And joins take over 30 s in some runs. Open in issue 12.
+/// (docs/group-protocol.md) end the stall. Two double-ownership paths rule 15 had opened (a
+/// claim ignored while its member had not yet synced the plan taking the partition away; rule
+/// 13's hold cut short) are closed since session 6: 0 overlaps in the runs since. But the group
+/// does not settle within 60 s once kafka-python joins: two partitions keep moving between
+/// the librdkafka member, the kafka-python member and nobody (40 ownership changes in 79 s).
+/// Open in issue 12 (docs/kafka.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu: double ownership in 2 of 4 runs after the liveness fix (issue 12, docs/kafka.md); run with -- --ignored"]
+#[ignore = "tansu: with kafka-python the group does not settle within 60 s (issue 12, docs/kafka.md); run with -- --ignored"]
 async fn tansu_our_member_leads_a_mixed_group() {
     let _turn = ONE_AT_A_TIME.lock().await;
     our_member_leads(BrokerKind::Tansu, false).await;
