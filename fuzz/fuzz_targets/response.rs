@@ -118,6 +118,7 @@ fuzz_target!(
         ApiKey::DeleteTopics => drop(check::<DeleteTopicsRequest>(frame, version)),
         ApiKey::SaslHandshake => drop(check::<SaslHandshakeRequest>(frame, version)),
         ApiKey::SaslAuthenticate => drop(check::<SaslAuthenticateRequest>(frame, version)),
+        ApiKey::InitProducerId => drop(check::<InitProducerIdRequest>(frame, version)),
         other => unreachable!("{other:?} is not in CLIENT_APIS"),
     }
 });
