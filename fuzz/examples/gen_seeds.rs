@@ -11,9 +11,11 @@ use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
 use lagbalance::group::codec::{encode_assignment, encode_subscription};
 use lagbalance::group::{Assignment, Subscription};
 use lagbalance::records::{encode_batch, CompressionCodec, ProducerRecord};
+use lagbalance::security::scram::ScramHash;
 use lagbalance::wire::versions::client_range;
 use lagbalance_assign::model::MemberStats;
 use lagbalance_assign::userdata::MemberUserData;
+use lagbalance_fuzz::scram::{server_signature, NONCE, USER};
 use lagbalance_fuzz::{selector, CLIENT_APIS};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -230,7 +232,11 @@ fn main() {
     defaults::<SaslHandshakeRequest>();
     defaults::<SaslAuthenticateRequest>();
     defaults::<InitProducerIdRequest>();
-    assert_eq!(CLIENT_APIS.len(), 19, "every client API has its default seeds above");
+    assert_eq!(
+        CLIENT_APIS.len(),
+        19,
+        "every client API has its default seeds above"
+    );
 
     // ...and populated bodies for the paths that carry the most structure.
     let api_versions = ApiVersionsResponse::default().with_api_keys(
@@ -374,4 +380,30 @@ fn main() {
         "ListOffsets-v7-partition",
         &response::<ListOffsetsRequest>(7, &list),
     );
+
+    scram_seeds();
+}
+
+/// A complete SCRAM exchange per hash (`[selector, server-first, 0, server-final]`) with the
+/// right server signature, and one whose server refuses the proof.
+fn scram_seeds() {
+    let salt = b"fuzz-salt";
+    for (selector, hash, name) in [
+        (0u8, ScramHash::Sha256, "sha256"),
+        (1, ScramHash::Sha512, "sha512"),
+    ] {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let first = format!("r={NONCE}server,s={},i=4096", b64.encode(salt));
+        let auth = format!("n={USER},r={NONCE},{first},c=biws,r={NONCE}server");
+        let signature = server_signature(hash, salt, 4096, &auth);
+        let mut seed = vec![selector];
+        seed.extend_from_slice(first.as_bytes());
+        seed.push(0);
+        let mut refused = seed.clone();
+        seed.extend_from_slice(format!("v={}", b64.encode(signature)).as_bytes());
+        refused.extend_from_slice(b"e=invalid-proof");
+        write("scram", name, &seed);
+        write("scram", &format!("{name}-refused"), &refused);
+    }
 }

@@ -83,3 +83,31 @@ pub fn fix_userdata_crc(bytes: &mut [u8]) {
 pub fn same_f64(a: f64, b: f64) -> bool {
     a == b || (a.is_nan() && b.is_nan())
 }
+
+/// The `scram` target's fixed client side, and the server's half of the exchange computed
+/// independently of the client under test (for its checks and for the seeds).
+pub mod scram {
+    use lagbalance::security::scram::ScramHash;
+    use ring::{hmac, pbkdf2};
+    use std::num::NonZeroU32;
+
+    pub const USER: &str = "alice";
+    pub const PASSWORD: &str = "alice-secret";
+    pub const NONCE: &str = "fuzznonce";
+
+    /// ServerSignature = HMAC(HMAC(SaltedPassword, "Server Key"), AuthMessage) (RFC 5802 §3),
+    /// for [`PASSWORD`]; `iterations` must be non-zero.
+    pub fn server_signature(hash: ScramHash, salt: &[u8], iterations: u32, auth: &str) -> Vec<u8> {
+        let (alg, mac, len) = match hash {
+            ScramHash::Sha256 => (pbkdf2::PBKDF2_HMAC_SHA256, hmac::HMAC_SHA256, 32),
+            ScramHash::Sha512 => (pbkdf2::PBKDF2_HMAC_SHA512, hmac::HMAC_SHA512, 64),
+        };
+        let mut salted = vec![0u8; len];
+        let n = NonZeroU32::new(iterations).expect("a non-zero iteration count");
+        pbkdf2::derive(alg, n, salt, PASSWORD.as_bytes(), &mut salted);
+        let server_key = hmac::sign(&hmac::Key::new(mac, &salted), b"Server Key");
+        hmac::sign(&hmac::Key::new(mac, server_key.as_ref()), auth.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+}
