@@ -218,15 +218,7 @@ impl Source<'_> {
     }
 
     fn addr(&self, var: &'static str, loopback_only: bool) -> Result<SocketAddr, ConfigError> {
-        let v = self.string(var);
-        let a: SocketAddr = v
-            .trim()
-            .parse()
-            .map_err(|_| self.err(var, &v, "an ip:port such as 127.0.0.1:9470"))?;
-        if loopback_only && !a.ip().is_loopback() {
-            return Err(self.err(var, &v, "a loopback address (127.0.0.1 or [::1])"));
-        }
-        Ok(a)
+        settings::socket_addr(var, &self.string(var), loopback_only).map_err(Self::flagged)
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`SettingError`] naming the variable, the text and what is allowed, so an operator can fix
 //! the setting from the message alone. Nothing here panics on input.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// A setting that could not be accepted.
@@ -129,6 +130,26 @@ pub fn integer(var: &str, value: &str, min: u64, max: u64) -> Result<u64, Settin
     }
 }
 
+/// An `ip:port` address; with `loopback_only`, only 127.0.0.0/8 or `[::1]`.
+pub fn socket_addr(
+    var: &str,
+    value: &str,
+    loopback_only: bool,
+) -> Result<SocketAddr, SettingError> {
+    let a: SocketAddr = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(var, value, "an ip:port such as 127.0.0.1:9470"))?;
+    if loopback_only && !a.ip().is_loopback() {
+        return Err(invalid(
+            var,
+            value,
+            "a loopback address (127.0.0.1 or [::1])",
+        ));
+    }
+    Ok(a)
+}
+
 /// `true`/`1`/`yes` or `false`/`0`/`no`; empty is false.
 pub fn boolean(var: &str, value: &str) -> Result<bool, SettingError> {
     match value.trim() {
@@ -173,6 +194,14 @@ mod tests {
         assert_eq!(integer(V, " 7 ", 1, 10), Ok(7));
         assert_eq!(boolean(V, "yes"), Ok(true));
         assert_eq!(boolean(V, ""), Ok(false));
+        assert_eq!(
+            socket_addr(V, " [::1]:9470 ", true),
+            Ok("[::1]:9470".parse().unwrap())
+        );
+        assert_eq!(
+            socket_addr(V, "0.0.0.0:9471", false),
+            Ok("0.0.0.0:9471".parse().unwrap())
+        );
     }
 
     #[test]
@@ -193,6 +222,9 @@ mod tests {
             integer(V, "11", 0, 10).unwrap_err(),
             integer(V, "99999999999999999999999", 0, u64::MAX).unwrap_err(),
             boolean(V, "maybe").unwrap_err(),
+            socket_addr(V, "localhost", false).unwrap_err(),
+            socket_addr(V, "127.0.0.1:70000", false).unwrap_err(),
+            socket_addr(V, "10.0.0.1:9470", true).unwrap_err(),
         ];
         for e in errors {
             let msg = e.to_string();

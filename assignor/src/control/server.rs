@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::protocol::{encode_line, read_line, trim_line, DEFAULT_MAX_LINE};
 use super::{CapacitySample, ControlError, MemberIdentity, Op, Reply, Request};
+use crate::settings::{self, SettingError};
 
 /// Environment variable with the control address the consumer listens on (`host:port`).
 pub const ENV_CONTROL_ADDR: &str = "LAGBALANCE_CONTROL_ADDR";
@@ -99,20 +100,21 @@ impl ControlConfig {
             Some(a) if !a.trim().is_empty() => a,
             _ => return Ok(None),
         };
-        let bind: SocketAddr = addr.trim().parse().map_err(|e| ControlError::BadEnv {
-            var: ENV_CONTROL_ADDR,
-            value: addr.clone(),
-            reason: format!("expected ip:port such as 127.0.0.1:{DEFAULT_CONTROL_PORT} ({e})"),
-        })?;
+        let bad_env = |var: &'static str| {
+            move |e: SettingError| ControlError::BadEnv {
+                var,
+                value: e.value,
+                reason: e.allowed,
+            }
+        };
+        let bind = settings::socket_addr(ENV_CONTROL_ADDR, &addr, false)
+            .map_err(bad_env(ENV_CONTROL_ADDR))?;
         let mut cfg = ControlConfig::loopback(bind.port());
         cfg.bind = bind;
         cfg.token = get(ENV_CONTROL_TOKEN).filter(|t| !t.is_empty());
         if let Some(ms) = get(ENV_CONTROL_MIN_INTERVAL_MS).filter(|v| !v.trim().is_empty()) {
-            let parsed: u64 = ms.trim().parse().map_err(|e| ControlError::BadEnv {
-                var: ENV_CONTROL_MIN_INTERVAL_MS,
-                value: ms.clone(),
-                reason: format!("expected milliseconds ({e})"),
-            })?;
+            let parsed = settings::integer(ENV_CONTROL_MIN_INTERVAL_MS, &ms, 0, u64::MAX)
+                .map_err(bad_env(ENV_CONTROL_MIN_INTERVAL_MS))?;
             cfg.min_membership_interval = Duration::from_millis(parsed);
         }
         Ok(Some(cfg))
