@@ -1,5 +1,5 @@
-//! The group consumer: a thin async driver around the sans-IO [`Membership`](crate::group::Membership) machine plus the
-//! [`Fetcher`].
+//! The group consumer: a thin async driver around the sans-IO
+//! [`Membership`](crate::group::Membership) machine plus the [`Fetcher`].
 //!
 //! A background task owns the membership: it sends the requests the machine asks for,
 //! heartbeats, and feeds answers back. Partition callbacks (revoke / assign / lost) are handed to
