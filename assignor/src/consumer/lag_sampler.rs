@@ -103,6 +103,14 @@ impl LagSampler {
     }
 }
 
+/// The sampler ends with its owner: a consumer dropped without `close` aborts the driver,
+/// and a detached sampler would go on querying the cluster for a group nobody serves.
+impl Drop for LagSampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// One partition as the lag sampler saw it.
 #[derive(Clone, Debug, PartialEq)]
 struct PartitionSample {
