@@ -145,13 +145,16 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+const USAGE: &str = "usage: overhead HOST:PORT [PARTITIONS=1000] [SECONDS=60]  (-h, --help: this)";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let broker = args
-        .get(1)
-        .context("usage: overhead HOST:PORT [PARTITIONS] [SECONDS]")?
-        .clone();
+    if lagbalance::settings::wants_help(&args[1..]) {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let broker = args.get(1).context(USAGE)?.clone();
     let partitions: i32 = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let seconds: u64 = args.get(3).map(|a| a.parse()).transpose()?.unwrap_or(60);
     let tag = std::process::id();

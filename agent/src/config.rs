@@ -1,5 +1,6 @@
 //! Settings: every one an environment variable `LAGBALANCE_*` with a matching `--flag`
-//! (the flag wins). Pure: parsing takes the environment and arguments as values.
+//! (the flag wins). Pure: parsing takes the environment and arguments as values. Values are
+//! read by the shared parser of `lagbalance::settings`, the partitioner's too.
 //!
 //! A bad value is an error naming the variable, the flag, the value and what is allowed; the
 //! binary prints it and exits with code 2.
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lagbalance::security::SecurityConfig;
+use lagbalance::settings::{self, SettingError};
 
 /// What the agent asks its consumer to do when its member is the elected outlier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,8 +146,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Durations are written as everywhere in lagbalance: `250ms`, `5s`, `2m`, `1h`, or a bare
-/// number of seconds (one parser, shared with the producer partitioner's settings).
-pub use lagbalance::lag_partitioner::config::parse_duration;
+/// number of seconds (one parser, [`lagbalance::settings`]).
+pub use lagbalance::settings::parse_duration;
 
 struct Source<'a> {
     env: &'a BTreeMap<String, String>,
@@ -176,11 +178,18 @@ impl Source<'_> {
         }
     }
 
-    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
-        match self.raw(var) {
-            Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
-            v => Err(self.err(var, &v.unwrap_or_default(), "required, must not be empty")),
+    /// The shared parser's error, with the flag that sets the variable added.
+    fn flagged(e: SettingError) -> ConfigError {
+        ConfigError {
+            flag: Self::spec(&e.var).flag.into(),
+            var: e.var,
+            value: e.value,
+            allowed: e.allowed,
         }
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        settings::required(var, &self.raw(var).unwrap_or_default()).map_err(Self::flagged)
     }
 
     fn string(&self, var: &'static str) -> String {
@@ -193,42 +202,23 @@ impl Source<'_> {
         min: Duration,
         max: Duration,
     ) -> Result<Duration, ConfigError> {
-        let v = self.string(var);
-        let allowed = format!("a duration from {min:?} to {max:?}, such as 500ms, 5s, 2m or 1h");
-        let d = parse_duration(&v)
-            .map_err(|e| self.err(var, &v, format!("{e}; expected {allowed}")))?;
-        if d < min || d > max {
-            return Err(self.err(var, &v, format!("out of range; expected {allowed}")));
-        }
-        Ok(d)
+        settings::duration(var, &self.string(var), min, max).map_err(Self::flagged)
     }
 
     fn number(&self, var: &'static str, min: f64, max: f64) -> Result<f64, ConfigError> {
-        let v = self.string(var);
-        match v.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= min && n <= max => Ok(n),
-            _ => Err(self.err(var, &v, format!("a number from {min} to {max}"))),
-        }
+        settings::number(var, &self.string(var), min, max, true).map_err(Self::flagged)
     }
 
     fn integer(&self, var: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let v = self.string(var);
-        match v.trim().parse::<u64>() {
-            Ok(n) if n >= min && n <= max => Ok(n),
-            _ => Err(self.err(var, &v, format!("an integer from {min} to {max}"))),
-        }
+        settings::integer(var, &self.string(var), min, max).map_err(Self::flagged)
+    }
+
+    fn boolean(&self, var: &'static str) -> Result<bool, ConfigError> {
+        settings::boolean(var, &self.string(var)).map_err(Self::flagged)
     }
 
     fn addr(&self, var: &'static str, loopback_only: bool) -> Result<SocketAddr, ConfigError> {
-        let v = self.string(var);
-        let a: SocketAddr = v
-            .trim()
-            .parse()
-            .map_err(|_| self.err(var, &v, "an ip:port such as 127.0.0.1:9470"))?;
-        if loopback_only && !a.ip().is_loopback() {
-            return Err(self.err(var, &v, "a loopback address (127.0.0.1 or [::1])"));
-        }
-        Ok(a)
+        settings::socket_addr(var, &self.string(var), loopback_only).map_err(Self::flagged)
     }
 }
 
@@ -293,13 +283,7 @@ impl Config {
             "rejoin" => Mode::Rejoin,
             other => return Err(src.err("LAGBALANCE_MODE", other, "one of: leave, rejoin")),
         };
-        let dry_run = match src.string("LAGBALANCE_DRY_RUN").trim() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" | "" => false,
-            other => {
-                return Err(src.err("LAGBALANCE_DRY_RUN", other, "true or false"));
-            }
-        };
+        let dry_run = src.boolean("LAGBALANCE_DRY_RUN")?;
         let cpu_limit = {
             let v = src.string("LAGBALANCE_CPU_LIMIT");
             if v.trim().is_empty() {

@@ -1,16 +1,17 @@
 //! `lagbalance-agent [run] [--flag value…]` | `lagbalance-agent status --group G --bootstrap B`
-//! | `lagbalance-agent --help`. Settings: `docs/agent.md`.
+//! | `lagbalance-agent [status] --help`. Settings: `docs/agent.md`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use lagbalance::settings::wants_help;
 use lagbalance_agent::config::{reference_table, Config};
-use lagbalance_agent::status::StatusArgs;
+use lagbalance_agent::status::{self, StatusArgs};
 
 const USAGE: &str = "usage:
   lagbalance-agent [run] [--flag value]...      watch the group and act (settings below)
   lagbalance-agent status --group G --bootstrap B [--topic T,…] [--sample 2s] [--partitions]
-  lagbalance-agent --help
+  lagbalance-agent [status] --help                print usage (-h too) and exit
 
 Every flag has an environment variable; the flag wins.
 ";
@@ -43,7 +44,11 @@ fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let env = env_map();
     let sub = args.first().cloned().unwrap_or_default();
-    if sub == "--help" || sub == "-h" || sub == "help" {
+    if sub == "status" && wants_help(&args[1..]) {
+        print!("{}", status::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    if sub == "help" || wants_help(&args) {
         print!("{USAGE}\n{}", reference_table());
         return ExitCode::SUCCESS;
     }

@@ -10,6 +10,25 @@ use crate::outlier::{score, OutlierSettings, Score};
 use crate::poll;
 use crate::view::{GroupView, ViewTracker};
 
+/// What `lagbalance-agent status --help` prints.
+pub const USAGE: &str = "\
+usage: lagbalance-agent status --group G --bootstrap B [--topic T,...] [--sample 2s] [--partitions]
+
+Lists the group's members like `kafka-consumer-groups --describe`, with rates from two polls
+--sample apart, and the agent's outlier score of each.
+
+  --group G        consumer group (or LAGBALANCE_GROUP)
+  --bootstrap B    Kafka bootstrap servers, host:port[,host:port...] (or LAGBALANCE_BOOTSTRAP)
+  --topic T,...    topics to measure besides those DescribeGroups reveals (needed on tansu);
+                   may be repeated
+  --sample D       time between the two polls, up to 60s (default 2s; 0s = one poll, no rates)
+  --partitions     also list every partition
+  -h, --help       print this and exit
+
+TLS and SASL come from the agent's LAGBALANCE_SECURITY_PROTOCOL, LAGBALANCE_SSL_* and
+LAGBALANCE_SASL_* variables (see `lagbalance-agent --help`).
+";
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusArgs {
     pub group: String,
@@ -51,7 +70,14 @@ impl StatusArgs {
             }
             let value = match inline.or_else(|| it.next().cloned()) {
                 Some(v) => v,
-                None => return Err(bad("", "", &format!("{name} needs a value"), "see --help")),
+                None => {
+                    return Err(bad(
+                        "",
+                        "",
+                        &format!("{name} needs a value"),
+                        "see `lagbalance-agent status --help`",
+                    ))
+                }
             };
             match name {
                 "--group" => group = value,

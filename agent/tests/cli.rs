@@ -106,3 +106,33 @@ fn help_lists_every_variable() {
         assert!(text.contains(var), "{text}");
     }
 }
+
+#[test]
+fn help_works_with_every_command_and_next_to_any_flag() {
+    for args in [
+        &["-h"][..],
+        &["help"],
+        &["run", "--help"],
+        &["--group", "g", "--help"],
+        &["--frobnicate", "-h"],
+    ] {
+        let out = agent(&[], args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(text.starts_with("usage:"), "{args:?}: {text}");
+        assert!(text.contains("LAGBALANCE_INTERVAL"), "{args:?}: {text}");
+    }
+    for args in [
+        &["status", "--help"][..],
+        &["status", "-h"],
+        &["status", "--group", "--help"],
+    ] {
+        let out = agent(&[], args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            text.starts_with("usage: lagbalance-agent status"),
+            "{args:?}: {text}"
+        );
+    }
+}

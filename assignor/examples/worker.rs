@@ -1,11 +1,5 @@
-//! Example worker used by the demo, the end-to-end tests and the benchmarks.
-//!
-//! ```text
-//! worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
-//!        [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME]
-//!        [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N]
-//!        [--heartbeat-interval-ms N] [--slow-factor N]
-//! ```
+//! Example worker used by the demo, the end-to-end tests and the benchmarks. Its flags are in
+//! [`USAGE`] (`worker --help`).
 //!
 //! `--cost-us` simulates per-record work: `busy` (default) spins the CPU for that long per
 //! record, so the worker's capacity really is bounded by its core, like a CPU-bound consumer;
@@ -26,7 +20,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lagbalance::consumer::RebalanceListener;
+use lagbalance::settings::wants_help;
 use lagbalance::{Consumer, ConsumerConfig};
+
+const USAGE: &str = "\
+usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
+              [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME]
+              [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N]
+              [--heartbeat-interval-ms N] [--slow-factor N]
+
+A consumer-group member for the demo, the end-to-end tests and the benchmarks.
+
+  --bootstrap HOST:PORT       Kafka bootstrap servers (required)
+  --group G                   consumer group (required)
+  --topic T                   topic to consume (required)
+  --assignor NAME             lagbalance, cooperative-sticky or range; repeat in preference order
+  --cost-us N                 simulated work per record, microseconds (default 0)
+  --cost-mode busy|sleep      spin the CPU per record (default) or sleep once per batch
+  --duration-s N              stop after N seconds (default: run until SIGTERM / Ctrl-C)
+  --instance-id ID            group.instance.id (static membership)
+  --name NAME                 client.id and the name in logs (default worker-PID)
+  --audit PATH                write ownership changes and consumed records as JSON lines
+  --commit-interval-ms N      auto.commit.interval.ms
+  --session-timeout-ms N      session.timeout.ms (heartbeat.interval.ms follows at a third)
+  --heartbeat-interval-ms N   heartbeat.interval.ms
+  --slow-factor N             SIGUSR1 multiplies the per-record cost by N (default 3)
+  -h, --help                  print this and exit
+
+LAGBALANCE_CONTROL_ADDR / LAGBALANCE_CONTROL_TOKEN enable the sidecar agent's control channel.
+";
 
 #[derive(Debug)]
 struct Args {
@@ -47,9 +69,9 @@ struct Args {
     slow_factor: u64,
 }
 
+/// A bad command line: the reason and the usage on stderr, exit code 2.
 fn usage(msg: &str) -> ! {
-    eprintln!("worker: {msg}");
-    eprintln!("usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N] [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME] [--audit PATH] [--slow-factor N]");
+    eprintln!("worker: {msg}\n\n{USAGE}");
     std::process::exit(2)
 }
 
@@ -70,7 +92,12 @@ fn parse_args() -> Args {
         heartbeat_interval_ms: None,
         slow_factor: 3,
     };
-    let mut it = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if wants_help(&args) {
+        print!("{USAGE}");
+        std::process::exit(0);
+    }
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut val = || {
             it.next()

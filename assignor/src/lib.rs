@@ -3,7 +3,8 @@
 //! Layers, bottom up: [`wire`] (framing, versions, connections), [`cluster`] (metadata,
 //! connection pool, retries), [`admin`] (topic, offset and group operations), [`producer`],
 //! [`fetcher`], and [`lag_partitioner`] (a producer partitioner steered by a group's lag).
-//! [`security`] holds the TLS and SASL settings the connections apply.
+//! [`security`] holds the TLS and SASL settings the connections apply; [`settings`], the parsing
+//! of the binaries' flags and `LAGBALANCE_*` variables.
 
 pub mod admin;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod records;
 pub mod security;
+pub mod settings;
 pub mod wire;
 
 pub use cluster::{Client, ClientConfig};

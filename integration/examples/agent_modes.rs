@@ -10,9 +10,21 @@ fn secs(d: Option<std::time::Duration>) -> String {
     d.map_or("never".into(), |d| format!("{:.1}", d.as_secs_f64()))
 }
 
+const USAGE: &str = "\
+usage: agent_modes [--runs N]
+
+Runs the agent scenario (three workers, one 3x slower, one agent each) once per mode, N times
+(default 1), on a test broker (TestBroker::start), and prints a markdown table.
+  -h, --help    print this and exit
+";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if lagbalance::settings::wants_help(&args) {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let runs: usize = args
         .iter()
         .position(|a| a == "--runs")

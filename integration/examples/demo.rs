@@ -49,7 +49,7 @@ struct Args {
 
 fn parse() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    if a.iter().any(|x| x == "--help" || x == "-h") {
+    if lagbalance::settings::wants_help(&a) {
         println!(
             "{}",
             include_str!("demo.rs")

@@ -62,7 +62,7 @@ fn list<T: std::str::FromStr>(s: &str, name: &str) -> Result<Vec<T>> {
 
 fn parse() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    if a.iter().any(|x| x == "--help" || x == "-h") {
+    if lagbalance::settings::wants_help(&a) {
         println!(
             "{}",
             include_str!("e2e_bench.rs")

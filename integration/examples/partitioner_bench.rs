@@ -40,19 +40,32 @@ fn row(name: &str, r: &Report) -> String {
     )
 }
 
+const USAGE: &str = "\
+usage: partitioner_bench [--bootstrap HOST:PORT] [--duration-s 40] [--rate 240]
+
+Even spread, the lag-aware partitioner and the lagbalance assignor side by side, one slow
+consumer of three each. Without --bootstrap (or LAGBALANCE_BOOTSTRAP) it starts its own broker.
+  -h, --help    print this and exit
+";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let mut bootstrap = std::env::var("LAGBALANCE_BOOTSTRAP").ok();
     let mut duration = 40u64;
     let mut rate = 240.0;
-    let mut it = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if lagbalance::settings::wants_help(&args) {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--bootstrap" => bootstrap = Some(val()?),
             "--duration-s" => duration = val()?.parse()?,
             "--rate" => rate = val()?.parse()?,
-            other => bail!("unknown flag {other}"),
+            other => bail!("unknown flag {other}\n\n{USAGE}"),
         }
     }
     let broker = match bootstrap {

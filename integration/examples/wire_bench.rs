@@ -32,6 +32,15 @@ struct Args {
     rounds: usize,
 }
 
+const USAGE: &str = "\
+usage: wire_bench [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12]
+                  [--rounds 3]
+
+Produce and consume throughput of lagbalance next to rdkafka on the same broker and topic.
+Without --bootstrap (or LAGBALANCE_BOOTSTRAP) it starts its own broker.
+  -h, --help    print this and exit
+";
+
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         bootstrap: std::env::var("LAGBALANCE_BOOTSTRAP").ok(),
@@ -40,7 +49,12 @@ fn parse_args() -> Result<Args> {
         partitions: 12,
         rounds: 3,
     };
-    let mut it = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if lagbalance::settings::wants_help(&args) {
+        print!("{USAGE}");
+        std::process::exit(0);
+    }
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -49,7 +63,7 @@ fn parse_args() -> Result<Args> {
             "--value-size" => a.value_size = val()?.parse()?,
             "--partitions" => a.partitions = val()?.parse()?,
             "--rounds" => a.rounds = val()?.parse()?,
-            other => bail!("unknown flag {other}"),
+            other => bail!("unknown flag {other}\n\n{USAGE}"),
         }
     }
     Ok(a)

@@ -1,12 +1,13 @@
 //! Settings of the lag-aware partitioner: a typed struct with defaults, and
-//! [`LagPartitionerConfig::from_env`] reading `LAGBALANCE_PARTITIONER_*` variables, validated
-//! like the agent's `LAGBALANCE_*` ones (an error names the variable, the value and what is
-//! allowed).
+//! [`LagPartitionerConfig::from_env`] reading `LAGBALANCE_PARTITIONER_*` variables through the
+//! shared parser of [`crate::settings`], as the agent reads its `LAGBALANCE_*` ones (an error
+//! names the variable, the value and what is allowed).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::machine::MachineSettings;
+use crate::settings;
 
 /// One setting: its variable, default and meaning (the table in `docs/partitioner.md` lists
 /// the same; a test keeps them in step).
@@ -48,20 +49,9 @@ pub struct LagPartitionerConfig {
     pub route_keyed: bool,
 }
 
-/// A setting that could not be accepted.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {var} value {value:?}: {allowed}")]
-pub struct ConfigError {
-    pub var: String,
-    pub value: String,
-    pub allowed: String,
-}
-
-impl From<ConfigError> for crate::Error {
-    fn from(e: ConfigError) -> Self {
-        crate::Error::Config(e.to_string())
-    }
-}
+/// A setting that could not be accepted (the shared settings error: it names the variable,
+/// the value and what is allowed).
+pub use crate::settings::SettingError as ConfigError;
 
 impl LagPartitionerConfig {
     /// Defaults for `group` and `topic`.
@@ -214,34 +204,8 @@ impl LagPartitionerConfig {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Parse a duration: `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds; fractions allowed
-/// (`1.5s`). The agent's syntax.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("unknown unit {unit:?}")),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{num:?} is not a number"))?;
-    if !n.is_finite() || n < 0.0 {
-        return Err("must not be negative".into());
-    }
-    let secs = n * scale;
-    if secs > 365.0 * 86400.0 {
-        return Err("longer than a year".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Durations are written as everywhere in lagbalance (one parser, [`crate::settings`]).
+pub use crate::settings::parse_duration;
 
 struct Source<'a> {
     vars: &'a BTreeMap<String, String>,
@@ -261,20 +225,8 @@ impl Source<'_> {
             .unwrap_or_default()
     }
 
-    fn err(&self, var: &str, value: &str, allowed: impl Into<String>) -> ConfigError {
-        ConfigError {
-            var: var.into(),
-            value: value.into(),
-            allowed: allowed.into(),
-        }
-    }
-
     fn required(&self, var: &'static str) -> Result<String, ConfigError> {
-        let v = self.raw(var);
-        if v.trim().is_empty() {
-            return Err(self.err(var, &v, "required, must not be empty"));
-        }
-        Ok(v.trim().to_owned())
+        settings::required(var, &self.raw(var))
     }
 
     fn duration(
@@ -283,14 +235,7 @@ impl Source<'_> {
         min: Duration,
         max: Duration,
     ) -> Result<Duration, ConfigError> {
-        let v = self.raw(var);
-        let allowed = format!("a duration from {min:?} to {max:?}, such as 500ms, 5s, 2m or 1h");
-        let d = parse_duration(&v)
-            .map_err(|e| self.err(var, &v, format!("{e}; expected {allowed}")))?;
-        if d < min || d > max {
-            return Err(self.err(var, &v, format!("out of range; expected {allowed}")));
-        }
-        Ok(d)
+        settings::duration(var, &self.raw(var), min, max)
     }
 
     fn number(
@@ -300,37 +245,15 @@ impl Source<'_> {
         max: f64,
         min_inclusive: bool,
     ) -> Result<f64, ConfigError> {
-        let v = self.raw(var);
-        let above_min = |n: f64| if min_inclusive { n >= min } else { n > min };
-        match v.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() && above_min(n) && n <= max => Ok(n),
-            _ => Err(self.err(
-                var,
-                &v,
-                if min_inclusive {
-                    format!("a number from {min} to {max}")
-                } else {
-                    format!("a number greater than {min} and at most {max}")
-                },
-            )),
-        }
+        settings::number(var, &self.raw(var), min, max, min_inclusive)
     }
 
     fn integer(&self, var: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
-        let v = self.raw(var);
-        match v.trim().parse::<u64>() {
-            Ok(n) if n >= min && n <= max => Ok(n),
-            _ => Err(self.err(var, &v, format!("an integer from {min} to {max}"))),
-        }
+        settings::integer(var, &self.raw(var), min, max)
     }
 
     fn boolean(&self, var: &'static str) -> Result<bool, ConfigError> {
-        let v = self.raw(var);
-        match v.trim() {
-            "true" | "1" | "yes" => Ok(true),
-            "false" | "0" | "no" | "" => Ok(false),
-            _ => Err(self.err(var, &v, "true or false")),
-        }
+        settings::boolean(var, &self.raw(var))
     }
 }
 
