@@ -7,7 +7,9 @@
 //! stays within a second.
 //!
 //! Modules: [`model`] (the group model), [`cooperative`] (KIP-429 ownership rules, withholding,
-//! plan validation — shared by every assignor), [`range`] and [`sticky`] (Kafka's `range` and
+//! plan validation — shared by every assignor), [`leader`] (the group leader's whole policy:
+//! from decoded subscriptions to the plan to send, with every withholding rule and the
+//! liveness bound; the client and the simulator both call [`Leader::plan`]), [`range`] and [`sticky`] (Kafka's `range` and
 //! `cooperative-sticky`), [`lagbalance`] (the lag- and capacity-aware assignor) with its
 //! [`userdata`] format and [`capacity`] estimator.
 //!
@@ -37,6 +39,7 @@
 pub mod capacity;
 pub mod cooperative;
 pub mod lagbalance;
+pub mod leader;
 pub mod model;
 pub mod range;
 pub mod sticky;
@@ -50,6 +53,7 @@ pub use cooperative::{
     withhold_transfers,
 };
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
+pub use leader::{Leader, LeaderError, LeaderPlan};
 pub use model::{
     AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
     TopicIdx, TopicInfo, Tp,

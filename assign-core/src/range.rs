@@ -4,7 +4,7 @@
 //! `group.instance.id`, then the rest by member id) and each gets `n / m` consecutive
 //! partitions, the first `n % m` one more. Kafka runs it eagerly (members revoke everything
 //! before rejoining, so nothing is owned); here the same target goes through
-//! [`withhold_transfers`] so it is also safe with members that keep their partitions.
+//! [`withhold_transfers`](crate::cooperative::withhold_transfers) so it is also safe with members that keep their partitions.
 
 use std::cmp::Ordering;
 

@@ -5,7 +5,7 @@
 //! subscriptions allow (within one partition when everyone subscribes to the same topics); and
 //! members keep what they validly own (then what they claimed, see [`sticky_hints`]) unless
 //! balance requires otherwise. The plan handed out is the target after
-//! [`withhold_transfers`].
+//! [`withhold_transfers`](crate::cooperative::withhold_transfers).
 //!
 //! Two paths, chosen per call:
 //! - **equal subscriptions** (everyone with a usable subscription has the same topics): quotas

@@ -12,15 +12,23 @@
 //! speeds stay hidden. Rebalances follow the protocol: under eager, every partition is
 //! revoked when the round starts; under cooperative, members keep consuming, revoke what the
 //! plan takes away, and rejoin at once for a follow-up round that hands the withheld
-//! partitions over. Every plan is checked with `cooperative::validate`.
+//! partitions over.
+//!
+//! The leader is the one production runs: every round goes through
+//! [`Leader::plan`](lagbalance_assign::leader::Leader::plan) with the members' subscriptions as
+//! a cooperative client would send them (owned partitions, the generation they were synced in,
+//! user data), so every withholding rule applies and every plan is validated. A plan that asks
+//! for a follow-up round gets one. Not modelled: the round a client's leader also runs at the
+//! plan's `liveness_deadline` (a session timeout after it hands partitions to followers, to
+//! confirm that they took them up); members here always sync what they are given, so that
+//! round would only give the assignor another turn.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use bytes::Bytes;
-use lagbalance_assign::cooperative::{resolve_owners, to_issued, validate};
-use lagbalance_assign::model::{
-    Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, TopicInfo, Tp,
-};
+use lagbalance::group::codec::{encode_subscription, Subscription, CONSUMER_PROTOCOL_VERSION};
+use lagbalance::group::MemberConfig;
+use lagbalance_assign::leader::{Leader, Member as JoinedMember, Round};
+use lagbalance_assign::model::{Assignor, MemberStats};
 
 use crate::producer::{ProducerMode, ProducerModel};
 use crate::rng::Rng;
@@ -91,6 +99,8 @@ pub struct RunResult {
     pub double_moves: usize,
     /// Most triggered rebalances (initial join excluded) in any rolling hour.
     pub max_rebalances_per_hour: usize,
+    /// Plans [`Leader::plan`](lagbalance_assign::leader::Leader::plan) made and validated: one
+    /// per round.
     pub plans_validated: usize,
     /// Mean CPU utilisation per consumer over the last quarter.
     pub util_mean: Vec<f64>,
@@ -117,7 +127,10 @@ pub struct Sim<'a> {
     sc: &'a Scenario,
     strategy: Strategy,
     cooperative: bool,
-    view_topics: Vec<TopicInfo>,
+    /// Topic names with partition counts, as metadata gives them to the leader.
+    topic_counts: Vec<(String, i32)>,
+    /// Topic name → flat index of its partition 0 in `parts`.
+    topic_offset: HashMap<String, usize>,
     parts: Vec<Partition>,
     members: Vec<Member>,
     rng: Rng,
@@ -126,7 +139,8 @@ pub struct Sim<'a> {
     t: f64,
     step: usize,
     generation: i32,
-    issued: Option<IssuedPlan>,
+    /// The leader's memory (the leader is consumer-00, the first member id).
+    leader: Leader,
     round_at: Option<f64>,
     last_round_end: f64,
     trigger_times: Vec<f64>,
@@ -221,19 +235,23 @@ impl<'a> Sim<'a> {
             })
             .collect::<Vec<_>>();
         let cooperative = members[0].assignor.cooperative();
-        let view_topics = sc
+        let topic_counts = sc
             .topics
             .iter()
-            .map(|(name, p)| TopicInfo {
-                name: name.clone(),
-                partitions: *p as i32,
-            })
+            .map(|(name, p)| (name.clone(), *p as i32))
             .collect();
+        let mut topic_offset = HashMap::new();
+        let mut offset = 0;
+        for (name, p) in &sc.topics {
+            topic_offset.insert(name.clone(), offset);
+            offset += *p;
+        }
         let mut sim = Sim {
             sc,
             strategy,
             cooperative,
-            view_topics,
+            topic_counts,
+            topic_offset,
             parts,
             members,
             rng,
@@ -242,7 +260,7 @@ impl<'a> Sim<'a> {
             t: 0.0,
             step: 0,
             generation: 1,
-            issued: None,
+            leader: Leader::new(),
             round_at: None,
             last_round_end: f64::NEG_INFINITY,
             trigger_times: Vec::new(),
@@ -595,67 +613,96 @@ impl<'a> Sim<'a> {
         self.round_at = None;
         self.result.rounds += 1;
         let now_ms = self.now_ms();
-        let user_data: Vec<Option<Bytes>> = (0..self.members.len())
-            .map(|mi| {
-                let stats = self.member_stats(mi);
-                self.members[mi].assignor.subscription_user_data(&stats)
-            })
-            .collect();
-        let all_topics: Vec<u32> = (0..self.view_topics.len() as u32).collect();
-        let members: Vec<MemberView> = self
-            .members
-            .iter()
-            .zip(user_data)
-            .map(|(m, ud)| MemberView {
-                member_id: m.id.clone(),
-                instance_id: None,
-                topics: all_topics.clone(),
+        let topics: Vec<String> = self.sc.topics.iter().map(|(t, _)| t.clone()).collect();
+        let mut members = Vec::with_capacity(self.members.len());
+        for mi in 0..self.members.len() {
+            let stats = self.member_stats(mi);
+            let user_data = self.members[mi].assignor.subscription_user_data(&stats);
+            let m = &self.members[mi];
+            let subscription = Subscription {
+                topics: topics.clone(),
+                user_data,
                 owned: m
                     .owned
                     .iter()
-                    .map(|&p| Tp::new(self.parts[p].topic, self.parts[p].index))
+                    .map(|&p| {
+                        let part = &self.parts[p];
+                        (self.sc.topics[part.topic as usize].0.clone(), part.index)
+                    })
                     .collect(),
                 generation: m.generation,
-                user_data: ud,
                 rack: None,
+            };
+            let metadata = encode_subscription(&subscription).unwrap_or_else(|e| {
+                panic!("{}: subscription of {}: {e}", self.strategy.name(), m.id)
+            });
+            members.push(JoinedMember {
+                member_id: m.id.clone(),
+                instance_id: None,
+                metadata,
+                subscription: Some(lagbalance_assign::leader::Subscription {
+                    version: CONSUMER_PROTOCOL_VERSION,
+                    topics: subscription.topics,
+                    owned: subscription.owned,
+                    generation: subscription.generation,
+                    user_data: subscription.user_data,
+                    rack: None,
+                }),
+            });
+        }
+        let stats: Option<Vec<(String, i32, f64, f64)>> = (self.t >= 10.0).then(|| {
+            self.parts
+                .iter()
+                .map(|p| {
+                    let topic = self.sc.topics[p.topic as usize].0.clone();
+                    (topic, p.index, p.arrived - p.consumed, p.rate_ewma)
+                })
+                .collect()
+        });
+        // The leader is the first member (member ids sort, so always consumer-00).
+        let leader_id = self.members[0].id.clone();
+        let protocol = self.members[0].assignor.name().to_owned();
+        let config = MemberConfig::default();
+        let round = Round {
+            group_id: "sim",
+            leader_id: &leader_id,
+            generation: self.generation,
+            protocol: &protocol,
+            members: &members,
+            topics: &self.topic_counts,
+            stats: stats.as_deref(),
+            now_ms,
+            session_timeout_ms: config.session_timeout_ms,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+        };
+        let plan = self
+            .leader
+            .plan(&round, std::slice::from_mut(&mut self.members[0].assignor))
+            .unwrap_or_else(|e| panic!("{} at t={}: {e}", self.strategy.name(), self.t));
+        // `plan` validated it.
+        self.result.plans_validated += 1;
+        let by_id: HashMap<&str, &[(String, i32)]> = plan
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.as_str(), a.partitions.as_slice()))
+            .collect();
+        let planned: Vec<Vec<usize>> = self
+            .members
+            .iter()
+            .map(|m| {
+                by_id
+                    .get(m.id.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|(t, p)| Some(self.topic_offset.get(t)? + *p as usize))
+                    .collect()
             })
             .collect();
-        let stats = (self.t >= 10.0).then(|| PartitionStats {
-            lag: self.parts.iter().map(|p| p.arrived - p.consumed).collect(),
-            rate: self.parts.iter().map(|p| p.rate_ewma).collect(),
-        });
-        let view = GroupView {
-            generation: self.generation,
-            topics: self.view_topics.clone(),
-            members,
-            stats,
-            now_ms,
-        };
-        let previous = self.issued.clone();
-        let owners = resolve_owners(&view, previous.as_ref());
-        // The leader is the first member (member ids sort, so always consumer-00).
-        let plan = self.members[0]
-            .assignor
-            .assign(&view, previous.as_ref())
-            .unwrap_or_else(|e| panic!("{} failed to assign: {e}", self.strategy.name()));
-        if let Err(e) = validate(&view, &owners, &plan) {
-            panic!(
-                "{}: invalid cooperative plan at t={}: {e}",
-                self.strategy.name(),
-                self.t
-            );
-        }
-        self.result.plans_validated += 1;
-        self.issued = Some(to_issued(&view, &plan));
 
-        let offsets = view.topic_offsets();
         let mut any_revoked = false;
         let window_s = self.sc.settings.stabilisation_window_ms as f64 / 1000.0;
-        for mi in 0..self.members.len() {
-            let mut new: Vec<usize> = plan.assignments[mi]
-                .iter()
-                .filter_map(|&tp| view.flat_index(&offsets, tp))
-                .collect();
+        for (mi, mut new) in planned.into_iter().enumerate() {
             new.sort_unstable();
             let old = std::mem::take(&mut self.members[mi].owned);
             for &p in &old {
@@ -712,9 +759,10 @@ impl<'a> Sim<'a> {
         }
         self.generation += 1;
         self.last_round_end = self.t;
-        if self.cooperative && any_revoked {
+        if (self.cooperative && any_revoked) || plan.follow_up {
             // KIP-429: a member that revoked something rejoins at once; the follow-up round
-            // hands the withheld partitions to their new owners.
+            // hands the withheld partitions to their new owners. A plan that kept something
+            // back with nobody revoking asks its leader for that round itself.
             self.round_at = Some(self.t + self.sc.rebalance.round_s);
         }
     }

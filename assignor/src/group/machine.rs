@@ -16,21 +16,23 @@
 //!   rejoin so the leader can hand those partitions out;
 //! - the leader validates every plan (no partition both revoked and added in one round) and
 //!   remembers what it issued, to survive brokers without a join barrier.
+//!
+//! The leader's policy — claims, the assignor, every withholding rule, the liveness bound,
+//! validation and memory — is [`lagbalance_assign::leader`]: the machine decodes the members'
+//! subscriptions, calls [`Leader::plan`] and encodes what it returns. The memory exists only
+//! while this member leads (`leading`); what outlives a run as leader is kept in `retired`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use lagbalance_assign::{
-    contested, remember, resolve_owners, validate, Assignor, GroupView, IssuedPlan, MemberStats,
-    MemberView, PartitionStats, Plan, TopicInfo, Tp as DenseTp,
-};
+use lagbalance_assign::leader::{self, Leader, Retired, Round};
+use lagbalance_assign::{Assignor, GroupView, MemberStats};
 
 use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Subscription,
 };
-use super::liveness::{ClaimAges, Liveness, Overdue, PlanContext, Subscriptions};
 
 /// How long cached subscription user data may be reused by later joins; older data is
 /// recomputed and sent only if the assignor says the news matters
@@ -345,24 +347,17 @@ pub struct Membership {
     last_poll: u64,
     /// Leader: the members of the current join, kept until the plan is computed.
     join_members: Vec<JoinedMember>,
-    /// Leader: the plan issued last time this member led (stale-metadata defence).
-    issued: Option<IssuedPlan>,
-    /// Leader: the last plan kept partitions with a remembered owner instead of moving them
-    /// (`keep_with_remembered_owner`); nobody revokes anything, so the leader itself starts
-    /// the round that moves them, a heartbeat interval later.
+    /// The leader's memory while this member leads ([`Leader`]: the plan it issued last, its
+    /// liveness clocks, …); `None` while another member leads.
+    leading: Option<Leader>,
+    /// What the last run as leader left for the next one ([`Leader::retire`]).
+    retired: Retired,
+    /// Leader: the last plan kept back something only another round can hand out
+    /// ([`leader::LeaderPlan::follow_up`]); nobody may revoke anything, so the leader itself
+    /// starts that round, a heartbeat interval later.
     follow_up: bool,
     /// Leader: follow-up rounds run back to back; each waits twice as long as the one before.
     follow_ups_in_a_row: u32,
-    /// Leader: members of our last plan missing from a later JoinGroup answer, with when we
-    /// first missed them and what we had given them (see `hold_vanished`).
-    vanished: BTreeMap<String, (u64, Vec<Tp>)>,
-    /// Leader: generation of the first plan of our current run as leader. A member whose claim
-    /// predates it may hold what an earlier leader gave it, which we never saw.
-    led_since: Option<i32>,
-    /// Leader: how old each member's claim provably is (for claims without a generation).
-    claim_ages: ClaimAges,
-    /// Leader: the liveness bound's clocks (`liveness.rs`, docs/group-protocol.md rule 15).
-    liveness: Liveness,
     /// Leader: when the next partition left without a confirmed holder reaches the bound; a
     /// round runs then at the latest.
     liveness_deadline: Option<u64>,
@@ -423,13 +418,10 @@ impl Membership {
             heartbeat_sent_at: now_ms,
             last_poll: now_ms,
             join_members: Vec::new(),
-            issued: None,
+            leading: None,
+            retired: Retired::default(),
             follow_up: false,
             follow_ups_in_a_row: 0,
-            vanished: BTreeMap::new(),
-            led_since: None,
-            claim_ages: ClaimAges::default(),
-            liveness: Liveness::default(),
             liveness_deadline: None,
             liveness_round_at: None,
             now: now_ms,
@@ -1177,6 +1169,9 @@ impl Membership {
             };
             self.protocol = Some(protocol.clone());
             if self.is_leader() {
+                if self.leading.is_none() {
+                    self.leading = Some(Leader::resume(std::mem::take(&mut self.retired)));
+                }
                 self.join_members = members;
                 let topics = self.subscribed_topics_of(&self.join_members);
                 let id = self.id();
@@ -1196,9 +1191,9 @@ impl Membership {
                     && self.last_join.as_ref().is_some_and(|l| l.echoed);
                 // Someone else leads: our memory stops covering the group's plans, and our
                 // clocks stop measuring anything.
-                self.led_since = None;
-                self.claim_ages = ClaimAges::default();
-                self.liveness = Liveness::default();
+                if let Some(leading) = self.leading.take() {
+                    self.retired = leading.retire();
+                }
                 self.liveness_round_at = None;
                 self.phase = Phase::Syncing;
                 self.send_sync(protocol, Vec::new());
@@ -1273,130 +1268,44 @@ impl Membership {
             return;
         }
         let protocol = self.protocol.clone().unwrap_or_default();
-        let mut view = build_view(self.generation, &self.join_members, topics, stats, self.now);
-        let bound = self.config.session_timeout_ms;
-        let led_since = *self.led_since.get_or_insert(self.generation);
-        // Claims without a generation (subscription v0/v1) are dated from our own answers
-        // (rule 16).
-        self.claim_ages.observe(
-            &protocol,
-            self.generation,
-            &self.join_members,
-            self.now,
-            bound,
-        );
-        let subs = Subscriptions::of(&self.join_members);
-        let history_known = self.claim_ages.date(&mut view, &subs.undated, led_since);
-        // The liveness bound (rule 15): partitions without a confirmed holder for a session
-        // timeout are no longer withheld by the precautionary rules below.
-        let eager = self
-            .assignors
-            .iter()
-            .any(|a| a.name() == protocol && !a.cooperative());
-        let leader_id = self.member_id.clone();
-        let sets = subs.liveness_sets(&view, &leader_id, eager);
-        let cx = PlanContext {
-            now: self.now,
-            bound_ms: bound,
-            metadata: &subs.metadata,
-            cannot_confirm: &sets.cannot_confirm,
-            leader: &leader_id,
-            unproven: &sets.unproven,
-            undated: &subs.undated,
+        let members = decode_members(&self.join_members);
+        let round = Round {
+            group_id: &self.config.group_id,
+            leader_id: &self.member_id,
             generation: self.generation,
+            protocol: &protocol,
+            members: &members,
+            topics: &topics,
+            stats: stats.as_deref(),
+            now_ms: self.now,
+            session_timeout_ms: self.config.session_timeout_ms,
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
         };
-        let overdue = self
-            .liveness
-            .before_plan(&cx, &mut view, self.issued.as_mut());
-        let Some(assignor) = self.assignors.iter_mut().find(|a| a.name() == protocol) else {
-            return self.fatal(format!("leader does not know assignor {protocol}"));
+        let planned = self
+            .leading
+            .get_or_insert_with(|| Leader::resume(std::mem::take(&mut self.retired)))
+            .plan(&round, &mut self.assignors);
+        let plan = match planned {
+            Ok(plan) => plan,
+            Err(e) => return self.fatal(e.to_string()),
         };
-        let unresponsive = self.liveness.unresponsive_in(&view);
-        let planned = if unresponsive.contains(&true) {
-            assign_without(
-                assignor.as_mut(),
-                &view,
-                self.issued.as_ref(),
-                &unresponsive,
-            )
-        } else {
-            assignor.assign(&view, self.issued.as_ref())
-        };
-        let mut plan = match planned {
-            Ok(p) => p,
-            Err(e) => return self.fatal(format!("assignor {protocol} failed: {e}")),
-        };
-        let owners = resolve_owners(&view, self.issued.as_ref());
-        if unresponsive.contains(&true) {
-            keep_with_claimants(&view, &owners, &unresponsive, &mut plan);
-        }
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let claims: Vec<(String, i32, usize)> = view
-                .members
-                .iter()
-                .map(|m| (m.member_id.clone(), m.generation, m.owned.len()))
-                .collect();
-            tracing::debug!(
-                generation = self.generation,
-                ?claims,
-                memory = ?self.issued.as_ref().map(|i| (i.generation, &i.assignments)),
-                plan = ?plan.assignments,
-                "leader plan"
-            );
-        }
-        // The assignor's intent for those partitions is deferred: the leader asks for another
-        // round once their holder has had time to rejoin with a current claim.
-        self.follow_up = keep_with_remembered_owner(&view, &owners, &subs.no_claims, &mut plan);
-        if self
-            .liveness
-            .enforce(&cx, &view, &owners, &overdue, &mut plan)
-        {
-            self.follow_up = true;
-        }
-        if self.hold_vanished(&view, &owners, &mut plan) {
-            self.follow_up = true;
-        }
-        if withhold_contested(&view, self.issued.as_ref(), &overdue, &mut plan) {
-            self.follow_up = true;
-        }
-        if withhold_unclaimed_if_history_unknown(
-            &view,
-            &owners,
-            &history_known,
-            &self.member_id,
-            &overdue,
-            &mut plan,
-        ) {
-            self.follow_up = true;
-        }
+        self.follow_up = plan.follow_up;
         if !self.follow_up {
             self.follow_ups_in_a_row = 0;
         }
-        if let Err(e) = validate(&view, &owners, &plan) {
-            return self.fatal(format!("assignor {protocol} produced an invalid plan: {e}"));
-        }
-        self.liveness_deadline = self.liveness.after_plan(
-            &cx,
-            self.config.heartbeat_interval_ms,
-            &view,
-            &owners,
-            &plan,
-        );
-        self.issued = Some(remember(&view, self.issued.as_ref(), &plan));
-        let mut assignments = Vec::with_capacity(view.members.len());
-        for (i, m) in view.members.iter().enumerate() {
-            let partitions = plan.assignments[i]
-                .iter()
-                .map(|tp| (view.topics[tp.topic as usize].name.clone(), tp.partition))
-                .collect();
-            let user_data = plan.user_data.get(i).cloned().flatten();
-            let blob = encode_assignment(&Assignment {
-                partitions,
-                user_data,
+        self.liveness_deadline = plan.liveness_deadline;
+        let assignments = plan
+            .assignments
+            .into_iter()
+            .map(|a| {
+                let blob = encode_assignment(&Assignment {
+                    partitions: a.partitions,
+                    user_data: a.user_data,
+                })
+                .unwrap_or_default();
+                (a.member_id, blob)
             })
-            .unwrap_or_default();
-            assignments.push((m.member_id.clone(), blob));
-        }
+            .collect();
         self.join_members.clear();
         self.phase = Phase::Syncing;
         self.send_sync(protocol, assignments);
@@ -1509,54 +1418,6 @@ impl Membership {
         };
     }
 
-    /// Leader: a member of our last plan that is missing from this JoinGroup answer may still be
-    /// alive and consuming — tansu leaves a member out while its own JoinGroup sits in the 3 s
-    /// pause, or drops one that missed heartbeats and lets it back in under the same id without
-    /// a fencing error (seen in the chaos suite: a newcomer's partition given to another member
-    /// one generation later while the newcomer consumed it for 11 s). Kafka would have fenced
-    /// it; here we cannot know. So what we gave it stays with nobody until a session timeout
-    /// after we first missed it — by then it has given its partitions up itself
-    /// (`check_session`) — unless a present member owns it. The liveness bound (rule 15) does
-    /// not shorten this: its clock may have started before the member went missing, while the
-    /// member may hold the partition until its own session check. Returns whether it withheld
-    /// anything.
-    fn hold_vanished(&mut self, view: &GroupView, owners: &[Option<u32>], plan: &mut Plan) -> bool {
-        let present: std::collections::HashSet<&str> =
-            view.members.iter().map(|m| m.member_id.as_str()).collect();
-        let now = self.now;
-        if let Some(issued) = &self.issued {
-            for (id, parts) in &issued.assignments {
-                if !present.contains(id.as_str()) && !parts.is_empty() {
-                    self.vanished
-                        .entry(id.clone())
-                        .or_insert_with(|| (now, parts.clone()));
-                }
-            }
-        }
-        let hold_for = self.config.session_timeout_ms;
-        self.vanished
-            .retain(|id, (since, _)| !present.contains(id.as_str()) && now < *since + hold_for);
-        if self.vanished.is_empty() {
-            return false;
-        }
-        let offsets = view.topic_offsets();
-        let held: std::collections::HashSet<usize> = self
-            .vanished
-            .values()
-            .flat_map(|(_, parts)| parts.iter())
-            .filter_map(|(topic, partition)| {
-                let t = view.topic_index(topic)?;
-                view.flat_index(&offsets, DenseTp::new(t, *partition))
-            })
-            .filter(|&i| owners.get(i).copied().flatten().is_none())
-            .collect();
-        let withheld = withhold_from_plan(view, plan, |i| i.is_none_or(|i| !held.contains(&i)));
-        if withheld {
-            tracing::info!(group = %self.config.group_id, members = ?self.vanished.keys().collect::<Vec<_>>(), "holding the partitions of members missing from the JoinGroup answer");
-        }
-        withheld
-    }
-
     /// The answer to the pending heartbeat cannot fence or reset the current generation: it was
     /// a keepalive during a JoinGroup, or we have joined another generation since it was sent.
     fn heartbeat_is_moot(&self) -> bool {
@@ -1656,191 +1517,35 @@ impl Membership {
     }
 }
 
-/// A new leader does not know what the previous one handed out. On a broker without a join
-/// barrier, a member that has not rejoined since still presents its old claim, so a partition
-/// nobody claims may in fact be held. While any other member's claim predates `led_since`, hand
-/// out no unclaimed partition (owned ones still follow the normal cooperative rules) and run a
-/// follow-up round: rejoining refreshes every claim (tansu bumps the generation when the
-/// leader's claim changes, and the others then rejoin too). A group where nobody has ever
-/// synced (every claim at −1 and empty) is simply new. Returns whether it withheld anything.
-fn withhold_unclaimed_if_history_unknown(
-    view: &GroupView,
-    owners: &[Option<u32>],
-    history_known: &[bool],
-    leader_id: &str,
-    overdue: &Overdue,
-    plan: &mut Plan,
-) -> bool {
-    let fresh_group = view
-        .members
+/// The JoinGroup members with their subscriptions decoded, for [`Leader::plan`]. A member
+/// whose subscription cannot be read gets nothing.
+fn decode_members(members: &[JoinedMember]) -> Vec<leader::Member> {
+    members
         .iter()
-        .all(|m| m.generation < 0 && m.owned.is_empty());
-    let unknown = view
-        .members
-        .iter()
-        .zip(history_known)
-        .any(|(m, known)| m.member_id != leader_id && !known);
-    if fresh_group || !unknown || plan.assignments.len() != view.members.len() {
-        return false;
-    }
-    withhold_from_plan(view, plan, |i| {
-        i.is_some_and(|i| owners[i].is_some() || overdue.partitions.contains(&i))
-    })
-}
-
-/// Give every partition whose owner is known only from the leader's memory back to that owner.
-///
-/// The cooperative rule withholds a partition that moves away from its owner until the owner
-/// revokes it and rejoins. But a *remembered* owner (a member whose join the broker held back,
-/// so it still presents an old claim) does not claim the partition, so it would never revoke
-/// it, and the partition would stay unassigned until something else triggered a rebalance.
-/// Assigning it to that member instead is safe — it is the only member that may hold it — and
-/// next round the member claims it for real and the normal revoke-then-assign flow applies.
-/// Returns whether it changed the plan (the leader then runs a follow-up round, see
-/// `follow_up`).
-///
-/// Not for a member whose subscription carries no owned partitions (v0): it is eager, so it
-/// lets everything go when it rejoins, and as it never claims anything, keeping a partition
-/// with it would keep it there for good; the partition waits for the liveness bound instead.
-fn keep_with_remembered_owner(
-    view: &GroupView,
-    owners: &[Option<u32>],
-    no_claims: &std::collections::HashSet<String>,
-    plan: &mut Plan,
-) -> bool {
-    if plan.assignments.len() != view.members.len() {
-        return false; // validate() reports it
-    }
-    let mut changed = false;
-    let offsets = view.topic_offsets();
-    let mut assigned = vec![false; owners.len()];
-    for list in &plan.assignments {
-        for tp in list {
-            if let Some(i) = view.flat_index(&offsets, *tp) {
-                assigned[i] = true;
-            }
-        }
-    }
-    let mut claimed = vec![false; owners.len()];
-    for (m, member) in view.members.iter().enumerate() {
-        for tp in &member.owned {
-            if let Some(i) = view.flat_index(&offsets, *tp) {
-                claimed[i] |= owners[i] == Some(m as u32);
-            }
-        }
-    }
-    for (t, topic) in view.topics.iter().enumerate() {
-        for p in 0..topic.partitions.max(0) {
-            let i = offsets[t] + p as usize;
-            if let (Some(m), false, false) = (owners[i], assigned[i], claimed[i]) {
-                if no_claims.contains(&view.members[m as usize].member_id) {
-                    continue;
+        .map(|m| leader::Member {
+            member_id: m.member_id.clone(),
+            instance_id: m.instance_id.clone(),
+            metadata: m.metadata.clone(),
+            subscription: match decode_subscription(&m.metadata) {
+                Ok((version, s)) => Some(leader::Subscription {
+                    version,
+                    topics: s.topics,
+                    owned: s.owned,
+                    generation: s.generation,
+                    user_data: s.user_data,
+                    rack: s.rack,
+                }),
+                Err(e) => {
+                    tracing::warn!(member = %m.member_id, error = %e, "unreadable subscription; the member gets nothing");
+                    None
                 }
-                plan.assignments[m as usize].push(DenseTp::new(t as u32, p));
-                changed = true;
-            }
-        }
-    }
-    changed
-}
-
-/// Run `assignor` as if the members marked in `skip` were not in the group (unresponsive
-/// members, see `liveness.rs`: balancing onto them pulled partitions away from live members
-/// round after round, only to strand them), and give them empty lists in the result.
-fn assign_without(
-    assignor: &mut dyn Assignor,
-    view: &GroupView,
-    issued: Option<&IssuedPlan>,
-    skip: &[bool],
-) -> Result<Plan, lagbalance_assign::AssignError> {
-    let mut reduced = view.clone();
-    let mut keep = skip.iter().map(|s| !s);
-    reduced.members.retain(|_| keep.next().unwrap_or(true));
-    let partial = assignor.assign(&reduced, issued)?;
-    let mut plan = Plan {
-        assignments: Vec::with_capacity(view.members.len()),
-        user_data: Vec::new(),
-    };
-    let mut lists = partial.assignments.into_iter();
-    let mut data = partial.user_data.into_iter();
-    let with_data = !reduced.members.is_empty() && data.len() == reduced.members.len();
-    for skipped in skip {
-        if *skipped {
-            plan.assignments.push(Vec::new());
-            if with_data {
-                plan.user_data.push(None);
-            }
-        } else {
-            plan.assignments.push(lists.next().unwrap_or_default());
-            if with_data {
-                plan.user_data.push(data.next().flatten());
-            }
-        }
-    }
-    Ok(plan)
-}
-
-/// After [`assign_without`]: the skipped members keep what they claim and own, and nobody
-/// else is given it (the assignor did not see their claims).
-fn keep_with_claimants(view: &GroupView, owners: &[Option<u32>], skip: &[bool], plan: &mut Plan) {
-    lagbalance_assign::withhold_transfers(view, owners, plan);
-    let offsets = view.topic_offsets();
-    for (m, member) in view.members.iter().enumerate() {
-        if !skip.get(m).copied().unwrap_or(false) {
-            continue;
-        }
-        for tp in &member.owned {
-            let owned = view
-                .flat_index(&offsets, *tp)
-                .is_some_and(|i| owners[i] == Some(m as u32));
-            if owned && !plan.assignments[m].contains(tp) {
-                plan.assignments[m].push(*tp);
-            }
-        }
-    }
-}
-
-/// Take out of the plan every partition for which `keep` (given its flat index in the view,
-/// `None` if the view cannot name it) is false. Returns whether it took anything out.
-fn withhold_from_plan(
-    view: &GroupView,
-    plan: &mut Plan,
-    keep: impl Fn(Option<usize>) -> bool,
-) -> bool {
-    let offsets = view.topic_offsets();
-    let mut withheld = false;
-    for list in plan.assignments.iter_mut() {
-        list.retain(|tp| {
-            let kept = keep(view.flat_index(&offsets, *tp));
-            withheld |= !kept;
-            kept
-        });
-    }
-    withheld
-}
-
-/// Take out of the plan every partition two members claim equally strongly
-/// ([`contested`]): either may hold it, so nobody gets it this round, both revoke it if they
-/// hold it, and a follow-up round hands it out. Returns whether it withheld anything.
-fn withhold_contested(
-    view: &GroupView,
-    previous: Option<&IssuedPlan>,
-    overdue: &Overdue,
-    plan: &mut Plan,
-) -> bool {
-    let contested = contested(view, previous);
-    if !contested.iter().any(|c| *c) {
-        return false;
-    }
-    withhold_from_plan(view, plan, |i| {
-        i.is_none_or(|i| {
-            !contested.get(i).copied().unwrap_or(false) || overdue.partitions.contains(&i)
+            },
         })
-    })
+        .collect()
 }
 
-/// Build the leader's view of the group from the JoinGroup members and topic metadata.
-/// Unreadable subscriptions make a member that subscribes to and owns nothing.
+/// The leader's view of the group built from the JoinGroup members and topic metadata, as
+/// [`Leader::plan`] builds it ([`leader::build_view`]).
 pub fn build_view(
     generation: i32,
     members: &[JoinedMember],
@@ -1848,74 +1553,11 @@ pub fn build_view(
     stats: Option<Vec<(String, i32, f64, f64)>>,
     now_ms: u64,
 ) -> GroupView {
-    let mut topics: Vec<TopicInfo> = topics
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(name, partitions)| TopicInfo { name, partitions })
-        .collect();
-    topics.sort_by(|a, b| a.name.cmp(&b.name));
-    topics.dedup_by(|a, b| a.name == b.name);
-    let mut view = GroupView {
+    leader::build_view(
         generation,
-        topics,
-        members: Vec::with_capacity(members.len()),
-        stats: None,
+        &decode_members(members),
+        &topics,
+        stats.as_deref(),
         now_ms,
-    };
-    for m in members {
-        let mut mv = MemberView {
-            member_id: m.member_id.clone(),
-            instance_id: m.instance_id.clone(),
-            generation: -1,
-            ..Default::default()
-        };
-        match decode_subscription(&m.metadata) {
-            Ok((_, s)) => {
-                mv.topics = s
-                    .topics
-                    .iter()
-                    .filter_map(|t| view.topic_index(t))
-                    .collect();
-                mv.topics.sort_unstable();
-                mv.topics.dedup();
-                mv.owned = s
-                    .owned
-                    .iter()
-                    .filter_map(|(t, p)| {
-                        let ti = view.topic_index(t)?;
-                        let n = view.topics[ti as usize].partitions;
-                        (0..n).contains(p).then_some(DenseTp::new(ti, *p))
-                    })
-                    .collect();
-                mv.owned.sort_unstable();
-                mv.owned.dedup();
-                mv.generation = s.generation;
-                mv.user_data = s.user_data;
-                mv.rack = s.rack;
-            }
-            Err(e) => {
-                tracing::warn!(member = %m.member_id, error = %e, "unreadable subscription; the member gets nothing");
-            }
-        }
-        view.members.push(mv);
-    }
-    view.members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
-    if let Some(stats) = stats {
-        let offsets = view.topic_offsets();
-        let total = *offsets.last().unwrap_or(&0);
-        let mut ps = PartitionStats {
-            lag: vec![f64::NAN; total],
-            rate: vec![f64::NAN; total],
-        };
-        for (t, p, lag, rate) in stats {
-            if let Some(ti) = view.topic_index(&t) {
-                if let Some(i) = view.flat_index(&offsets, DenseTp::new(ti, p)) {
-                    ps.lag[i] = lag;
-                    ps.rate[i] = rate;
-                }
-            }
-        }
-        view.stats = Some(ps);
-    }
-    view
+    )
 }

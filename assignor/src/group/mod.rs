@@ -1,5 +1,4 @@
 pub mod codec;
-mod liveness;
 pub mod machine;
 
 pub use codec::{Assignment, Subscription};

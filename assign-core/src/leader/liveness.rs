@@ -1,6 +1,6 @@
 //! The leader's liveness bound (`docs/group-protocol.md` rules 15 and 16).
 //!
-//! Every withholding rule of the leader (`hold_vanished`, `withhold_contested`,
+//! Every withholding rule of the leader ([`super`]: `hold_vanished`, `withhold_contested`,
 //! `withhold_unclaimed_if_history_unknown`, the cooperative transfer rule, the memory that keeps
 //! a partition with a member that may hold it) guards against a view that may be stale. Each
 //! is sound on its own, but each also waits for something the leader cannot force — that a
@@ -50,10 +50,10 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use lagbalance_assign::{resolve_owners, GroupView, IssuedPlan, Plan, Tp as DenseTp};
 
-use super::codec::decode_subscription;
-use super::machine::JoinedMember;
+use super::Member;
+use crate::cooperative::resolve_owners;
+use crate::model::{GroupView, IssuedPlan, Plan, Tp as DenseTp};
 
 /// A partition by name.
 type Name = (String, i32);
@@ -91,7 +91,7 @@ impl ClaimAges {
         &mut self,
         protocol: &str,
         generation: i32,
-        members: &[JoinedMember],
+        members: &[Member],
         now: u64,
         forget_after_ms: u64,
     ) {
@@ -172,7 +172,7 @@ pub(crate) struct LivenessSets {
 }
 
 impl Subscriptions {
-    pub(crate) fn of(members: &[JoinedMember]) -> Self {
+    pub(crate) fn of(members: &[Member]) -> Self {
         let mut subs = Subscriptions {
             metadata: HashMap::with_capacity(members.len()),
             no_claims: HashSet::new(),
@@ -181,7 +181,7 @@ impl Subscriptions {
         for m in members {
             subs.metadata
                 .insert(m.member_id.clone(), m.metadata.clone());
-            if let Ok((version, _)) = decode_subscription(&m.metadata) {
+            if let Some(version) = m.subscription.as_ref().map(|s| s.version) {
                 if version < 1 {
                     subs.no_claims.insert(m.member_id.clone());
                 }
