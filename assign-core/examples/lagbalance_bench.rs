@@ -26,6 +26,13 @@ const SIZES: [(usize, usize); 3] = [(10_000, 100), (100_000, 1_000), (1_000_000,
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "usage: lagbalance_bench\n\nTimes the lagbalance and cooperative-sticky assignors \
+             on groups of {SIZES:?} (partitions, members), each size in a child process."
+        );
+        return;
+    }
     if args.len() == 5 && args[1] == "--child" {
         let partitions: usize = args[2].parse().expect("partitions");
         let members: usize = args[3].parse().expect("members");

@@ -42,6 +42,10 @@ fn main() {
     while i < args.len() {
         let value = args.get(i + 1).cloned();
         match (args[i].as_str(), value) {
+            ("--help" | "-h", _) => {
+                println!("{USAGE}");
+                return;
+            }
             ("--assignor", Some(v)) => assignor = v,
             ("--sizes", Some(v)) => sizes = v,
             ("--topics", Some(v)) => topics = Some(v.parse().unwrap_or_else(|_| usage())),
@@ -83,11 +87,11 @@ fn main() {
     }
 }
 
+const USAGE: &str = "usage: scale_bench [--assignor cooperative-sticky|range] [--sizes PxM,...] \
+                     [--topics N] [--single PxM fresh|sticky|stale|unequal]";
+
 fn usage() -> ! {
-    eprintln!(
-        "usage: scale_bench [--assignor cooperative-sticky|range] [--sizes PxM,...] \
-         [--topics N] [--single PxM fresh|sticky|stale|unequal]"
-    );
+    eprintln!("{USAGE}");
     std::process::exit(2)
 }
 

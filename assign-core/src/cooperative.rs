@@ -176,7 +176,7 @@ fn for_each_valid_claim(
 ///   invalidate each other and the partition is unowned.
 ///
 /// The memory entry competes as an ordinary claim at `G`, so a contradicting claim at exactly
-/// `G` makes the partition unowned, as DESIGN.md §1 prescribes for equal generations.
+/// `G` makes the partition unowned, as docs/design.md §2.4 states for equal generations.
 pub fn resolve_owners(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<Option<u32>> {
     let offsets = view.topic_offsets();
     let total = offsets.last().copied().unwrap_or(0);

@@ -111,7 +111,7 @@ pub struct Plan {
 }
 
 /// The plan a leader issued in an earlier generation, by name so it survives topic re-indexing.
-/// The leader keeps it to defend against stale owned-partition claims (DESIGN.md §4).
+/// The leader keeps it to defend against stale owned-partition claims (docs/design.md §3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IssuedPlan {
     pub generation: i32,

@@ -255,7 +255,7 @@ fn sim_from(view: &GroupView) -> Vec<Sim> {
             id: m.member_id.clone(),
             topics: m.topics.clone(),
             // A member revokes partitions of topics it no longer subscribes to before it
-            // joins (DESIGN.md §1), so those are not really owned.
+            // joins (docs/design.md §2.2), so those are not really owned.
             owned: m
                 .owned
                 .iter()

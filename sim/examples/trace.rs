@@ -9,6 +9,14 @@ fn main() {
     let name = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "agoda".to_string());
+    if name == "--help" || name == "-h" {
+        println!(
+            "usage: trace [SCENARIO]   (default agoda; LAGBALANCE_SIM_TRACE=1 prints every round)\n\
+             scenarios: {:?}",
+            lagbalance_sim::NAMES
+        );
+        return;
+    }
     let Some(sc) = lagbalance_sim::by_name(&name) else {
         eprintln!(
             "unknown scenario {name:?}; known: {:?}",

@@ -83,7 +83,7 @@ impl ConsumerSpec {
     }
 }
 
-/// Lag-outlier trigger, modelled on the agent's rule (DESIGN §3).
+/// Lag-outlier trigger, modelled on the agent's rule (docs/design.md §5).
 #[derive(Clone, Debug)]
 pub struct OutlierRule {
     /// How often the agent looks.

@@ -7,7 +7,7 @@
 //! a simulated coordinator), and the async driver in [`crate::consumer`] is a thin loop
 //! around it.
 //!
-//! Rules, as in DESIGN.md §1:
+//! Rules, as in docs/design.md §2:
 //! - every JoinGroup carries the owned partitions and the generation they belong to;
 //! - before joining, partitions are *lost* if the generation or member id was reset, otherwise a
 //!   cooperative member keeps them (only partitions of unsubscribed topics are revoked);

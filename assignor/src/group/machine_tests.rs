@@ -1,4 +1,4 @@
-//! State-machine tests for every member rule and error path of DESIGN.md §1.
+//! State-machine tests for every member rule and error path of docs/design.md §2.
 //!
 //! Two tools, no sockets and no sleeps:
 //! - [`Sim`]: N [`Membership`]s, one clock and a simulated group coordinator that behaves like
@@ -422,7 +422,7 @@ impl Coordinator {
 
     /// Kafka: a join parks until every known member has rejoined (or the rebalance timeout
     /// expires). A follower rejoining with unchanged metadata gets the current generation back
-    /// without a rebalance — why a rebalance request must change the user data (DESIGN §1).
+    /// without a rebalance — why a rebalance request must change the user data (docs/design.md §2.2).
     fn join_with_barrier(&mut self, now: u64, id: u64, mid: &str, changed: bool) -> Vec<Reply> {
         let node = self.members[mid].node;
         let is_leader = self.leader.as_deref() == Some(mid);
