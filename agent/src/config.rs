@@ -51,6 +51,7 @@ pub const SPECS: &[Spec] = &[
     Spec { var: "LAGBALANCE_SASL_MECHANISM", flag: "--sasl-mechanism", default: Some("PLAIN"), help: "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512" },
     Spec { var: "LAGBALANCE_SASL_USERNAME", flag: "--sasl-username", default: Some(""), help: "SASL user (required with SASL_*)" },
     Spec { var: "LAGBALANCE_SASL_PASSWORD", flag: "--sasl-password", default: Some(""), help: "SASL password (required with SASL_*); prefer the variable, a flag shows in the process list; never logged" },
+    Spec { var: "LAGBALANCE_SASL_PASSWORD_FILE", flag: "--sasl-password-file", default: Some(""), help: "file holding the SASL password (e.g. a mounted Kubernetes Secret; one trailing newline ignored), instead of LAGBALANCE_SASL_PASSWORD" },
     Spec { var: "LAGBALANCE_GROUP", flag: "--group", default: None, help: "consumer group to watch" },
     Spec { var: "LAGBALANCE_INTERVAL", flag: "--interval", default: Some("5s"), help: "poll interval (100ms..=1h)" },
     Spec { var: "LAGBALANCE_MODE", flag: "--mode", default: Some("rejoin"), help: "action when this member is the elected outlier: leave or rejoin" },
@@ -74,24 +75,9 @@ pub const SPECS: &[Spec] = &[
 ];
 
 /// The agent's Kafka security settings: each variable sets the Kafka property next to it,
-/// parsed by `lagbalance::security::SecurityConfig` (the one parser of these keys, shared with
-/// the consumer).
-pub const SECURITY_VARS: &[(&str, &str)] = &[
-    ("LAGBALANCE_SECURITY_PROTOCOL", "security.protocol"),
-    ("LAGBALANCE_SSL_CA_LOCATION", "ssl.ca.location"),
-    (
-        "LAGBALANCE_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
-        "ssl.endpoint.identification.algorithm",
-    ),
-    (
-        "LAGBALANCE_SSL_CERTIFICATE_LOCATION",
-        "ssl.certificate.location",
-    ),
-    ("LAGBALANCE_SSL_KEY_LOCATION", "ssl.key.location"),
-    ("LAGBALANCE_SASL_MECHANISM", "sasl.mechanism"),
-    ("LAGBALANCE_SASL_USERNAME", "sasl.username"),
-    ("LAGBALANCE_SASL_PASSWORD", "sasl.password"),
-];
+/// parsed by `lagbalance::security::SecurityConfig` (one table and one parser, shared with
+/// the consumer and the example worker).
+pub use lagbalance::security::ENV_VARS as SECURITY_VARS;
 
 /// Validated settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -389,6 +375,10 @@ pub fn security_from_env(env: &BTreeMap<String, String>) -> Result<SecurityConfi
     })
 }
 
+/// The variable naming a file to read the SASL password from (a mounted Secret), so the
+/// password need not sit in the environment.
+const PASSWORD_FILE: &str = "LAGBALANCE_SASL_PASSWORD_FILE";
+
 /// Build and check the security settings. Empty means unset (the library's default). The
 /// PEM files are read here, so a wrong path stops the agent at start, not at its first poll.
 /// A refused password is never echoed in the error.
@@ -407,6 +397,31 @@ fn security(src: &Source<'_>) -> Result<SecurityConfig, ConfigError> {
             };
             src.err(var, shown, e.to_string())
         })?;
+    }
+    let file = src.string(PASSWORD_FILE);
+    if !file.trim().is_empty() {
+        if !src.string("LAGBALANCE_SASL_PASSWORD").trim().is_empty() {
+            return Err(src.err(
+                PASSWORD_FILE,
+                &file,
+                "unset while LAGBALANCE_SASL_PASSWORD is set (one source of the password)",
+            ));
+        }
+        let text = std::fs::read_to_string(file.trim())
+            .map_err(|e| src.err(PASSWORD_FILE, &file, format!("a readable file ({e})")))?;
+        let password = text
+            .strip_suffix('\n')
+            .map(|p| p.strip_suffix('\r').unwrap_or(p))
+            .unwrap_or(&text);
+        if password.is_empty() {
+            return Err(src.err(
+                PASSWORD_FILE,
+                &file,
+                "a file holding the password, not empty",
+            ));
+        }
+        sec.set("sasl.password", password)
+            .map_err(|e| src.err(PASSWORD_FILE, &file, e.to_string()))?;
     }
     sec.validate().map_err(|e| ConfigError {
         var: String::new(),
@@ -484,6 +499,36 @@ mod tests {
             !format!("{cfg:?}").contains("alice-secret"),
             "Debug redacts"
         );
+
+        // The password from a file (a mounted Secret): one trailing newline is not part of it.
+        let dir = std::env::temp_dir().join(format!("lagbalance-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let file = file.to_str().unwrap();
+        let secured = [
+            ("LAGBALANCE_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("LAGBALANCE_SASL_USERNAME", "alice"),
+        ];
+        let mut vars = secured.to_vec();
+        vars.push(("LAGBALANCE_SASL_PASSWORD_FILE", file));
+        let cfg = Config::from_sources(&env(&vars), &[]).unwrap();
+        assert_eq!(cfg.security.password.as_deref(), Some("from-a-file"));
+        assert!(!format!("{cfg:?}").contains("from-a-file"), "Debug redacts");
+        vars.push(("LAGBALANCE_SASL_PASSWORD", "alice-secret"));
+        let e = err(&vars);
+        assert_eq!(e.var, "LAGBALANCE_SASL_PASSWORD_FILE");
+        assert!(!e.to_string().contains("alice-secret"), "{e}");
+        let mut vars = secured.to_vec();
+        vars.push(("LAGBALANCE_SASL_PASSWORD_FILE", "/nonexistent/password"));
+        let e = err(&vars);
+        assert!(e.to_string().contains("a readable file"), "{e}");
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let empty = dir.join("empty");
+        let mut vars = secured.to_vec();
+        vars.push(("LAGBALANCE_SASL_PASSWORD_FILE", empty.to_str().unwrap()));
+        assert!(err(&vars).to_string().contains("not empty"));
+        std::fs::remove_dir_all(&dir).unwrap();
 
         // A bad value names the variable.
         let e = err(&[("LAGBALANCE_SECURITY_PROTOCOL", "TLS")]);

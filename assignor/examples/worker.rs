@@ -48,6 +48,7 @@ A consumer-group member for the demo, the end-to-end tests and the benchmarks.
   -h, --help                  print this and exit
 
 LAGBALANCE_CONTROL_ADDR / LAGBALANCE_CONTROL_TOKEN enable the sidecar agent's control channel.
+LAGBALANCE_SECURITY_PROTOCOL, LAGBALANCE_SSL_* and LAGBALANCE_SASL_* set TLS and SASL as for the agent.
 ";
 
 #[derive(Debug)]
@@ -253,6 +254,18 @@ async fn main() {
         }
     }
     config.set("client.id", &args.name).expect("valid");
+    // TLS and SASL from the agent's variables, so a pod configures both alike.
+    for (var, key) in lagbalance::security::ENV_VARS {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => {
+                if let Err(e) = config.set(key, &value) {
+                    // The error names the property; a refused password is not echoed.
+                    usage(&format!("{var}: {e}"));
+                }
+            }
+            _ => {}
+        }
+    }
     let mut consumer = match Consumer::new(config, Box::new(audit.clone())) {
         Ok(c) => c,
         Err(e) => usage(&e.to_string()),

@@ -50,6 +50,10 @@ pub struct Scenario {
     pub produce_without_agents: Duration,
     /// The broker: this kind, or the run's ([`TestBroker::start`]) when `None`.
     pub broker: Option<BrokerKind>,
+    /// Workers and agents reach Kafka over its SASL_SSL listener as SCRAM-SHA-512 user
+    /// `alice`, verifying the broker against the test CA (Kafka only); the producer stays on
+    /// PLAINTEXT.
+    pub sasl_ssl: bool,
 }
 
 impl Default for Scenario {
@@ -67,6 +71,7 @@ impl Default for Scenario {
             produce_with_agents: Duration::from_secs(75),
             produce_without_agents: Duration::from_secs(10),
             broker: None,
+            sasl_ssl: false,
         }
     }
 }
@@ -101,6 +106,33 @@ pub struct Outcome {
 }
 
 const SLOW: &str = "c";
+
+/// The password of the SCRAM user the secured scenario's members and agents log in as
+/// (`scripts/test-broker` creates it); the scenario checks that no log shows it.
+pub const SCRAM_PASSWORD: &str = "alice-secret";
+
+/// Where members and agents connect, and the `LAGBALANCE_*` security variables they share.
+fn member_access(
+    s: &Scenario,
+    broker: &TestBroker,
+) -> Result<(String, Vec<(&'static str, String)>)> {
+    if !s.sasl_ssl {
+        return Ok((broker.bootstrap.clone(), Vec::new()));
+    }
+    let ca = PathBuf::from(broker.endpoint("LAGBALANCE_KAFKA_TLS_DIR")?).join("ca.pem");
+    let ca = ca.to_str().context("UTF-8 CA path")?.to_owned();
+    let vars = vec![
+        ("LAGBALANCE_SECURITY_PROTOCOL", "SASL_SSL".to_owned()),
+        ("LAGBALANCE_SSL_CA_LOCATION", ca),
+        ("LAGBALANCE_SASL_MECHANISM", "SCRAM-SHA-512".to_owned()),
+        ("LAGBALANCE_SASL_USERNAME", "alice".to_owned()),
+        ("LAGBALANCE_SASL_PASSWORD", SCRAM_PASSWORD.to_owned()),
+    ];
+    Ok((
+        broker.endpoint("LAGBALANCE_KAFKA_SASL_SSL")?.to_owned(),
+        vars,
+    ))
+}
 
 /// Run the scenario on a broker of its own and return what happened. Every wait is bounded.
 pub async fn run(s: &Scenario) -> Result<Outcome> {
@@ -146,6 +178,7 @@ async fn run_in(
         Some(ledger.clone()),
     ));
 
+    let (bootstrap, security) = member_access(s, broker)?;
     let cost = s.fast_cost_us.to_string();
     let factor = s.slow_factor.to_string();
     let mut workers = Vec::new();
@@ -169,15 +202,10 @@ async fn run_in(
             "--commit-interval-ms",
             "200",
         ];
-        let env = [("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0")];
+        let mut env = vec![("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0")];
+        env.extend(security.iter().map(|(k, v)| (*k, v.as_str())));
         workers.push(Worker::spawn_with_env(
-            &broker.bootstrap,
-            group,
-            topic,
-            name,
-            &args,
-            &env,
-            dir,
+            &bootstrap, group, topic, name, &args, &env, dir,
         )?);
     }
     let refs: Vec<&Worker> = workers.iter().collect();
@@ -194,7 +222,7 @@ async fn run_in(
     let mut agents = Vec::new();
     for w in &workers {
         let control = w.control_addr(Duration::from_secs(10)).await?;
-        let env = [
+        let mut env = vec![
             ("LAGBALANCE_MODE", s.mode.clone()),
             ("LAGBALANCE_INTERVAL", "1s".into()),
             ("LAGBALANCE_SUSTAIN", "3".into()),
@@ -210,13 +238,9 @@ async fn run_in(
             // these I/O-bound workers in pods of their own.
             ("LAGBALANCE_CPU_LIMIT", "256".into()),
         ];
+        env.extend(security.iter().cloned());
         agents.push(Agent::spawn(
-            &broker.bootstrap,
-            group,
-            control,
-            &w.name,
-            &env,
-            dir,
+            &bootstrap, group, control, &w.name, &env, dir,
         )?);
     }
 

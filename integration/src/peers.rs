@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -139,34 +138,24 @@ impl Peer {
         })
     }
 
-    /// SIGTERM, then wait (bounded) for a clean exit: revoke with commit, LeaveGroup (unless
-    /// static), exit 0 — what the worker does.
-    pub fn terminate(&mut self, limit: Duration) -> Result<()> {
-        self.process.terminate(limit)
-    }
-
-    /// SIGKILL: no LeaveGroup, no commit.
-    pub fn kill(&mut self) {
-        self.process.kill()
-    }
-
-    pub fn pause(&self) -> Result<()> {
-        self.process.signal("-STOP")
-    }
-
-    pub fn resume(&self) -> Result<()> {
-        self.process.signal("-CONT")
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
     /// The last `n` lines of its log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// A peer is its process, like [`crate::workers::Worker`].
+impl std::ops::Deref for Peer {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Peer {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }

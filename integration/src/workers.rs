@@ -84,6 +84,16 @@ impl Process {
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
+
+    /// SIGSTOP: frozen, sessions run out while it holds partitions.
+    pub fn pause(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT after [`Process::pause`].
+    pub fn resume(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
 }
 
 impl Drop for Process {
@@ -163,27 +173,9 @@ impl Worker {
         })
     }
 
-    /// SIGTERM, then wait (bounded) for a clean exit.
-    pub fn terminate(&mut self, limit: Duration) -> Result<()> {
-        self.process.terminate(limit)
-    }
-
-    /// SIGKILL: no LeaveGroup, no commit.
-    pub fn kill(&mut self) {
-        self.process.kill()
-    }
-
     /// SIGUSR1: the worker multiplies its per-record cost by its `--slow-factor`.
     pub fn slow_down(&self) -> Result<()> {
         self.process.signal("-USR1")
-    }
-
-    pub fn pause(&self) -> Result<()> {
-        self.process.signal("-STOP")
-    }
-
-    pub fn resume(&self) -> Result<()> {
-        self.process.signal("-CONT")
     }
 
     /// The control listener the worker reported in its log (`control channel on ADDR`), waiting
@@ -204,10 +196,20 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
 
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
+/// A worker is its process: SIGTERM (a clean exit: revoke with commit, LeaveGroup unless
+/// static), SIGKILL (no LeaveGroup, no commit), SIGSTOP/SIGCONT.
+impl std::ops::Deref for Worker {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }
 

@@ -104,6 +104,26 @@ pub const SECURITY_KEYS: &[&str] = &[
     "sasl.password",
 ];
 
+/// The environment variables that carry the security properties to our binaries (the agent,
+/// the example worker), each next to the Kafka property it sets. One table, so an agent and the
+/// application it watches are configured with the same names.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("LAGBALANCE_SECURITY_PROTOCOL", "security.protocol"),
+    ("LAGBALANCE_SSL_CA_LOCATION", "ssl.ca.location"),
+    (
+        "LAGBALANCE_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
+        "ssl.endpoint.identification.algorithm",
+    ),
+    (
+        "LAGBALANCE_SSL_CERTIFICATE_LOCATION",
+        "ssl.certificate.location",
+    ),
+    ("LAGBALANCE_SSL_KEY_LOCATION", "ssl.key.location"),
+    ("LAGBALANCE_SASL_MECHANISM", "sasl.mechanism"),
+    ("LAGBALANCE_SASL_USERNAME", "sasl.username"),
+    ("LAGBALANCE_SASL_PASSWORD", "sasl.password"),
+];
+
 /// Whether `key` is a security property (so a config parser should hand it to
 /// [`SecurityConfig::set`]).
 pub fn is_security_key(key: &str) -> bool {
