@@ -3,7 +3,7 @@
 //! The machine takes [`Input`]s — responses, timer ticks, user requests — stamped with the
 //! caller's clock in milliseconds, and queues [`Output`]s: requests to send and partition
 //! callbacks to run. It never sleeps or touches a socket, so every rule of Kafka's
-//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`machine_tests.rs`, with
+//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`machine_tests/`, with
 //! a simulated coordinator), and the async driver in [`crate::consumer`] is a thin loop
 //! around it.
 //!
