@@ -68,9 +68,48 @@ fn a_group_whose_broker_assigns_is_fatal() {
     let [Output::Fatal(why)] = out.as_slice() else {
         panic!("{out:?}")
     };
+    let why = why.to_string();
     assert!(why.contains("KIP-848"), "{why}");
     assert!(why.contains("cooperative-sticky"), "{why}");
     assert_eq!(solo.m.phase(), Phase::Closed);
+}
+
+/// The application tells a KIP-848 group from other failures by the variant, not the text:
+/// the machine reports it as `GroupFatal::Kip848Group` and the consumer returns it as
+/// `Error::Group` — not a refusal, and not worth retrying.
+#[test]
+fn a_kip848_group_is_reported_as_its_own_variant() {
+    let mut solo = Solo::new(config(), sticky());
+    let out = solo.subscribe_and_find();
+    let (join, _) = only_send(&out, Api::Join);
+    let out = solo.respond(
+        join,
+        Response::Join {
+            error: 0,
+            generation: 2,
+            protocol: Some("cooperative-sticky".into()),
+            leader: String::new(),
+            member_id: "m1".into(),
+            members: vec![],
+        },
+    );
+    let [Output::Fatal(fatal @ GroupFatal::Kip848Group { group, assignors })] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(group, "g");
+    assert_eq!(assignors, &["cooperative-sticky"]);
+    let e = crate::Error::Group(fatal.clone());
+    assert!(matches!(
+        &e,
+        crate::Error::Group(GroupFatal::Kip848Group { .. })
+    ));
+    assert!(!e.is_refusal() && !e.is_retriable());
+    assert!(
+        e.to_string()
+            .starts_with("consumer group failure: group g is a KIP-848 consumer-protocol group"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -276,7 +315,7 @@ fn refusals_are_fatal_not_retried() {
         reason: "SASL PLAIN authentication failed: bad password".into(),
     });
     assert!(
-        matches!(out.as_slice(), [Output::Fatal(why)] if why.contains("SASL PLAIN")),
+        matches!(out.as_slice(), [Output::Fatal(why)] if why.to_string().contains("SASL PLAIN")),
         "{out:?}"
     );
     solo.now = 60_000;
@@ -296,7 +335,8 @@ fn refusals_are_fatal_not_retried() {
     );
     assert!(
         matches!(out.as_slice(), [Output::Fatal(why)]
-            if why.contains("GroupAuthorizationFailed") && why.contains("Read ACL")),
+            if why.to_string().contains("GroupAuthorizationFailed")
+                && why.to_string().contains("Read ACL")),
         "{out:?}"
     );
     solo.now = 60_000;

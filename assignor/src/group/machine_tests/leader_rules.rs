@@ -105,7 +105,7 @@ fn leader_rejects_an_invalid_plan() {
         stats: None,
     });
     assert!(
-        matches!(out.as_slice(), [Output::Fatal(why)] if why.contains("invalid plan")),
+        matches!(out.as_slice(), [Output::Fatal(why)] if why.to_string().contains("invalid plan")),
         "{out:?}"
     );
 }

@@ -45,6 +45,7 @@ use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Subscription,
 };
+use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
     Input, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response, Tp,
 };

@@ -152,7 +152,10 @@ fn fenced_instance_id_is_fatal() {
             Output::Lost {
                 partitions: tps("t", 0..4)
             },
-            Output::Fatal("heartbeat: fenced by another member with our group.instance.id".into())
+            Output::Fatal(GroupFatal::FencedInstanceId {
+                group: "g".into(),
+                request: FencedIn::Heartbeat
+            })
         ]
     );
     assert_eq!(sim.owned(new), set(tps("t", 0..4)));
