@@ -156,7 +156,7 @@ pub struct MemberStats {
 }
 
 /// Why an assignor could not produce a plan.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum AssignError {
     #[error("assignor produced an invalid plan: {0}")]
     InvalidPlan(String),

@@ -43,6 +43,10 @@ pub enum Error {
     /// Configuration the caller gave is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The consumer's group membership stopped for good; the variant says why. Polling again
+    /// returns the same error: the consumer does not rejoin.
+    #[error("consumer group failure: {0}")]
+    Group(crate::group::GroupFatal),
     /// A topic or partition the caller named does not exist (after metadata refreshes).
     #[error("unknown topic or partition {topic}/{partition}")]
     UnknownTopicOrPartition { topic: String, partition: i32 },
@@ -110,6 +114,7 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         match self {
             Error::Authentication { .. } | Error::Tls { .. } => true,
+            Error::Group(fatal) => fatal.is_refusal(),
             Error::Broker { code, .. } => [
                 ResponseError::TopicAuthorizationFailed,
                 ResponseError::GroupAuthorizationFailed,

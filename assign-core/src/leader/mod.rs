@@ -112,7 +112,7 @@ pub struct LeaderPlan {
 }
 
 /// Why no plan could be made. Each is fatal for the member that leads.
-#[derive(Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum LeaderError {
     #[error("leader does not know assignor {0}")]
     UnknownAssignor(String),

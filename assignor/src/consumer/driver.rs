@@ -14,13 +14,13 @@ use super::lag_sampler::LagSampler;
 use super::translate::{failure, partition_counts, send_request};
 use super::{ConsumerConfig, GroupIdentity, MAX_DISTINCT_ERRORS};
 use crate::cluster::Client;
-use crate::group::{Input, Membership, Output, Request, Response};
+use crate::group::{GroupFatal, Input, Membership, Output, Request, Response};
 
 /// What the driver tells the consumer. Callbacks come as one batch from the machine and are
 /// acknowledged as a whole.
 pub(super) enum Event {
     Callbacks(Vec<Output>),
-    Fatal(String),
+    Fatal(GroupFatal),
     Closed,
 }
 

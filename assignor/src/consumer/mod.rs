@@ -36,7 +36,7 @@ use crate::cluster::Client;
 use crate::error::{Error, Result};
 use crate::fetcher::Fetcher;
 use crate::group::machine::Tp;
-use crate::group::{Input, Output};
+use crate::group::{GroupFatal, Input, Output};
 use crate::records::ConsumerRecord;
 
 use agent_link::AgentLink;
@@ -107,7 +107,7 @@ pub struct Consumer {
     committed: BTreeMap<Tp, i64>,
     buffer: VecDeque<ConsumerRecord>,
     next_auto_commit: Instant,
-    fatal: Option<String>,
+    fatal: Option<GroupFatal>,
     meter: Meter,
     /// The agent's control channel, when enabled (see [`Consumer::enable_control`]).
     control: Option<AgentLink>,
@@ -369,7 +369,7 @@ impl Consumer {
             self.apply_event(ev).await?;
         }
         match &self.fatal {
-            Some(why) => Err(Error::Config(format!("consumer group failure: {why}"))),
+            Some(why) => Err(Error::Group(why.clone())),
             None => Ok(()),
         }
     }
@@ -391,7 +391,7 @@ impl Consumer {
             }
             Event::Fatal(why) => {
                 self.fatal = Some(why.clone());
-                return Err(Error::Config(format!("consumer group failure: {why}")));
+                return Err(Error::Group(why));
             }
             Event::Closed => {}
         }

@@ -3,7 +3,7 @@
 //! The machine takes [`Input`]s — responses, timer ticks, user requests — stamped with the
 //! caller's clock in milliseconds, and queues [`Output`]s: requests to send and partition
 //! callbacks to run. It never sleeps or touches a socket, so every rule of Kafka's
-//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`machine_tests.rs`, with
+//! `ConsumerCoordinator` that we mirror is a fast deterministic test (`machine_tests/`, with
 //! a simulated coordinator), and the async driver in [`crate::consumer`] is a thin loop
 //! around it.
 //!
@@ -33,6 +33,7 @@ use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Subscription,
 };
+use super::fatal::{FencedIn, GroupFatal};
 
 /// How long cached subscription user data may be reused by later joins; older data is
 /// recomputed and sent only if the assignor says the news matters
@@ -218,8 +219,9 @@ pub enum Output {
     Lost {
         partitions: Vec<Tp>,
     },
-    /// The member cannot continue (fenced static member, unknown assignor, …).
-    Fatal(String),
+    /// The member cannot continue; [`GroupFatal`] says why (fenced static member, KIP-848
+    /// group, an assignor it does not offer, a refusal, …).
+    Fatal(GroupFatal),
     /// LeaveGroup finished after [`Input::Close`].
     Closed,
 }
@@ -1034,7 +1036,7 @@ impl Membership {
         if matches!(self.pending, Some((pid, _)) if pid == id) {
             self.pending = None;
         }
-        self.fatal(reason);
+        self.fatal(GroupFatal::Refused { reason });
     }
 
     fn on_response(&mut self, id: u64, response: Response) {
@@ -1076,12 +1078,10 @@ impl Membership {
                 if is(error, ResponseError::GroupAuthorizationFailed) =>
             {
                 // Not allowed to describe the group: no coordinator will ever be found.
-                self.fatal(format!(
-                    "FindCoordinator for group '{}' failed with {:?} \
-                     (the principal needs the Read ACL on the group)",
-                    self.config.group_id,
-                    crate::error::BrokerCode(error)
-                ));
+                self.fatal(GroupFatal::CoordinatorAuthorization {
+                    group: self.config.group_id.clone(),
+                    code: crate::error::BrokerCode(error),
+                });
             }
             Response::CoordinatorError { error } => {
                 tracing::debug!(error, "FindCoordinator failed");
@@ -1101,7 +1101,7 @@ impl Membership {
         }
     }
 
-    fn fatal(&mut self, why: String) {
+    fn fatal(&mut self, why: GroupFatal) {
         tracing::error!(group = %self.config.group_id, %why, "fatal group error");
         if !self.owned.is_empty() {
             let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
@@ -1129,17 +1129,10 @@ impl Membership {
             // a KIP-848 (`group.protocol=consumer`) group without one: the broker assigns, and
             // this member's assignors would never run. Say so instead of consuming under a plan
             // nobody here made.
-            return self.fatal(format!(
-                "group {} is a KIP-848 consumer-protocol group (JoinGroup named no leader): the \
-                 broker assigns its partitions and the client-side assignors ({}) cannot run; \
-                 use a group of the classic protocol",
-                self.config.group_id,
-                self.assignors
-                    .iter()
-                    .map(|a| a.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return self.fatal(GroupFatal::Kip848Group {
+                group: self.config.group_id.clone(),
+                assignors: self.assignors.iter().map(|a| a.name().to_owned()).collect(),
+            });
         }
         if error == 0 {
             self.contact_at = self.now;
@@ -1163,9 +1156,9 @@ impl Membership {
             // The heartbeat cadence is not reset here (Java resets it): tansu refreshes a
             // session on heartbeats only, and a leader running round after round a few seconds
             // apart pushed its next heartbeat out each time until tansu expelled it.
-            let Some(protocol) = protocol.filter(|p| self.assignors.iter().any(|a| a.name() == p))
-            else {
-                return self.fatal("the group chose an assignor this member does not offer".into());
+            let protocol = match protocol {
+                Some(p) if self.assignors.iter().any(|a| a.name() == p) => p,
+                protocol => return self.fatal(GroupFatal::AssignorNotOffered { protocol }),
             };
             self.protocol = Some(protocol.clone());
             if self.is_leader() {
@@ -1213,18 +1206,21 @@ impl Membership {
             // Retry as is.
         } else if is_coordinator_error(error) {
             self.lose_coordinator("JoinGroup: coordinator moved or not ready");
-        } else if is(error, ResponseError::FencedInstanceId)
-            || is(error, ResponseError::InconsistentGroupProtocol)
+        } else if is(error, ResponseError::FencedInstanceId) {
+            self.fatal(GroupFatal::FencedInstanceId {
+                group: self.config.group_id.clone(),
+                request: FencedIn::Join,
+            });
+        } else if is(error, ResponseError::InconsistentGroupProtocol)
             || is(error, ResponseError::GroupAuthorizationFailed)
             || is(error, ResponseError::InvalidSessionTimeout)
             || is(error, ResponseError::GroupMaxSizeReached)
             || is(error, ResponseError::UnsupportedVersion)
         {
-            self.fatal(format!(
-                "JoinGroup of group '{}' failed with {:?}",
-                self.config.group_id,
-                crate::error::BrokerCode(error)
-            ));
+            self.fatal(GroupFatal::JoinRejected {
+                group: self.config.group_id.clone(),
+                code: crate::error::BrokerCode(error),
+            });
         } else {
             self.backoff();
         }
@@ -1287,7 +1283,7 @@ impl Membership {
             .plan(&round, &mut self.assignors);
         let plan = match planned {
             Ok(plan) => plan,
-            Err(e) => return self.fatal(e.to_string()),
+            Err(e) => return self.fatal(GroupFatal::Leader(e)),
         };
         self.follow_up = plan.follow_up;
         if !self.follow_up {
@@ -1325,7 +1321,10 @@ impl Membership {
             } else if is_coordinator_error(error) {
                 self.lose_coordinator("SyncGroup: coordinator moved or not ready");
             } else if is(error, ResponseError::FencedInstanceId) {
-                self.fatal("SyncGroup: fenced by another member with our group.instance.id".into());
+                self.fatal(GroupFatal::FencedInstanceId {
+                    group: self.config.group_id.clone(),
+                    request: FencedIn::Sync,
+                });
             } else {
                 self.backoff();
             }
@@ -1474,7 +1473,10 @@ impl Membership {
         } else if is_coordinator_error(error) {
             self.lose_coordinator("heartbeat: coordinator moved or not ready");
         } else if is(error, ResponseError::FencedInstanceId) {
-            self.fatal("heartbeat: fenced by another member with our group.instance.id".into());
+            self.fatal(GroupFatal::FencedInstanceId {
+                group: self.config.group_id.clone(),
+                request: FencedIn::Heartbeat,
+            });
         }
     }
 

@@ -1,7 +1,9 @@
 pub mod codec;
+pub mod fatal;
 pub mod machine;
 
 pub use codec::{Assignment, Subscription};
+pub use fatal::{FencedIn, GroupFatal};
 pub use machine::{Input, MemberConfig, Membership, Output, Phase, Request, Response};
 
 #[cfg(test)]
