@@ -343,6 +343,8 @@ fn eager_rounds_pause_everyone_cooperative_rounds_only_movers() {
 
 /// Issue 7: with a dedicated producer, the lag-aware partitioner keeps lag bounded at the
 /// nominal load where even spread into cooperative-sticky does not, in both presets.
+/// One seed is every seed here: cooperative-sticky ignores the members' (noisy) user data, and
+/// these presets and the producer draw nothing at random.
 #[test]
 fn lag_aware_partitioner_bounds_lag_where_even_spread_does_not() {
     use lagbalance_sim::{run_with_producer, with_producer, ProducerMode};
