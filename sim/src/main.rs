@@ -37,7 +37,7 @@ fn main() -> Result<()> {
                 println!(
                     "usage: lagbalance-sim --scenario NAME|all|partitioner [--out DIR] [--seeds N] [--noise F] [--stats-period S]\n\
                      scenarios: {} (partitioner: agoda and hot-partitions with a dedicated producer, issue 7)\n\
-                     --seeds N          evaluate over seeds 1..=N (default {DEFAULT_SEEDS}; partitioner: seed 1 only)\n\
+                     --seeds N          evaluate over seeds 1..=N (default {DEFAULT_SEEDS})\n\
                      --noise F          relative error of the members' self-measurement, uniform ±F per sample (default {})\n\
                      --stats-period S   members sample themselves every S s and report the latest sample; 0 = at the join (default {})",
                     NAMES.join(", "),
@@ -68,7 +68,7 @@ fn main() -> Result<()> {
             };
             sc.measurement = measurement;
             let started = Instant::now();
-            let rep = evaluate_producer(&sc);
+            let rep = evaluate_producer(&sc, &seeds);
             eprintln!(
                 "{name} with a producer: evaluated in {:.1} s",
                 started.elapsed().as_secs_f64()

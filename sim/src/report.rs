@@ -33,11 +33,98 @@ impl Row {
     pub fn per_seed(&self, metric: impl Fn(&SeedRun) -> f64) -> Vec<f64> {
         self.runs.iter().map(metric).collect()
     }
+}
 
-    /// Seeds whose nominal-load run had bounded lag.
-    pub fn bounded_seeds(&self) -> usize {
-        self.runs.iter().filter(|r| r.detail.bounded).count()
+/// One scan and one nominal-load run per seed of `sc`.
+fn over_seeds(
+    sc: &Scenario,
+    seeds: &[u64],
+    sustainable: impl Fn(&Scenario) -> Sustainable,
+    detail: impl Fn(&Scenario) -> RunResult,
+) -> Vec<SeedRun> {
+    seeds
+        .iter()
+        .map(|&seed| {
+            let sc = sc.with_seed(seed);
+            SeedRun {
+                seed,
+                sustainable: sustainable(&sc),
+                detail: detail(&sc),
+            }
+        })
+        .collect()
+}
+
+/// The first seed's nominal-load run (the one plotted).
+fn first_detail(runs: &[SeedRun]) -> RunResult {
+    runs.first().map(|x| x.detail.clone()).unwrap_or_default()
+}
+
+/// `1, 2, 3` for the seeds line above a table.
+fn seeds_text(seeds: &[u64]) -> String {
+    list(&seeds.iter().map(|&x| x as f64).collect::<Vec<_>>(), 0)
+}
+
+/// Table cell: `metric` of the nominal-load runs as min / median / max.
+fn cell(runs: &[SeedRun], metric: impl Fn(&RunResult) -> f64, decimals: usize) -> String {
+    Spread::of(&runs.iter().map(|x| metric(&x.detail)).collect::<Vec<_>>()).cell(decimals)
+}
+
+/// Table cell for the sustainable load, `(!)` when some seed's scan was not monotonic.
+fn sustainable_cell(runs: &[SeedRun]) -> String {
+    let loads: Vec<f64> = runs.iter().map(|x| x.sustainable.load * 100.0).collect();
+    let flag = runs.iter().any(|x| !x.sustainable.bounded_above.is_empty());
+    format!(
+        "{}{}",
+        Spread::of(&loads).cell(0),
+        if flag { " (!)" } else { "" }
+    )
+}
+
+/// Table cell: seeds whose nominal-load run had bounded lag, of all seeds.
+fn bounded_cell(runs: &[SeedRun]) -> String {
+    let bounded = runs.iter().filter(|r| r.detail.bounded).count();
+    format!("{bounded}/{}", runs.len())
+}
+
+/// `seed 2 (limit 70 %, bounded again at 73, 74 %); …` for the seeds whose scan was not
+/// monotonic; empty when all were.
+fn non_monotonic(runs: &[SeedRun]) -> String {
+    runs.iter()
+        .filter(|x| !x.sustainable.bounded_above.is_empty())
+        .map(|x| {
+            let above: Vec<f64> = x
+                .sustainable
+                .bounded_above
+                .iter()
+                .map(|l| l * 100.0)
+                .collect();
+            format!(
+                "seed {} (limit {:.0} %, bounded again at {} %)",
+                x.seed,
+                x.sustainable.load * 100.0,
+                list(&above, 0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The note under a table listing every non-monotonic scan, one line per row label.
+fn non_monotonic_note<'a>(rows: impl Iterator<Item = (&'a str, &'a [SeedRun])>) -> String {
+    let lines: Vec<String> = rows
+        .filter_map(|(label, runs)| {
+            let seeds = non_monotonic(runs);
+            (!seeds.is_empty()).then(|| format!("- {label}: {seeds}"))
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
     }
+    format!(
+        "\n(!) Not monotonic in load: bounded again above the reported limit (which counts only loads with every lower grid load bounded):\n\n{}\n",
+        lines.join("\n")
+    )
 }
 
 /// Min, median and max of a metric over the seeds.
@@ -115,17 +202,12 @@ pub fn evaluate(sc: &Scenario, strategies: &[Strategy], seeds: &[u64]) -> Scenar
         .map(|&s| Row {
             strategy: s,
             cooperative: s.make(&sc.settings).cooperative(),
-            runs: seeds
-                .iter()
-                .map(|&seed| {
-                    let sc = sc.with_seed(seed);
-                    SeedRun {
-                        seed,
-                        sustainable: max_sustainable(&sc, s),
-                        detail: run(&sc, s, sc.load, true),
-                    }
-                })
-                .collect(),
+            runs: over_seeds(
+                sc,
+                seeds,
+                |sc| max_sustainable(sc, s),
+                |sc| run(sc, s, sc.load, true),
+            ),
         })
         .collect();
     let mut rep = ScenarioReport {
@@ -296,7 +378,6 @@ fn beats(
 
 fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
     let mut s = String::new();
-    let n = rep.seeds.len();
     let _ = writeln!(
         s,
         "### `{}` — {}
@@ -313,7 +394,7 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         sc.rebalance.move_pause_s,
         sc.measurement.period_s,
         sc.measurement.noise * 100.0,
-        list(&rep.seeds.iter().map(|&x| x as f64).collect::<Vec<_>>(), 0)
+        seeds_text(&rep.seeds)
     );
     let _ = writeln!(
         s,
@@ -324,63 +405,34 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         s,
         "|---|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let mut non_monotonic = Vec::new();
     for r in &rep.rows {
-        let cell = |metric: fn(&RunResult) -> f64, decimals: usize| {
-            Spread::of(&r.per_seed(|x| metric(&x.detail))).cell(decimals)
-        };
-        let flagged: Vec<String> = r
-            .runs
-            .iter()
-            .filter(|x| !x.sustainable.bounded_above.is_empty())
-            .map(|x| {
-                format!(
-                    "seed {} (limit {:.0} %, bounded again at {} %)",
-                    x.seed,
-                    x.sustainable.load * 100.0,
-                    list(
-                        &x.sustainable
-                            .bounded_above
-                            .iter()
-                            .map(|l| l * 100.0)
-                            .collect::<Vec<_>>(),
-                        0
-                    )
-                )
-            })
-            .collect();
-        if !flagged.is_empty() {
-            non_monotonic.push(format!("- {}: {}", r.strategy.name(), flagged.join("; ")));
-        }
+        let runs = &r.runs;
         let _ = writeln!(
             s,
-            "| {} | {} | {}{} | {}/{n} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.strategy.name(),
             if r.cooperative {
                 "cooperative"
             } else {
                 "eager"
             },
-            Spread::of(&r.per_seed(|x| x.sustainable.load * 100.0)).cell(0),
-            if flagged.is_empty() { "" } else { " (!)" },
-            r.bounded_seeds(),
-            cell(|d| d.lag_p50, 0),
-            cell(|d| d.lag_p99, 0),
-            cell(|d| d.lag_max, 0),
-            cell(|d| d.latency_p99_s, 0),
-            cell(|d| d.rebalances as f64, 0),
-            cell(|d| d.rounds as f64, 0),
-            cell(|d| d.moves as f64, 0),
-            cell(|d| d.util_spread_pp, 1)
+            sustainable_cell(runs),
+            bounded_cell(runs),
+            cell(runs, |d| d.lag_p50, 0),
+            cell(runs, |d| d.lag_p99, 0),
+            cell(runs, |d| d.lag_max, 0),
+            cell(runs, |d| d.latency_p99_s, 0),
+            cell(runs, |d| d.rebalances as f64, 0),
+            cell(runs, |d| d.rounds as f64, 0),
+            cell(runs, |d| d.moves as f64, 0),
+            cell(runs, |d| d.util_spread_pp, 1)
         );
     }
-    if !non_monotonic.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n(!) Not monotonic in load: bounded again above the reported limit (which counts only loads with every lower grid load bounded):\n\n{}",
-            non_monotonic.join("\n")
-        );
-    }
+    s.push_str(&non_monotonic_note(
+        rep.rows
+            .iter()
+            .map(|r| (r.strategy.name(), r.runs.as_slice())),
+    ));
     if let Some(event) = sc.event_s {
         let _ = writeln!(s, "\nRecovery after the event at {event:.0} s (30 s moving average of group lag back at or under its maximum over the 5 minutes before), per seed:\n");
         for r in &rep.rows {
@@ -408,8 +460,8 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
                 s,
                 "- {}: max {} triggered rebalances in an hour, {} moves inside the window",
                 r.strategy.name(),
-                Spread::of(&r.per_seed(|x| x.detail.max_rebalances_per_hour as f64)).cell(0),
-                Spread::of(&r.per_seed(|x| x.detail.double_moves as f64)).cell(0)
+                cell(&r.runs, |d| d.max_rebalances_per_hour as f64, 0),
+                cell(&r.runs, |d| d.double_moves as f64, 0)
             );
         }
     }
@@ -429,8 +481,7 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
 /// Plots of the first seed.
 fn plots(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let first = |r: &Row| r.runs.first().map(|x| x.detail.clone()).unwrap_or_default();
-    let details: Vec<RunResult> = rep.rows.iter().map(first).collect();
+    let details: Vec<RunResult> = rep.rows.iter().map(|r| first_detail(&r.runs)).collect();
     let series: Vec<Series> = rep
         .rows
         .iter()
@@ -457,7 +508,7 @@ fn plots(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, String)> {
     ));
     for strat in [Strategy::LagBalance, Strategy::CooperativeSticky] {
         let Some(r) = rep.row(strat) else { continue };
-        let d = &first(r);
+        let d = &first_detail(&r.runs);
         let m = d.series_util.first().map_or(0, Vec::len);
         let per: Vec<Vec<f64>> = (0..m)
             .map(|i| d.series_util.iter().map(|u| u[i] * 100.0).collect())
@@ -503,8 +554,8 @@ pub const PRODUCER_COMBOS: [(ProducerMode, Strategy); 4] = [
 pub struct ProducerRow {
     pub mode: ProducerMode,
     pub strategy: Strategy,
-    pub max_sustainable: Sustainable,
-    pub detail: RunResult,
+    /// One per seed, in the order the seeds were given.
+    pub runs: Vec<SeedRun>,
 }
 
 pub struct ProducerReport {
@@ -521,17 +572,23 @@ impl ProducerReport {
     }
 }
 
-/// Evaluate a scenario that has a dedicated producer (`scenario::with_producer`).
-pub fn evaluate_producer(sc: &Scenario) -> ProducerReport {
+/// Evaluate a scenario that has a dedicated producer (`scenario::with_producer`) over `seeds`;
+/// the plot is of the first seed.
+pub fn evaluate_producer(sc: &Scenario, seeds: &[u64]) -> ProducerReport {
     let rows: Vec<ProducerRow> = PRODUCER_COMBOS
         .iter()
         .map(|&(mode, strategy)| ProducerRow {
             mode,
             strategy,
-            max_sustainable: max_sustainable_with_producer(sc, strategy, mode),
-            detail: run_with_producer(sc, strategy, mode, sc.load, true),
+            runs: over_seeds(
+                sc,
+                seeds,
+                |sc| max_sustainable_with_producer(sc, strategy, mode),
+                |sc| run_with_producer(sc, strategy, mode, sc.load, true),
+            ),
         })
         .collect();
+    let label = |r: &ProducerRow| format!("{} + {}", r.mode.name(), r.strategy.name());
     let mut s = String::new();
     let keyed = sc.producer.as_ref().is_some_and(|p| p.keyed);
     let _ = writeln!(
@@ -542,7 +599,7 @@ pub fn evaluate_producer(sc: &Scenario) -> ProducerReport {
     if let Some(p) = &sc.producer {
         let _ = writeln!(
             s,
-            "Producer: {}; partitioner refresh {} s, slow_lag {:.1} records, observe {} s, probe {} s at share {}, at most {:.0} % closed. Run: {:.0} s simulated, detailed columns at {:.0} % load; one seed ({}); members measure themselves every {} s with ±{:.0} % error per sample. (!) marks a sustainable load above which some grid load is bounded again.\n",
+            "Producer: {}; partitioner refresh {} s, slow_lag {:.1} records, observe {} s, probe {} s at share {}, at most {:.0} % closed. Run: {:.0} s simulated, detailed columns at {:.0} % load. Members measure themselves every {} s with ±{:.0} % error per sample. Seeds {}; every cell is min / median / max over the seeds (one figure when they agree).\n",
             if keyed {
                 "keyed records (the hot partitions are hot keys), lag-aware keyed routing on"
             } else {
@@ -556,14 +613,14 @@ pub fn evaluate_producer(sc: &Scenario) -> ProducerReport {
             p.settings.max_closed_ratio * 100.0,
             sc.duration_s,
             sc.load * 100.0,
-            sc.seed,
             sc.measurement.period_s,
-            sc.measurement.noise * 100.0
+            sc.measurement.noise * 100.0,
+            seeds_text(seeds)
         );
     }
     let _ = writeln!(
         s,
-        "| producer + assignor | max sustainable (% of capacity) | bounded at {:.0} % | p50 lag | p99 lag | max lag | p99 latency (s) | peak consumer demand (input ÷ capacity) | records redirected | partitioner state changes | rebalances |",
+        "| producer + assignor | max sustainable (% of capacity) | bounded at {:.0} % (seeds) | p50 lag | p99 lag | max lag | p99 latency (s) | peak consumer demand (input ÷ capacity) | records redirected (%) | partitioner state changes | rebalances |",
         sc.load * 100.0
     );
     let _ = writeln!(
@@ -571,39 +628,43 @@ pub fn evaluate_producer(sc: &Scenario) -> ProducerReport {
         "|---|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in &rows {
-        let d = &r.detail;
+        let runs = &r.runs;
         let _ = writeln!(
             s,
-            "| {} | {:.0}{} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.1} % | {} | {} |",
-            d.strategy,
-            r.max_sustainable.load * 100.0,
-            if r.max_sustainable.bounded_above.is_empty() {
-                ""
-            } else {
-                " (!)"
-            },
-            if d.bounded { "yes" } else { "no" },
-            d.lag_p50,
-            d.lag_p99,
-            d.lag_max,
-            d.latency_p99_s,
-            d.peak_demand,
-            d.redirected * 100.0,
-            d.transitions,
-            d.rebalances
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            label(r),
+            sustainable_cell(runs),
+            bounded_cell(runs),
+            cell(runs, |d| d.lag_p50, 0),
+            cell(runs, |d| d.lag_p99, 0),
+            cell(runs, |d| d.lag_max, 0),
+            cell(runs, |d| d.latency_p99_s, 0),
+            cell(runs, |d| d.peak_demand, 2),
+            cell(runs, |d| d.redirected * 100.0, 1),
+            cell(runs, |d| d.transitions as f64, 0),
+            cell(runs, |d| d.rebalances as f64, 0)
         );
     }
+    let labels: Vec<String> = rows.iter().map(label).collect();
+    s.push_str(&non_monotonic_note(
+        labels
+            .iter()
+            .zip(&rows)
+            .map(|(l, r)| (l.as_str(), r.runs.as_slice())),
+    ));
     let _ = writeln!(
         s,
-        "\n![lag over time](partitioner-{n}-lag.svg)\n",
+        "\nPlot: seed {}.\n\n![lag over time](partitioner-{n}-lag.svg)\n",
+        seeds.first().copied().unwrap_or(sc.seed),
         n = sc.name
     );
-    let series: Vec<Series> = rows
+    let first: Vec<RunResult> = rows.iter().map(|r| first_detail(&r.runs)).collect();
+    let series: Vec<Series> = first
         .iter()
-        .map(|r| Series {
-            name: &r.detail.strategy,
-            xs: &r.detail.series_t,
-            ys: &r.detail.series_lag,
+        .map(|d| Series {
+            name: &d.strategy,
+            xs: &d.series_t,
+            ys: &d.series_lag,
         })
         .collect();
     let svg = line_chart(
