@@ -6,8 +6,9 @@
 //! that needs less gives the rest to the others), as a consumer polling its partitions in turn.
 //!
 //! The assignors see only what a real group shows them: members publish their own
-//! measurements (throughput, busy CPU, backlog flag, per-partition rates) through the real
-//! `subscription_user_data`, the leader adds lag and smoothed rates per partition
+//! measurements (throughput, busy CPU, backlog flag, per-partition rates), sampled now and then
+//! and with error ([`Measurement`](crate::scenario::Measurement)), through the real
+//! `subscription_user_data`; the leader adds lag and smoothed rates per partition
 //! (`GroupView::stats`, as ListOffsets + committed offsets would give it), and true consumer
 //! speeds stay hidden. Rebalances follow the protocol: under eager, every partition is
 //! revoked when the round starts; under cooperative, members keep consuming, revoke what the
@@ -51,6 +52,9 @@ struct Member {
     owned: Vec<usize>,
     generation: i32,
     window: VecDeque<StepStat>,
+    /// The latest sample the member took of itself (`None` before the first).
+    published: Option<MemberStats>,
+    next_sample: f64,
 }
 
 struct Partition {
@@ -134,6 +138,8 @@ pub struct Sim<'a> {
     parts: Vec<Partition>,
     members: Vec<Member>,
     rng: Rng,
+    /// Measurement error has its own stream, so that noise never changes the workload.
+    noise_rng: Rng,
     hot_mask: Vec<bool>,
     hot_period: Option<usize>,
     t: f64,
@@ -165,6 +171,9 @@ pub struct Sim<'a> {
 }
 
 const SAMPLE_S: f64 = 10.0;
+
+/// Mixed into the seed of the measurement-noise stream.
+const NOISE_SALT: u64 = 0x6E6F_6973_655F_7273;
 
 impl<'a> Sim<'a> {
     pub fn new(sc: &'a Scenario, strategy: Strategy, load: f64) -> Self {
@@ -232,6 +241,9 @@ impl<'a> Sim<'a> {
                 owned: Vec::new(),
                 generation: -1,
                 window: VecDeque::new(),
+                published: None,
+                // Members' clocks are not aligned: each samples on its own phase.
+                next_sample: sc.measurement.period_s * i as f64 / sc.consumers.len() as f64,
             })
             .collect::<Vec<_>>();
         let cooperative = members[0].assignor.cooperative();
@@ -255,6 +267,7 @@ impl<'a> Sim<'a> {
             parts,
             members,
             rng,
+            noise_rng: Rng::new(sc.seed ^ NOISE_SALT),
             hot_mask: Vec::new(),
             hot_period: None,
             t: 0.0,
@@ -385,6 +398,7 @@ impl<'a> Sim<'a> {
         for step in 0..steps {
             self.step = step;
             self.t = step as f64 * dt;
+            self.sample_members();
             if let Some(at) = self.round_at {
                 if self.t >= at {
                     self.complete_round();
@@ -555,6 +569,47 @@ impl<'a> Sim<'a> {
         utils
     }
 
+    /// Members whose sampling time has come measure themselves.
+    fn sample_members(&mut self) {
+        let period = self.sc.measurement.period_s;
+        if period <= 0.0 {
+            return;
+        }
+        for mi in 0..self.members.len() {
+            if self.t >= self.members[mi].next_sample {
+                let stats = self.measure(mi);
+                let m = &mut self.members[mi];
+                m.published = Some(stats);
+                while m.next_sample <= self.t {
+                    m.next_sample += period;
+                }
+            }
+        }
+    }
+
+    /// What member `mi` reports at a join: its latest sample, or a fresh one when members
+    /// sample at the join.
+    fn reported_stats(&mut self, mi: usize) -> MemberStats {
+        if self.sc.measurement.period_s > 0.0 {
+            self.members[mi].published.clone().unwrap_or_default()
+        } else {
+            self.measure(mi)
+        }
+    }
+
+    /// One sample of member `mi`: its true figures with the scenario's measurement error.
+    fn measure(&mut self, mi: usize) -> MemberStats {
+        let mut stats = self.member_stats(mi);
+        let noise = self.sc.measurement.noise;
+        let mut factor = || 1.0 + noise * (2.0 * self.noise_rng.unit() - 1.0);
+        stats.processed_rate *= factor();
+        for p in &mut stats.partitions {
+            p.3 *= factor();
+        }
+        stats
+    }
+
+    /// Member `mi`'s true figures over its trailing measurement window.
     fn member_stats(&self, mi: usize) -> MemberStats {
         let m = &self.members[mi];
         let dt = self.sc.dt_s;
@@ -616,7 +671,7 @@ impl<'a> Sim<'a> {
         let topics: Vec<String> = self.sc.topics.iter().map(|(t, _)| t.clone()).collect();
         let mut members = Vec::with_capacity(self.members.len());
         for mi in 0..self.members.len() {
-            let stats = self.member_stats(mi);
+            let stats = self.reported_stats(mi);
             let user_data = self.members[mi].assignor.subscription_user_data(&stats);
             let m = &self.members[mi];
             let subscription = Subscription {
@@ -942,31 +997,86 @@ pub fn run_with_producer(
 }
 
 /// [`max_sustainable`] with the dedicated producer.
-pub fn max_sustainable_with_producer(sc: &Scenario, strategy: Strategy, mode: ProducerMode) -> f64 {
-    bisect(|load| run_with_producer(sc, strategy, mode, load, false).bounded)
+pub fn max_sustainable_with_producer(
+    sc: &Scenario,
+    strategy: Strategy,
+    mode: ProducerMode,
+) -> Sustainable {
+    scan(|load| run_with_producer(sc, strategy, mode, load, false).bounded)
 }
 
-/// Highest load (fraction of total initial capacity) with bounded lag, by bisection
-/// (10 steps: ±0.1 % of capacity).
-pub fn max_sustainable(sc: &Scenario, strategy: Strategy) -> f64 {
-    bisect(|load| run(sc, strategy, load, false).bounded)
+/// The highest load (fraction of total initial capacity) with bounded lag, from a grid scan
+/// ([`scan`]).
+pub fn max_sustainable(sc: &Scenario, strategy: Strategy) -> Sustainable {
+    scan(|load| run(sc, strategy, load, false).bounded)
 }
 
-fn bisect(bounded: impl Fn(f64) -> bool) -> f64 {
-    let (mut lo, mut hi) = (0.05, 1.25);
-    if bounded(hi) {
-        return hi;
+/// What a sustainable-load scan found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sustainable {
+    /// The highest grid load that is bounded with every lower grid load bounded too; 0 when
+    /// the lowest is not.
+    pub load: f64,
+    /// Grid loads above `load` that are bounded all the same: boundedness is not monotonic in
+    /// load there, so `load` is the figure to trust and these are flagged.
+    pub bounded_above: Vec<f64>,
+}
+
+/// Coarse grid of the scan, in percent of capacity.
+const GRID_PERCENT: std::ops::RangeInclusive<u32> = 5..=125;
+const COARSE_STEP: u32 = 5;
+
+/// Scan loads on a grid: every 5 % from 5 % to 125 %, then every 1 % between the highest
+/// coarse load below which everything was bounded and the next coarse load. Each load is a
+/// separate run, and nothing guarantees that a run bounded at one load is bounded at every
+/// lower one, so the whole grid is run rather than bisected.
+pub fn scan(bounded: impl Fn(f64) -> bool) -> Sustainable {
+    let load = |pct: u32| f64::from(pct) / 100.0;
+    let coarse: Vec<(u32, bool)> = GRID_PERCENT
+        .step_by(COARSE_STEP as usize)
+        .map(|pct| (pct, bounded(load(pct))))
+        .collect();
+    let fine_from = coarse.iter().take_while(|c| c.1).last().map(|c| c.0);
+    let fine: Vec<(u32, bool)> = match fine_from {
+        Some(from) if from < *GRID_PERCENT.end() => (from + 1..from + COARSE_STEP)
+            .map(|pct| (pct, bounded(load(pct))))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut grid = [coarse, fine].concat();
+    grid.sort_unstable_by_key(|g| g.0);
+    let limit = grid.iter().take_while(|g| g.1).last().map_or(0, |g| g.0);
+    Sustainable {
+        load: load(limit),
+        bounded_above: grid
+            .iter()
+            .filter(|g| g.0 > limit && g.1)
+            .map(|g| load(g.0))
+            .collect(),
     }
-    if !bounded(lo) {
-        return 0.0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_a_monotone_limit_to_the_percent() {
+        let s = scan(|load| load <= 0.731);
+        assert_eq!(s.load, 0.73);
+        assert!(s.bounded_above.is_empty());
+        assert_eq!(scan(|_| true).load, 1.25);
+        assert_eq!(scan(|_| false).load, 0.0);
     }
-    for _ in 0..10 {
-        let mid = (lo + hi) / 2.0;
-        if bounded(mid) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
+
+    #[test]
+    fn scan_reports_the_contiguous_limit_and_flags_bounded_loads_above_it() {
+        let s = scan(|load| load <= 0.62 || (0.795..0.805).contains(&load));
+        assert_eq!(s.load, 0.62);
+        assert_eq!(s.bounded_above, vec![0.8]);
+        // A hole below the top counts: 50 % unbounded caps the limit below it.
+        let s = scan(|load| (load - 0.5).abs() > 1e-9 && load <= 0.9);
+        assert_eq!(s.load, 0.49);
+        assert!(s.bounded_above.contains(&0.55) && s.bounded_above.contains(&0.9));
     }
-    lo
 }

@@ -11,8 +11,10 @@ pub mod strategies;
 pub mod svg;
 
 pub use engine::{
-    max_sustainable, max_sustainable_with_producer, run, run_with_producer, RunResult,
+    max_sustainable, max_sustainable_with_producer, run, run_with_producer, RunResult, Sustainable,
 };
 pub use producer::ProducerMode;
-pub use scenario::{by_name, with_producer, Scenario, NAMES, PRODUCER_NAMES};
+pub use scenario::{
+    by_name, with_producer, Measurement, Scenario, DEFAULT_SEEDS, NAMES, PRODUCER_NAMES,
+};
 pub use strategies::Strategy;

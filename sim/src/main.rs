@@ -1,6 +1,7 @@
-//! `lagbalance-sim --scenario NAME|all [--out DIR]`: run a scenario preset against every
-//! strategy, print the markdown table, and write it with SVG plots into DIR (default docs/sim).
-//! Exits with an error if any acceptance check of issue 4 is not met. `--scenario partitioner`
+//! `lagbalance-sim --scenario NAME|all [--out DIR] [--seeds N] [--noise F] [--stats-period S]`:
+//! run a scenario preset against every strategy over seeds 1..=N, print the markdown table, and
+//! write it with SVG plots into DIR (default docs/sim). Exits with an error if any acceptance
+//! check of issue 4 is not met for some seed. `--scenario partitioner`
 //! runs `agoda` and `hot-partitions` with a dedicated producer (issue 7) into DIR/partitioner.md.
 
 use std::path::PathBuf;
@@ -8,26 +9,50 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use lagbalance_sim::report::{evaluate, evaluate_producer};
-use lagbalance_sim::{by_name, with_producer, Strategy, NAMES, PRODUCER_NAMES};
+use lagbalance_sim::{
+    by_name, with_producer, Measurement, Strategy, DEFAULT_SEEDS, NAMES, PRODUCER_NAMES,
+};
+
+/// The value after a flag, parsed.
+fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T> {
+    let v = v.with_context(|| format!("{flag} needs a value"))?;
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("{flag}: cannot parse {v:?}"))
+}
 
 fn main() -> Result<()> {
     let mut scenario = None;
     let mut out = PathBuf::from("docs/sim");
+    let mut seeds = DEFAULT_SEEDS;
+    let mut measurement = Measurement::REALISTIC;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenario" => scenario = args.next(),
             "--out" => out = PathBuf::from(args.next().context("--out needs a directory")?),
+            "--seeds" => seeds = value(&a, args.next())?,
+            "--noise" => measurement.noise = value(&a, args.next())?,
+            "--stats-period" => measurement.period_s = value(&a, args.next())?,
             "-h" | "--help" => {
                 println!(
-                    "usage: lagbalance-sim --scenario NAME|all|partitioner [--out DIR]\nscenarios: {} (partitioner: agoda and hot-partitions with a dedicated producer, issue 7)",
-                    NAMES.join(", ")
+                    "usage: lagbalance-sim --scenario NAME|all|partitioner [--out DIR] [--seeds N] [--noise F] [--stats-period S]\n\
+                     scenarios: {} (partitioner: agoda and hot-partitions with a dedicated producer, issue 7)\n\
+                     --seeds N          evaluate over seeds 1..=N (default {DEFAULT_SEEDS})\n\
+                     --noise F          relative error of the members' self-measurement, uniform ±F per sample (default {})\n\
+                     --stats-period S   members sample themselves every S s and report the latest sample; 0 = at the join (default {})",
+                    NAMES.join(", "),
+                    Measurement::REALISTIC.noise,
+                    Measurement::REALISTIC.period_s
                 );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
+    if seeds == 0 || !(0.0..1.0).contains(&measurement.noise) || measurement.period_s < 0.0 {
+        bail!("need --seeds >= 1, 0 <= --noise < 1 and --stats-period >= 0");
+    }
+    let seeds: Vec<u64> = (1..=seeds).collect();
     let Some(scenario) = scenario else {
         bail!(
             "--scenario NAME|all is required; scenarios: {}",
@@ -38,11 +63,12 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let mut md = String::from("## Lag-aware producer partitioner (issue 7)\n\n");
         for name in PRODUCER_NAMES {
-            let Some(sc) = with_producer(name) else {
+            let Some(mut sc) = with_producer(name) else {
                 bail!("no producer preset {name:?}");
             };
+            sc.measurement = measurement;
             let started = Instant::now();
-            let rep = evaluate_producer(&sc);
+            let rep = evaluate_producer(&sc, &seeds);
             eprintln!(
                 "{name} with a producer: evaluated in {:.1} s",
                 started.elapsed().as_secs_f64()
@@ -65,11 +91,12 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut failed = Vec::new();
     for name in names {
-        let Some(sc) = by_name(name) else {
+        let Some(mut sc) = by_name(name) else {
             bail!("unknown scenario {name:?}; scenarios: {}", NAMES.join(", "));
         };
+        sc.measurement = measurement;
         let started = Instant::now();
-        let rep = evaluate(&sc, &Strategy::ALL);
+        let rep = evaluate(&sc, &Strategy::ALL, &seeds);
         println!("{}", rep.markdown);
         eprintln!(
             "{name}: evaluated in {:.1} s",

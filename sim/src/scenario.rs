@@ -117,6 +117,36 @@ pub struct RebalanceCost {
     pub move_pause_s: f64,
 }
 
+/// How members measure themselves. The model knows every true figure; a real member only
+/// samples its own throughput now and then, with error, and the leader plans with the last
+/// sample the member published.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Measurement {
+    /// Relative error of each sample: its throughput (and so the capacity it implies) and each
+    /// per-partition rate are multiplied by an independent factor uniform in
+    /// `[1 − noise, 1 + noise]`.
+    pub noise: f64,
+    /// Members sample every this many seconds, each on its own phase, and a join reports the
+    /// latest sample, so what the leader sees is up to one period old. 0: sampled at the join.
+    pub period_s: f64,
+}
+
+impl Measurement {
+    /// Exact figures, measured at the join.
+    pub const EXACT: Measurement = Measurement {
+        noise: 0.0,
+        period_s: 0.0,
+    };
+    /// ±10 % per sample, published every 5 s (the client's stats period).
+    pub const REALISTIC: Measurement = Measurement {
+        noise: 0.10,
+        period_s: 5.0,
+    };
+}
+
+/// Seeds a scenario is evaluated over unless told otherwise: `1..=DEFAULT_SEEDS`.
+pub const DEFAULT_SEEDS: u64 = 5;
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub name: &'static str,
@@ -140,7 +170,9 @@ pub struct Scenario {
     pub settings: LagBalanceSettings,
     /// Time of the event the scenario is about (noisy-neighbour), for the recovery metric.
     pub event_s: Option<f64>,
+    /// Seed of one run: workload randomness and measurement noise.
     pub seed: u64,
+    pub measurement: Measurement,
     /// The dedicated producer of the partitioner scenarios (`None`: rates as given).
     pub producer: Option<ProducerSpec>,
 }
@@ -152,6 +184,14 @@ impl Scenario {
 
     pub fn total_capacity(&self) -> f64 {
         self.consumers.iter().map(|c| c.speed).sum()
+    }
+
+    /// The same scenario with another seed.
+    pub fn with_seed(&self, seed: u64) -> Scenario {
+        Scenario {
+            seed,
+            ..self.clone()
+        }
     }
 
     /// The same scenario, shorter (tests), keeping events at the same fraction of the run.
@@ -209,7 +249,8 @@ fn base(name: &'static str, description: &'static str) -> Scenario {
         rate_window_s: 60.0,
         settings: LagBalanceSettings::default(),
         event_s: None,
-        seed: 42,
+        seed: 1,
+        measurement: Measurement::REALISTIC,
         producer: None,
     }
 }
