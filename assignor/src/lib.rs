@@ -26,3 +26,8 @@ pub use cluster::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, RebalanceListener};
 pub use error::{Error, Result};
 pub use lagbalance_assign as assign;
+
+/// The README's Rust example compiles as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
