@@ -308,10 +308,12 @@ async fn a_host_name_missing_from_the_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sasl_ssl_scram_sha_512_round_trip() {
+async fn sasl_ssl_plain_and_scram_round_trip() {
     let kafka = Kafka::shared().await;
-    let props = kafka.sasl("SASL_SSL", "SCRAM-SHA-512", "alice", "alice-secret");
-    produce_fetch_round_trip(&props.client(&kafka.sasl_ssl), 20).await;
+    for mechanism in MECHANISMS {
+        let props = kafka.sasl("SASL_SSL", mechanism, "alice", "alice-secret");
+        produce_fetch_round_trip(&props.client(&kafka.sasl_ssl), 20).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
