@@ -3,7 +3,7 @@
 //! answers and a clock reading.
 //!
 //! **Log end and lag** are read by the one lag rule of the client ([`lagbalance::lag`]), the
-//! same the consumer and the partitioner use: log end = `max(ListOffsets,
+//! same the consumer, its leader and the partitioner use: log end = `max(ListOffsets,
 //! committed offset, the log end of the previous poll)`, lag = log end − committed. tansu
 //! 0.6.0 under-reports the log end by up to one batch (docs/tansu-quirks.md); lag is therefore
 //! under-estimated by less than one batch there, never negative, and it does not flicker when

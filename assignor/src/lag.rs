@@ -1,9 +1,9 @@
 //! One lag reading: how a partition's log end and lag are read from a broker's answer, a
 //! position in the log and what was known before. The consumer ([`crate::Consumer::lag`],
-//! [`crate::fetcher::PartitionState::lag`]), the lag-aware partitioner
-//! ([`crate::lag_partitioner::LagReader`]), the admin client
-//! ([`crate::admin::PartitionOffsets::reading`]) and the agent's view read lag here, so one
-//! partition shows the same lag wherever it is looked at.
+//! [`crate::fetcher::PartitionState::lag`]), its background lag sampler, the lag-aware
+//! partitioner ([`crate::lag_partitioner::LagReader`]), the admin client
+//! ([`crate::admin::PartitionOffsets::reading`]) and the agent's view all read lag here, so
+//! one partition shows the same lag wherever it is looked at.
 //!
 //! The rules, each applied by [`read`]:
 //!
