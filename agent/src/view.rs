@@ -2,13 +2,12 @@
 //! DescribeGroups, OffsetFetch and ListOffsets returned. Pure: the poll loop hands in the raw
 //! answers and a clock reading.
 //!
-//! **Log end and tansu.** tansu 0.6.0 answers ListOffsets(latest) with the newest batch's base
-//! offset + 1, under-reporting the log end by up to one batch (docs/tansu-quirks.md). We take
-//! the log end of a partition as `max(ListOffsets, committed offset, the largest log end seen
-//! before)`: a consumer cannot commit beyond the log end, and the log end never moves back, so
-//! each term is a lower bound of the truth and the max is the best one we have. Lag can
-//! therefore be under-estimated by less than one batch, never negative, and it does not
-//! flicker when a later answer is staler than an earlier one.
+//! **Log end and lag** are read by the one lag rule of the client ([`lagbalance::lag`]), the
+//! same the consumer, its leader and the partitioner use: log end = `max(ListOffsets,
+//! committed offset, the log end of the previous poll)`, lag = log end − committed. tansu
+//! 0.6.0 under-reports the log end by up to one batch (docs/tansu-quirks.md); lag is therefore
+//! under-estimated by less than one batch there, never negative, and it does not flicker when
+//! a later answer is staler than an earlier one.
 //!
 //! Partitions without a committed offset count as lag 0 (where such a consumer starts depends
 //! on its `auto.offset.reset`, which the agent cannot see); they are counted in
@@ -20,6 +19,7 @@ use lagbalance::admin::{DescribedMember, GroupDescription};
 use lagbalance::assign::capacity::ewma_alpha;
 use lagbalance::assign::userdata::MemberUserData;
 use lagbalance::group::codec::{decode_assignment, decode_subscription};
+use lagbalance::lag;
 
 pub type Tp = (String, i32);
 
@@ -302,12 +302,14 @@ impl ViewTracker {
         let mut uncommitted = 0;
         for tp in tps {
             let prev = self.parts.get(tp).copied();
-            let committed = snap.committed.get(tp).copied().filter(|c| *c >= 0);
-            let listed = snap.log_end.get(tp).copied().unwrap_or(0).max(0);
-            let log_end = listed
-                .max(committed.unwrap_or(0))
-                .max(prev.map(|p| p.log_end).unwrap_or(0));
-            let lag = committed.map(|c| log_end - c).unwrap_or(0).max(0);
+            let committed = snap.committed.get(tp).copied().and_then(lag::offset);
+            let reading = lag::read(
+                snap.log_end.get(tp).copied(),
+                committed,
+                prev.map(|p| p.log_end),
+            );
+            let log_end = reading.log_end;
+            let lag = reading.lag.unwrap_or(0);
             if committed.is_none() && owner.contains_key(tp) {
                 uncommitted += 1;
             }

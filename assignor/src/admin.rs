@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::Client;
 use crate::error::{check_code, Error, Result};
+use crate::lag::{self, LagReading};
 use crate::wire::Connection;
 
 /// Which offset ListOffsets should return.
@@ -76,9 +77,17 @@ pub struct GroupDescription {
 pub struct PartitionOffsets {
     pub partition: i32,
     /// ListOffsets(latest). On tansu 0.6.0 the newest batch's base offset + 1
-    /// (docs/tansu-quirks.md).
+    /// (docs/tansu-quirks.md): read lag through [`PartitionOffsets::reading`], not from this.
     pub log_end: i64,
     pub committed: Option<i64>,
+}
+
+impl PartitionOffsets {
+    /// The group's lag on this partition by the one lag rule ([`crate::lag`]), given the
+    /// log end of the previous reading of the partition, if any.
+    pub fn reading(&self, known_log_end: Option<i64>) -> LagReading {
+        lag::read(Some(self.log_end), self.committed, known_log_end)
+    }
 }
 
 /// Offsets per (topic, partition).
@@ -235,11 +244,8 @@ impl Client {
                         },
                         p.error_code,
                     )?;
-                    if p.committed_offset >= 0 {
-                        out.insert(
-                            (t.name.0.to_string(), p.partition_index),
-                            p.committed_offset,
-                        );
+                    if let Some(o) = lag::offset(p.committed_offset) {
+                        out.insert((t.name.0.to_string(), p.partition_index), o);
                     }
                 }
             }

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::admin::OffsetSpec;
 use crate::cluster::{Client, Lane};
 use crate::error::{Error, Result};
+use crate::lag;
 use crate::records::{decode_records, ConsumerRecord};
 
 /// `auto.offset.reset`: where to start when there is no valid position.
@@ -76,9 +77,10 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    /// Records between the position and the high watermark, when both are known.
+    /// Records between the position and the high watermark, when both are known, by the one
+    /// lag rule ([`crate::lag`]).
     pub fn lag(&self) -> Option<i64> {
-        Some((self.high_watermark? - self.position?).max(0))
+        lag::read(Some(self.high_watermark?), Some(self.position?), None).lag
     }
 }
 

@@ -3,6 +3,7 @@
 //! Layers, bottom up: [`wire`] (framing, versions, connections), [`cluster`] (metadata,
 //! connection pool, retries), [`admin`] (topic, offset and group operations), [`producer`],
 //! [`fetcher`], and [`lag_partitioner`] (a producer partitioner steered by a group's lag).
+//! [`lag`] is the one rule a partition's lag is read by, wherever it is read.
 //! [`security`] holds the TLS and SASL settings the connections apply; [`settings`], the parsing
 //! of the binaries' flags and `LAGBALANCE_*` variables.
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod fetcher;
 pub mod group;
 pub mod idempotence;
+pub mod lag;
 pub mod lag_partitioner;
 pub mod partitioner;
 pub mod producer;

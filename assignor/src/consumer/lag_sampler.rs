@@ -1,5 +1,6 @@
 //! The lag sampler: a background task that measures each subscribed partition's lag (log end −
-//! committed) and incoming rate every few seconds, for the leader's lagbalance plan.
+//! committed, by [`crate::lag`]) and incoming rate every few seconds, for the leader's
+//! lagbalance plan.
 //!
 //! It runs off the rebalance path: measuring lag while assigning delays the SyncGroup the
 //! whole group waits for, and on tansu 0.6.0 group requests stall during a rebalance.
@@ -15,6 +16,7 @@ use crate::admin::OffsetSpec;
 use crate::cluster::Client;
 use crate::error::Result;
 use crate::group::machine::Tp;
+use crate::lag;
 
 /// How often the lag sampler measures.
 const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -63,9 +65,14 @@ impl LagSampler {
         let cache = self.latest.clone();
         self.task = Some(tokio::spawn(async move {
             loop {
+                let known = cache
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.ends.as_ref().map(|(_, ends)| ends.clone()))
+                    .unwrap_or_default();
                 let sample = tokio::time::timeout(
                     LAG_SAMPLE_EVERY * 2,
-                    measure_lag(&client, &group, &topics),
+                    measure_lag(&client, &group, &topics, &known),
                 )
                 .await;
                 match sample {
@@ -141,11 +148,15 @@ fn lag_rows(
         .collect()
 }
 
-/// Lag (log end − committed) and log end of every partition of `topics`, measured now.
+/// Lag and log end of every partition of `topics`, measured now by the one lag rule
+/// ([`crate::lag`]) from the group's committed offsets, ListOffsets(latest) and the log ends
+/// `known` from the previous sample. A partition the group never committed counts as lag 0
+/// for the plan.
 async fn measure_lag(
     client: &Client,
     group: &str,
     topics: &[String],
+    known: &BTreeMap<Tp, i64>,
 ) -> Result<Vec<PartitionSample>> {
     let topics = partition_counts(client, topics).await?;
     // Name the partitions: tansu 0.6.0 answers an all-topics OffsetFetch v7 with a null
@@ -158,13 +169,16 @@ async fn measure_lag(
     let mut stats = Vec::new();
     for (t, _) in &topics {
         for (p, end) in client.list_offsets(t, &[], OffsetSpec::Latest).await? {
-            // tansu's ListOffsets(latest) can trail the log end (docs/tansu-quirks.md): never
-            // let that make lag negative.
-            let c = committed.get(&(t.clone(), p)).copied().unwrap_or(end);
+            let tp = (t.clone(), p);
+            let reading = lag::read(
+                Some(end),
+                committed.get(&tp).copied(),
+                known.get(&tp).copied(),
+            );
             stats.push(PartitionSample {
-                tp: (t.clone(), p),
-                end,
-                lag: (end - c).max(0) as f64,
+                tp,
+                end: reading.log_end,
+                lag: reading.lag.unwrap_or(0) as f64,
             });
         }
     }

@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::fetcher::Fetcher;
 use crate::group::machine::Tp;
 use crate::group::{GroupFatal, Input, Output};
+use crate::lag;
 use crate::records::ConsumerRecord;
 
 use agent_link::AgentLink;
@@ -279,16 +280,22 @@ impl Consumer {
     /// still buffered count: measured from the fetch position instead, a member that fetches
     /// far ahead of what it processes (the fetcher drains the log in one round trip, the
     /// application takes seconds per batch) looked caught up while it was thousands behind.
+    ///
+    /// Read by the one lag rule ([`crate::lag`]): the log end is the high watermark, or the
+    /// fetch position if records were fetched beyond it; the position is the next offset the
+    /// application will be handed, the one it has not seen or the fetch position if that was
+    /// moved back below it. Partitions without a high watermark or fetch position are left out.
     pub fn lag(&self) -> BTreeMap<Tp, i64> {
         self.fetcher
             .assigned()
             .filter_map(|(tp, st)| {
-                let fetch_lag = st.lag()?;
-                let buffered = match (self.consumed.get(tp), st.position) {
-                    (Some(&seen), Some(fetched)) => (fetched - seen).max(0),
-                    _ => 0,
-                };
-                Some((tp.clone(), fetch_lag + buffered))
+                let fetched = st.position?;
+                let next = self
+                    .consumed
+                    .get(tp)
+                    .map_or(fetched, |&seen| seen.min(fetched));
+                let reading = lag::read(Some(st.high_watermark?), Some(next), Some(fetched));
+                Some((tp.clone(), reading.lag?))
             })
             .collect()
     }

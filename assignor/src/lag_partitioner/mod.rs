@@ -43,11 +43,9 @@ use crate::partitioner::Partitioner;
 pub use config::{ConfigError, LagPartitionerConfig};
 pub use machine::{LagStates, MachineSettings, PartitionState, Routing, Transition};
 
-/// Turns successive offset readings into lags. Log end of a partition =
-/// `max(ListOffsets, committed, the largest log end seen before)`: tansu 0.6.0 under-reports
-/// the log end by up to one batch (docs/tansu-quirks.md), a consumer cannot commit past the
-/// log end, and the log end never moves back, so each term is a lower bound and the max is
-/// the best one (the agent's view does the same).
+/// Turns successive offset readings of one topic into lags by the one lag rule
+/// ([`crate::lag`]): it keeps each partition's log end between readings, so an answer staler
+/// than the one before does not make lag flicker down.
 #[derive(Clone, Debug, Default)]
 pub struct LagReader {
     log_end: Vec<i64>,
@@ -55,7 +53,8 @@ pub struct LagReader {
 
 impl LagReader {
     /// Lag per partition index (`None`: no committed offset, or a partition the reading did
-    /// not cover). Negative or out-of-range partition numbers are ignored.
+    /// not cover; the state machine keeps such a partition's state). Negative or out-of-range
+    /// partition numbers are ignored.
     pub fn lags(&mut self, offsets: &[PartitionOffsets]) -> Vec<Option<i64>> {
         // Partition ids come from metadata; cap the table so a nonsense id cannot allocate.
         const MAX_PARTITIONS: usize = 1 << 20;
@@ -72,9 +71,9 @@ impl LagReader {
             let Some(i) = usize::try_from(o.partition).ok().filter(|i| *i < n) else {
                 continue;
             };
-            let end = o.log_end.max(o.committed.unwrap_or(0)).max(self.log_end[i]);
-            self.log_end[i] = end;
-            out[i] = o.committed.filter(|c| *c >= 0).map(|c| (end - c).max(0));
+            let reading = o.reading(Some(self.log_end[i]));
+            self.log_end[i] = reading.log_end;
+            out[i] = reading.lag;
         }
         out
     }
