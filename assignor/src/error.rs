@@ -73,25 +73,69 @@ pub enum Error {
     },
 }
 
-/// A Kafka error code as received, with the name the protocol gives it when we know it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A Kafka error code as a broker answered it: [`BrokerCode::NONE`] (0) for success, else the
+/// error, with the name the protocol gives it when we know it. `Display` shows that name as
+/// Kafka writes it (`GROUP_AUTHORIZATION_FAILED`), `Debug` the variant and the number
+/// (`GroupAuthorizationFailed(30)`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BrokerCode(pub i16);
 
 impl BrokerCode {
-    /// The protocol's error, if the code is one `kafka-protocol` knows.
+    /// No error.
+    pub const NONE: BrokerCode = BrokerCode(0);
+
+    /// Whether the answer was a success (code 0).
+    pub fn is_ok(self) -> bool {
+        self == Self::NONE
+    }
+    /// The protocol's error; `None` for success. A code `kafka-protocol` does not know is
+    /// `ResponseError::Unknown`.
     pub fn known(self) -> Option<ResponseError> {
         ResponseError::try_from_code(self.0)
     }
+    /// Whether this is error `e`.
     pub fn is(self, e: ResponseError) -> bool {
         self.0 == e.code()
+    }
+}
+
+impl From<i16> for BrokerCode {
+    fn from(code: i16) -> Self {
+        BrokerCode(code)
+    }
+}
+
+impl From<ResponseError> for BrokerCode {
+    fn from(e: ResponseError) -> Self {
+        BrokerCode(e.code())
     }
 }
 
 impl std::fmt::Debug for BrokerCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.known() {
+            None => write!(f, "NONE(0)"),
+            Some(ResponseError::Unknown(code)) => write!(f, "UNKNOWN({code})"),
             Some(e) => write!(f, "{e:?}({})", self.0),
-            None => write!(f, "UNKNOWN({})", self.0),
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.known() {
+            None => f.write_str("NONE"),
+            Some(ResponseError::Unknown(code)) => write!(f, "UNKNOWN_ERROR_CODE({code})"),
+            Some(e) => {
+                // `GroupAuthorizationFailed` → `GROUP_AUTHORIZATION_FAILED`, Kafka's spelling.
+                for (i, c) in format!("{e:?}").chars().enumerate() {
+                    if c.is_ascii_uppercase() && i > 0 {
+                        f.write_str("_")?;
+                    }
+                    write!(f, "{}", c.to_ascii_uppercase())?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -165,6 +209,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_codes_read_as_kafka_names_them() {
+        let none = BrokerCode::from(0);
+        assert!(none.is_ok() && none == BrokerCode::NONE && none.known().is_none());
+        assert_eq!(
+            (none.to_string(), format!("{none:?}")),
+            ("NONE".into(), "NONE(0)".into())
+        );
+        let denied = BrokerCode::from(ResponseError::GroupAuthorizationFailed);
+        assert!(!denied.is_ok() && denied.is(ResponseError::GroupAuthorizationFailed));
+        assert_eq!(denied.to_string(), "GROUP_AUTHORIZATION_FAILED");
+        assert_eq!(format!("{denied:?}"), "GroupAuthorizationFailed(30)");
+        assert_eq!(BrokerCode(-1).to_string(), "UNKNOWN_SERVER_ERROR");
+        let unknown = BrokerCode(9999);
+        assert_eq!(unknown.to_string(), "UNKNOWN_ERROR_CODE(9999)");
+        assert_eq!(format!("{unknown:?}"), "UNKNOWN(9999)");
+    }
 
     #[test]
     fn refusals_are_the_security_errors_and_missing_acls() {

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::OffsetMap;
 use crate::cluster::Client;
-use crate::error::{Error, Result};
+use crate::error::{BrokerCode, Error, Result};
 use crate::fetcher::Fetcher;
 use crate::group::machine::Tp;
 use crate::group::{GroupFatal, Input, Output};
@@ -69,17 +69,18 @@ pub struct GroupIdentity {
     pub protocol: Option<String>,
     /// The last error code a group request (or a commit) answered with, and how many there
     /// were: what went wrong, for logs and metrics.
-    pub last_error: Option<i16>,
+    pub last_error: Option<BrokerCode>,
     pub errors: u64,
     /// How often each error code was seen, `(code, count)` for at most
     /// [`MAX_DISTINCT_ERRORS`] distinct codes: a transient error stays on record after the
     /// next one (say a keepalive heartbeat's) replaced it as `last_error`.
-    pub error_codes: Vec<(i16, u64)>,
+    pub error_codes: Vec<(BrokerCode, u64)>,
 }
 
 impl GroupIdentity {
     /// How often error `code` was seen.
-    pub fn error_count(&self, code: i16) -> u64 {
+    pub fn error_count(&self, code: impl Into<BrokerCode>) -> u64 {
+        let code = code.into();
         self.error_codes
             .iter()
             .find(|(c, _)| *c == code)
@@ -513,7 +514,7 @@ impl Consumer {
             {
                 if let Some(code) = e.broker_code() {
                     let _ = to_group.send(ToGroup::Input(Input::CommitFailed {
-                        error: code.0,
+                        error: code,
                         generation: identity.generation,
                     }));
                 }
@@ -556,7 +557,7 @@ impl Consumer {
             Err(e) => {
                 if let Some(code) = e.broker_code() {
                     self.send(Input::CommitFailed {
-                        error: code.0,
+                        error: code,
                         generation: identity.generation,
                     });
                 }

@@ -34,6 +34,7 @@ use super::codec::{
     Subscription,
 };
 use super::fatal::{FencedIn, GroupFatal};
+use crate::error::BrokerCode;
 
 /// How long cached subscription user data may be reused by later joins; older data is
 /// recomputed and sent only if the assignor says the news matters
@@ -121,7 +122,8 @@ pub struct JoinedMember {
     pub metadata: Bytes,
 }
 
-/// A response, already decoded from the wire by the driver.
+/// A response, already decoded from the wire by the driver. `error` is the broker's error code
+/// ([`BrokerCode::NONE`] on success).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Response {
     Coordinator {
@@ -129,7 +131,7 @@ pub enum Response {
         addr: String,
     },
     Join {
-        error: i16,
+        error: BrokerCode,
         generation: i32,
         protocol: Option<String>,
         leader: String,
@@ -137,18 +139,18 @@ pub enum Response {
         members: Vec<JoinedMember>,
     },
     Sync {
-        error: i16,
+        error: BrokerCode,
         assignment: Bytes,
     },
     Heartbeat {
-        error: i16,
+        error: BrokerCode,
     },
     Leave {
-        error: i16,
+        error: BrokerCode,
     },
-    /// FindCoordinator answered with an error.
+    /// FindCoordinator answered with an error (never [`BrokerCode::NONE`]).
     CoordinatorError {
-        error: i16,
+        error: BrokerCode,
     },
 }
 
@@ -189,7 +191,7 @@ pub enum Input {
     },
     /// An OffsetCommit failed with this error code; `generation` is the one the commit carried
     /// (the member's generation when it was sent).
-    CommitFailed { error: i16, generation: i32 },
+    CommitFailed { error: BrokerCode, generation: i32 },
 }
 
 /// Everything the machine asks of its driver, in order.
@@ -368,14 +370,11 @@ pub struct Membership {
     now: u64,
 }
 
-fn is(code: i16, e: ResponseError) -> bool {
-    code == e.code()
-}
-
-fn is_coordinator_error(code: i16) -> bool {
-    is(code, ResponseError::NotCoordinator)
-        || is(code, ResponseError::CoordinatorNotAvailable)
-        || is(code, ResponseError::CoordinatorLoadInProgress)
+/// The coordinator moved or is not ready: find it again.
+fn is_coordinator_error(code: BrokerCode) -> bool {
+    code.is(ResponseError::NotCoordinator)
+        || code.is(ResponseError::CoordinatorNotAvailable)
+        || code.is(ResponseError::CoordinatorLoadInProgress)
 }
 
 impl Membership {
@@ -1043,7 +1042,7 @@ impl Membership {
         if self.heartbeat_pending == Some(id) {
             self.heartbeat_pending = None;
             if let Response::Heartbeat { error } = response {
-                if error == 0 {
+                if error.is_ok() {
                     self.failures = 0;
                 }
                 if self.heartbeat_is_moot() {
@@ -1060,11 +1059,10 @@ impl Membership {
             _ => return,
         }
         // The coordinator answered a group request: the next failure starts a new backoff.
-        if matches!(
-            response,
-            Response::Join { error: 0, .. } | Response::Sync { error: 0, .. }
-        ) {
-            self.failures = 0;
+        if let Response::Join { error, .. } | Response::Sync { error, .. } = &response {
+            if error.is_ok() {
+                self.failures = 0;
+            }
         }
         match response {
             Response::Coordinator { node_id, addr } => {
@@ -1075,16 +1073,16 @@ impl Membership {
                 }
             }
             Response::CoordinatorError { error }
-                if is(error, ResponseError::GroupAuthorizationFailed) =>
+                if error.is(ResponseError::GroupAuthorizationFailed) =>
             {
                 // Not allowed to describe the group: no coordinator will ever be found.
                 self.fatal(GroupFatal::CoordinatorAuthorization {
                     group: self.config.group_id.clone(),
-                    code: crate::error::BrokerCode(error),
+                    code: error,
                 });
             }
             Response::CoordinatorError { error } => {
-                tracing::debug!(error, "FindCoordinator failed");
+                tracing::debug!(%error, "FindCoordinator failed");
                 self.backoff();
             }
             Response::Join {
@@ -1114,7 +1112,7 @@ impl Membership {
     #[allow(clippy::too_many_arguments)]
     fn on_join(
         &mut self,
-        error: i16,
+        error: BrokerCode,
         generation: i32,
         protocol: Option<String>,
         leader: String,
@@ -1124,7 +1122,7 @@ impl Membership {
         if self.phase != Phase::Joining {
             return;
         }
-        if error == 0 && leader.is_empty() {
+        if error.is_ok() && leader.is_empty() {
             // A classic group always names a leader member. Kafka 4 answers a classic member of
             // a KIP-848 (`group.protocol=consumer`) group without one: the broker assigns, and
             // this member's assignors would never run. Say so instead of consuming under a plan
@@ -1134,7 +1132,7 @@ impl Membership {
                 assignors: self.assignors.iter().map(|a| a.name().to_owned()).collect(),
             });
         }
-        if error == 0 {
+        if error.is_ok() {
             self.contact_at = self.now;
             // A member holding partitions heartbeats at once in a new generation. tansu counts
             // a heartbeat towards the session only while the group forms, or once formed only
@@ -1194,32 +1192,32 @@ impl Membership {
             return;
         }
         self.phase = Phase::NeedJoin;
-        if is(error, ResponseError::MemberIdRequired) {
+        if error.is(ResponseError::MemberIdRequired) {
             // KIP-394: adopt the id the coordinator gave and join again at once.
             self.member_id = member_id;
             self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
-        } else if is(error, ResponseError::UnknownMemberId)
-            || is(error, ResponseError::IllegalGeneration)
+        } else if error.is(ResponseError::UnknownMemberId)
+            || error.is(ResponseError::IllegalGeneration)
         {
             self.reset_member();
-        } else if is(error, ResponseError::RebalanceInProgress) {
+        } else if error.is(ResponseError::RebalanceInProgress) {
             // Retry as is.
         } else if is_coordinator_error(error) {
             self.lose_coordinator("JoinGroup: coordinator moved or not ready");
-        } else if is(error, ResponseError::FencedInstanceId) {
+        } else if error.is(ResponseError::FencedInstanceId) {
             self.fatal(GroupFatal::FencedInstanceId {
                 group: self.config.group_id.clone(),
                 request: FencedIn::Join,
             });
-        } else if is(error, ResponseError::InconsistentGroupProtocol)
-            || is(error, ResponseError::GroupAuthorizationFailed)
-            || is(error, ResponseError::InvalidSessionTimeout)
-            || is(error, ResponseError::GroupMaxSizeReached)
-            || is(error, ResponseError::UnsupportedVersion)
+        } else if error.is(ResponseError::InconsistentGroupProtocol)
+            || error.is(ResponseError::GroupAuthorizationFailed)
+            || error.is(ResponseError::InvalidSessionTimeout)
+            || error.is(ResponseError::GroupMaxSizeReached)
+            || error.is(ResponseError::UnsupportedVersion)
         {
             self.fatal(GroupFatal::JoinRejected {
                 group: self.config.group_id.clone(),
-                code: crate::error::BrokerCode(error),
+                code: error,
             });
         } else {
             self.backoff();
@@ -1307,20 +1305,20 @@ impl Membership {
         self.send_sync(protocol, assignments);
     }
 
-    fn on_sync(&mut self, error: i16, assignment: Bytes) {
+    fn on_sync(&mut self, error: BrokerCode, assignment: Bytes) {
         if self.phase != Phase::Syncing {
             return;
         }
-        if error != 0 {
+        if !error.is_ok() {
             self.phase = Phase::NeedJoin;
-            if is(error, ResponseError::RebalanceInProgress) {
-            } else if is(error, ResponseError::UnknownMemberId) {
+            if error.is(ResponseError::RebalanceInProgress) {
+            } else if error.is(ResponseError::UnknownMemberId) {
                 self.reset_member();
-            } else if is(error, ResponseError::IllegalGeneration) {
+            } else if error.is(ResponseError::IllegalGeneration) {
                 self.generation = -1;
             } else if is_coordinator_error(error) {
                 self.lose_coordinator("SyncGroup: coordinator moved or not ready");
-            } else if is(error, ResponseError::FencedInstanceId) {
+            } else if error.is(ResponseError::FencedInstanceId) {
                 self.fatal(GroupFatal::FencedInstanceId {
                     group: self.config.group_id.clone(),
                     request: FencedIn::Sync,
@@ -1430,11 +1428,11 @@ impl Membership {
     /// answer, except UNKNOWN_MEMBER_ID: the coordinator has forgotten us and may have handed
     /// our partitions on already — and tansu accepts the JoinGroup in flight as a newcomer's,
     /// without a fencing error — so they are lost now.
-    fn on_keepalive(&mut self, error: i16) {
-        if error == 0 || is(error, ResponseError::RebalanceInProgress) {
+    fn on_keepalive(&mut self, error: BrokerCode) {
+        if error.is_ok() || error.is(ResponseError::RebalanceInProgress) {
             self.last_heartbeat_ok = self.now;
             self.contact_at = self.contact_at.max(self.heartbeat_sent_at);
-        } else if is(error, ResponseError::UnknownMemberId) && !self.owned.is_empty() {
+        } else if error.is(ResponseError::UnknownMemberId) && !self.owned.is_empty() {
             tracing::warn!(group = %self.config.group_id, "the coordinator forgot us while we rejoined; partitions lost");
             self.lose_owned();
         }
@@ -1448,13 +1446,13 @@ impl Membership {
         self.owned_generation = -1;
     }
 
-    fn on_heartbeat(&mut self, error: i16) {
-        if error == 0 {
+    fn on_heartbeat(&mut self, error: BrokerCode) {
+        if error.is_ok() {
             self.last_heartbeat_ok = self.now;
             self.contact_at = self.contact_at.max(self.heartbeat_sent_at);
             return;
         }
-        if is(error, ResponseError::RebalanceInProgress) {
+        if error.is(ResponseError::RebalanceInProgress) {
             // Only a stable member needs to act: one mid-rebalance is already rejoining.
             self.last_heartbeat_ok = self.now;
             if self.phase == Phase::Stable {
@@ -1464,15 +1462,15 @@ impl Membership {
                 // A follow-up or backoff wait is moot: the round is on now.
                 self.not_before = self.now;
             }
-        } else if is(error, ResponseError::IllegalGeneration) {
+        } else if error.is(ResponseError::IllegalGeneration) {
             self.generation = -1;
             self.rejoin_unless_leaving();
-        } else if is(error, ResponseError::UnknownMemberId) {
+        } else if error.is(ResponseError::UnknownMemberId) {
             self.reset_member();
             self.rejoin_unless_leaving();
         } else if is_coordinator_error(error) {
             self.lose_coordinator("heartbeat: coordinator moved or not ready");
-        } else if is(error, ResponseError::FencedInstanceId) {
+        } else if error.is(ResponseError::FencedInstanceId) {
             self.fatal(GroupFatal::FencedInstanceId {
                 group: self.config.group_id.clone(),
                 request: FencedIn::Heartbeat,
@@ -1490,8 +1488,8 @@ impl Membership {
         self.pending = None;
     }
 
-    fn on_commit_failed(&mut self, error: i16, sent_in: i32) {
-        if is(error, ResponseError::IllegalGeneration) && sent_in != self.generation {
+    fn on_commit_failed(&mut self, error: BrokerCode, sent_in: i32) {
+        if error.is(ResponseError::IllegalGeneration) && sent_in != self.generation {
             // The commit went out in a generation we have since left — its answer raced our
             // JoinGroup — so the error says nothing about the generation we are in now (Java
             // checks the same: `generationUnchanged()`). Dropping the current generation for it
@@ -1505,13 +1503,13 @@ impl Membership {
             );
             return;
         }
-        if is(error, ResponseError::IllegalGeneration) {
+        if error.is(ResponseError::IllegalGeneration) {
             self.generation = -1;
             self.rejoin_unless_leaving();
-        } else if is(error, ResponseError::UnknownMemberId) {
+        } else if error.is(ResponseError::UnknownMemberId) {
             self.reset_member();
             self.rejoin_unless_leaving();
-        } else if is(error, ResponseError::RebalanceInProgress) {
+        } else if error.is(ResponseError::RebalanceInProgress) {
             self.request_rejoin("commit during a rebalance".into());
         } else if is_coordinator_error(error) {
             self.lose_coordinator("OffsetCommit: coordinator moved or not ready");

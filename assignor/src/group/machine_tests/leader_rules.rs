@@ -77,7 +77,7 @@ fn leader_rejects_an_invalid_plan() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 4,
             protocol: Some("greedy".into()),
             leader: "a".into(),
@@ -158,7 +158,7 @@ fn malformed_subscriptions_never_crash_the_leader() {
         let out = solo.respond(
             join,
             Response::Join {
-                error: 0,
+                error: BrokerCode::NONE,
                 generation: 1,
                 protocol: Some("cooperative-sticky".into()),
                 leader: "a".into(),
@@ -220,7 +220,7 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
         .iter()
         .find_map(|(_, n, r)| match r {
             Response::Join {
-                error: 0,
+                error: BrokerCode::NONE,
                 generation,
                 members,
                 ..
@@ -277,7 +277,7 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
     let out = fresh.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: gen,
             protocol: Some("cooperative-sticky".into()),
             leader: a_id.clone(),
@@ -328,7 +328,7 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 4,
             protocol: Some("cooperative-sticky".into()),
             leader: "a".into(),
@@ -386,7 +386,7 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         let out = solo.respond(
             join,
             Response::Join {
-                error: 0,
+                error: BrokerCode::NONE,
                 generation,
                 protocol: Some("cooperative-sticky".into()),
                 leader: "a".into(),
@@ -401,7 +401,7 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         let out = solo.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(&mine),
             },
         );
@@ -443,7 +443,12 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
                         id,
                         request: Request::Heartbeat { .. },
                     } => assert!(solo
-                        .respond(id, Response::Heartbeat { error: 0 })
+                        .respond(
+                            id,
+                            Response::Heartbeat {
+                                error: BrokerCode::NONE
+                            }
+                        )
                         .is_empty()),
                     Output::Send {
                         id,

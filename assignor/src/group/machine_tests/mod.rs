@@ -49,12 +49,13 @@ use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
     Input, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response, Tp,
 };
+use crate::error::BrokerCode;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-fn code(e: ResponseError) -> i16 {
-    e.code()
+fn code(e: ResponseError) -> BrokerCode {
+    e.into()
 }
 
 fn tps(topic: &str, partitions: impl IntoIterator<Item = i32>) -> Vec<Tp> {
@@ -186,7 +187,7 @@ struct CMember {
 
 type Reply = (usize, u64, Response);
 
-fn join_error(error: i16, member_id: &str) -> Response {
+fn join_error(error: BrokerCode, member_id: &str) -> Response {
     Response::Join {
         error,
         generation: -1,
@@ -296,7 +297,13 @@ impl Coordinator {
                     let error = code(ResponseError::UnknownMemberId);
                     return vec![(node, id, Response::Leave { error })];
                 }
-                let mut out = vec![(node, id, Response::Leave { error: 0 })];
+                let mut out = vec![(
+                    node,
+                    id,
+                    Response::Leave {
+                        error: BrokerCode::NONE,
+                    },
+                )];
                 out.extend(self.remove(now, &member_id));
                 out
             }
@@ -510,7 +517,7 @@ impl Coordinator {
             Vec::new()
         };
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: self.generation,
             protocol: Some(protocol),
             leader,
@@ -625,7 +632,7 @@ impl Coordinator {
                         node,
                         id,
                         Response::Sync {
-                            error: 0,
+                            error: BrokerCode::NONE,
                             assignment,
                         },
                     )];
@@ -658,7 +665,7 @@ impl Coordinator {
                     m.node,
                     s,
                     Response::Sync {
-                        error: 0,
+                        error: BrokerCode::NONE,
                         assignment: m.assignment.clone(),
                     },
                 ));
@@ -673,7 +680,7 @@ impl Coordinator {
         generation: i32,
         member_id: &str,
         instance_id: &Option<String>,
-    ) -> i16 {
+    ) -> BrokerCode {
         if self.fenced(member_id, instance_id) {
             return code(ResponseError::FencedInstanceId);
         }
@@ -687,12 +694,12 @@ impl Coordinator {
             } else if self.state == GroupState::Preparing {
                 code(ResponseError::RebalanceInProgress)
             } else {
-                0
+                BrokerCode::NONE
             }
         } else if generation < self.generation {
             code(ResponseError::RebalanceInProgress)
         } else {
-            0
+            BrokerCode::NONE
         }
     }
 
@@ -809,7 +816,7 @@ fn api_of(r: &Request) -> Api {
     }
 }
 
-fn error_response(api: Api, error: i16) -> Response {
+fn error_response(api: Api, error: BrokerCode) -> Response {
     match api {
         Api::Find => Response::CoordinatorError { error },
         Api::Join => join_error(error, ""),
@@ -834,11 +841,11 @@ struct Node {
     auto_poll: bool,
     /// One-shot faults for the next request of a kind: answer with an error, fail it in
     /// transport (`RequestFailed`), or never answer it (the coordinator never sees it).
-    fail_next: Vec<(Api, i16)>,
+    fail_next: Vec<(Api, BrokerCode)>,
     drop_next: Vec<Api>,
     swallow_next: Vec<Api>,
     /// Errors for the next commits (one per Revoke with `commit`).
-    commit_errors: VecDeque<i16>,
+    commit_errors: VecDeque<BrokerCode>,
     commits: Vec<Vec<Tp>>,
     /// Killed: takes no more inputs and holds nothing.
     dead: bool,
@@ -1502,7 +1509,12 @@ impl Solo {
             } = o
             {
                 assert!(self
-                    .respond(*id, Response::Heartbeat { error: 0 })
+                    .respond(
+                        *id,
+                        Response::Heartbeat {
+                            error: BrokerCode::NONE
+                        }
+                    )
                     .is_empty());
             }
         }
@@ -1533,7 +1545,7 @@ impl Solo {
         let out = self.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(parts),
             },
         );
@@ -1562,7 +1574,7 @@ impl Solo {
         let out = self.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(owned),
             },
         );
@@ -1582,7 +1594,7 @@ impl Solo {
 /// A JoinGroup answer making `m1` a follower of `leader` in `generation`.
 fn follower_join_ok(generation: i32) -> Response {
     Response::Join {
-        error: 0,
+        error: BrokerCode::NONE,
         generation,
         protocol: Some("cooperative-sticky".into()),
         leader: "leader".into(),
