@@ -45,6 +45,22 @@ pub struct MemberView {
     pub rack: Option<String>,
 }
 
+/// One partition's load, by topic name: how far behind its readers are and how many records
+/// per second pass through it.
+///
+/// Which rate is meant depends on who measured: a member's own measurement
+/// ([`MemberStats::partitions`]) reports the records/s it processed, the leader's lag sample
+/// (`leader::Round::stats`) the records/s arriving.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartitionLoad {
+    pub topic: String,
+    pub partition: i32,
+    /// Records behind the log end.
+    pub lag: f64,
+    /// Records per second, processed or arriving (see above); `NaN` when unknown.
+    pub rate: f64,
+}
+
 /// Per-partition lag and rate the leader measured at assignment time, indexed by
 /// [`GroupView::flat_index`]. `NaN` / negative values mean "unknown".
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -149,8 +165,8 @@ pub struct MemberStats {
     /// Fraction of the window the application spent processing records (outside `poll`), in
     /// `0..=1`; `None` if unknown. Saturates for an I/O-bound consumer whose CPU stays idle.
     pub busy_fraction: Option<f64>,
-    /// Per owned partition: (topic, partition, lag in records, processing rate records/s).
-    pub partitions: Vec<(String, i32, f64, f64)>,
+    /// Per owned partition: its lag and the records/s this member processed from it.
+    pub partitions: Vec<PartitionLoad>,
     /// Member's own clock in milliseconds when it measured.
     pub measured_at_ms: u64,
 }

@@ -31,8 +31,8 @@ use bytes::Bytes;
 
 use crate::cooperative::{contested, remember, resolve_owners, validate, withhold_transfers};
 use crate::model::{
-    AssignError, Assignor, GroupView, IssuedPlan, MemberView, PartitionStats, Plan, TopicInfo,
-    Tp as DenseTp,
+    AssignError, Assignor, GroupView, IssuedPlan, MemberView, PartitionLoad, PartitionStats, Plan,
+    TopicInfo, Tp as DenseTp,
 };
 use liveness::{ClaimAges, Liveness, Overdue, PlanContext, Subscriptions};
 
@@ -81,8 +81,8 @@ pub struct Round<'a> {
     pub members: &'a [Member],
     /// Topics that exist, with partition counts (any order; non-positive counts are dropped).
     pub topics: &'a [(String, i32)],
-    /// Lag and rate per partition: `(topic, partition, lag, rate)`.
-    pub stats: Option<&'a [(String, i32, f64, f64)]>,
+    /// Lag and incoming rate per partition, if the client sampled them.
+    pub stats: Option<&'a [PartitionLoad]>,
     pub now_ms: u64,
     /// The leader's session timeout: the liveness bound, and how long missing members' partitions
     /// are held.
@@ -558,7 +558,7 @@ pub fn build_view(
     generation: i32,
     members: &[Member],
     topics: &[(String, i32)],
-    stats: Option<&[(String, i32, f64, f64)]>,
+    stats: Option<&[PartitionLoad]>,
     now_ms: u64,
 ) -> GroupView {
     let mut topics: Vec<TopicInfo> = topics
@@ -618,11 +618,11 @@ pub fn build_view(
             lag: vec![f64::NAN; total],
             rate: vec![f64::NAN; total],
         };
-        for (t, p, lag, rate) in stats {
-            if let Some(ti) = view.topic_index(t) {
-                if let Some(i) = view.flat_index(&offsets, DenseTp::new(ti, *p)) {
-                    ps.lag[i] = *lag;
-                    ps.rate[i] = *rate;
+        for load in stats {
+            if let Some(ti) = view.topic_index(&load.topic) {
+                if let Some(i) = view.flat_index(&offsets, DenseTp::new(ti, load.partition)) {
+                    ps.lag[i] = load.lag;
+                    ps.rate[i] = load.rate;
                 }
             }
         }

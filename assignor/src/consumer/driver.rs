@@ -179,7 +179,7 @@ impl Driver {
         let client = self.client.clone();
         let answers = self.answers.0.clone();
         let stats = if self.machine.protocol() == Some("lagbalance") {
-            self.lag.fresh_rows()
+            self.lag.fresh_loads()
         } else {
             None
         };

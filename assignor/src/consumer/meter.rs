@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lagbalance_assign::MemberStats;
+use lagbalance_assign::{MemberStats, PartitionLoad};
 
 use crate::control::CapacitySample;
 use crate::group::machine::Tp;
@@ -96,7 +96,12 @@ impl Meter {
                 .iter()
                 .map(|(tp, l)| {
                     let done = self.per_partition.get(tp).copied().unwrap_or(0);
-                    (tp.0.clone(), tp.1, *l as f64, done as f64 / elapsed)
+                    PartitionLoad {
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                        lag: *l as f64,
+                        rate: done as f64 / elapsed,
+                    }
                 })
                 .collect(),
             measured_at_ms: std::time::SystemTime::now()

@@ -27,7 +27,7 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use lagbalance_assign::leader::{self, Leader, Retired, Round};
-use lagbalance_assign::{Assignor, GroupView, MemberStats};
+use lagbalance_assign::{Assignor, GroupView, MemberStats, PartitionLoad};
 
 use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
@@ -186,8 +186,8 @@ pub enum Input {
         id: u64,
         /// Topics that exist, with partition counts.
         topics: Vec<(String, i32)>,
-        /// Lag/rate per partition, indexed like the view the machine builds (optional).
-        stats: Option<Vec<(String, i32, f64, f64)>>,
+        /// Lag and incoming rate per partition, if sampled (lagbalance plans with them).
+        stats: Option<Vec<PartitionLoad>>,
     },
     /// An OffsetCommit failed with this error code; `generation` is the one the commit carried
     /// (the member's generation when it was sent).
@@ -1252,7 +1252,7 @@ impl Membership {
         &mut self,
         id: u64,
         topics: Vec<(String, i32)>,
-        stats: Option<Vec<(String, i32, f64, f64)>>,
+        stats: Option<Vec<PartitionLoad>>,
     ) {
         match self.pending {
             Some((pid, Pending::LeaderInputs)) if pid == id => self.pending = None,
@@ -1550,7 +1550,7 @@ pub fn build_view(
     generation: i32,
     members: &[JoinedMember],
     topics: Vec<(String, i32)>,
-    stats: Option<Vec<(String, i32, f64, f64)>>,
+    stats: Option<Vec<PartitionLoad>>,
     now_ms: u64,
 ) -> GroupView {
     leader::build_view(
