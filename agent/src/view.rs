@@ -20,8 +20,7 @@ use lagbalance::assign::capacity::ewma_alpha;
 use lagbalance::assign::userdata::MemberUserData;
 use lagbalance::group::codec::{decode_assignment, decode_subscription};
 use lagbalance::lag;
-
-pub type Tp = (String, i32);
+use lagbalance::NamedPartition;
 
 /// One member as decoded from DescribeGroups. Hostile blobs decode to "nothing known".
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,7 +30,7 @@ pub struct MemberInfo {
     pub client_id: String,
     pub host: String,
     /// Assigned partitions, sorted, deduplicated.
-    pub partitions: Vec<Tp>,
+    pub partitions: Vec<NamedPartition>,
     /// Generation from the member's subscription (v2+), −1 if unknown.
     pub generation: i32,
     /// Capacity estimate from our user data, if the member sent valid data.
@@ -54,7 +53,8 @@ impl MemberInfo {
         };
         match decode_assignment(&m.assignment) {
             Ok(a) => {
-                let mut p: Vec<Tp> = a.partitions.into_iter().filter(|(_, p)| *p >= 0).collect();
+                let mut p: Vec<NamedPartition> =
+                    a.partitions.into_iter().filter(|(_, p)| *p >= 0).collect();
                 p.sort();
                 p.dedup();
                 info.partitions = p;
@@ -91,9 +91,9 @@ pub struct Snapshot {
     pub protocol: String,
     pub members: Vec<MemberInfo>,
     /// Committed offsets of the group.
-    pub committed: BTreeMap<Tp, i64>,
+    pub committed: BTreeMap<NamedPartition, i64>,
     /// ListOffsets(latest) answers.
-    pub log_end: BTreeMap<Tp, i64>,
+    pub log_end: BTreeMap<NamedPartition, i64>,
     /// Whether DescribeGroups showed any member's assignment. tansu 0.6.0 answers with member
     /// ids only (empty metadata and assignment): then only the agent's own member's partitions
     /// are known, from its app ([`Snapshot::apply_own_assignment`]).
@@ -119,12 +119,12 @@ impl Snapshot {
 
     /// Fill in the assignment the agent's own app reported, when the broker hid it. A member id
     /// the broker does not list is ignored (the app's identity is stale).
-    pub fn apply_own_assignment(&mut self, member_id: &str, partitions: &[Tp]) {
+    pub fn apply_own_assignment(&mut self, member_id: &str, partitions: &[NamedPartition]) {
         if self.assignments_visible {
             return;
         }
         if let Some(m) = self.members.iter_mut().find(|m| m.member_id == member_id) {
-            let mut p: Vec<Tp> = partitions
+            let mut p: Vec<NamedPartition> = partitions
                 .iter()
                 .filter(|(_, p)| *p >= 0)
                 .cloned()
@@ -152,7 +152,7 @@ impl Snapshot {
 /// Per-partition figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionLag {
-    pub tp: Tp,
+    pub tp: NamedPartition,
     /// Index into [`GroupView::members`], if someone owns it.
     pub owner: Option<usize>,
     pub log_end: i64,
@@ -239,7 +239,7 @@ struct MemberState {
 pub struct ViewTracker {
     window_ms: u64,
     last_at: Option<u64>,
-    parts: HashMap<Tp, PartState>,
+    parts: HashMap<NamedPartition, PartState>,
     members: HashMap<String, MemberState>,
 }
 
@@ -275,7 +275,7 @@ impl ViewTracker {
         let alpha = dt_ms.map(|d| ewma_alpha(d, self.window_ms)).unwrap_or(1.0);
         let dt_s = dt_ms.map(|d| d as f64 / 1000.0);
 
-        let mut owner: HashMap<&Tp, usize> = HashMap::new();
+        let mut owner: HashMap<&NamedPartition, usize> = HashMap::new();
         let mut fp: u64 = 0xcbf2_9ce4_8422_2325;
         let mut generation_hint = -1;
         for (i, m) in snap.members.iter().enumerate() {
@@ -292,7 +292,7 @@ impl ViewTracker {
         }
 
         // Every partition we know anything about.
-        let mut tps: Vec<&Tp> = owner.keys().copied().collect();
+        let mut tps: Vec<&NamedPartition> = owner.keys().copied().collect();
         tps.extend(snap.log_end.keys());
         tps.sort();
         tps.dedup();

@@ -2,6 +2,10 @@
 
 use bytes::Bytes;
 
+/// A partition by its topic's name and its number, as on the wire and in the client's API.
+/// [`Tp`] is the same partition in the leader's dense form (topic by index).
+pub type NamedPartition = (String, i32);
+
 /// Index of a topic in [`GroupView::topics`].
 pub type TopicIdx = u32;
 

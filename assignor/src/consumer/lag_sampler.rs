@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lagbalance_assign::PartitionLoad;
+use lagbalance_assign::{NamedPartition, PartitionLoad};
 use tokio::task::JoinHandle;
 
 use super::translate::partition_counts;
 use crate::admin::OffsetSpec;
 use crate::cluster::Client;
 use crate::error::Result;
-use crate::group::machine::Tp;
 use crate::lag;
 
 /// How often the lag sampler measures.
@@ -40,7 +39,7 @@ struct LagSnapshot {
     /// two samples exist).
     lag: Vec<PartitionLoad>,
     /// Log-end offsets of the last sample, for the next rate.
-    ends: Option<(Instant, BTreeMap<Tp, i64>)>,
+    ends: Option<(Instant, BTreeMap<NamedPartition, i64>)>,
 }
 
 impl LagSampler {
@@ -120,7 +119,7 @@ impl Drop for LagSampler {
 /// One partition as the lag sampler saw it.
 #[derive(Clone, Debug, PartialEq)]
 struct PartitionSample {
-    tp: Tp,
+    tp: NamedPartition,
     end: i64,
     lag: f64,
 }
@@ -128,7 +127,7 @@ struct PartitionSample {
 /// The leader's lag input: the rate is the log end's growth since the previous sample (NaN without
 /// one, or if the log end went backwards).
 fn partition_loads(
-    previous: Option<&(Instant, BTreeMap<Tp, i64>)>,
+    previous: Option<&(Instant, BTreeMap<NamedPartition, i64>)>,
     now: Instant,
     samples: &[PartitionSample],
 ) -> Vec<PartitionLoad> {
@@ -160,7 +159,7 @@ async fn measure_lag(
     client: &Client,
     group: &str,
     topics: &[String],
-    known: &BTreeMap<Tp, i64>,
+    known: &BTreeMap<NamedPartition, i64>,
 ) -> Result<Vec<PartitionSample>> {
     let topics = partition_counts(client, topics).await?;
     // Name the partitions: tansu 0.6.0 answers an all-topics OffsetFetch v7 with a null
@@ -207,7 +206,8 @@ mod tests {
         let first = partition_loads(None, t0, &[sample(0, 100, 5.0)]);
         assert!(first[0].rate.is_nan(), "no rate from one sample");
         assert_eq!(first[0].lag, 5.0);
-        let ends: BTreeMap<Tp, i64> = [(("t".into(), 0), 100), (("t".into(), 1), 50)].into();
+        let ends: BTreeMap<NamedPartition, i64> =
+            [(("t".into(), 0), 100), (("t".into(), 1), 50)].into();
         let rows = partition_loads(
             Some(&(t0, ends)),
             t0 + Duration::from_secs(2),

@@ -27,7 +27,7 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use lagbalance_assign::leader::{self, Leader, Retired, Round};
-use lagbalance_assign::{Assignor, GroupView, MemberStats, PartitionLoad};
+use lagbalance_assign::{Assignor, GroupView, MemberStats, NamedPartition, PartitionLoad};
 
 use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
@@ -40,9 +40,6 @@ use crate::error::BrokerCode;
 /// recomputed and sent only if the assignor says the news matters
 /// ([`Assignor::user_data_worth_sending`]), so a short age costs no rebalances.
 pub const USER_DATA_MAX_AGE_MS: u64 = 5_000;
-
-/// A partition by name.
-pub type Tp = (String, i32);
 
 /// Settings of the membership, named after the Java consumer's.
 #[derive(Clone, Debug)]
@@ -209,17 +206,17 @@ pub enum Output {
     },
     /// Stop fetching these partitions; commit them first when `commit` is set.
     Revoke {
-        partitions: Vec<Tp>,
+        partitions: Vec<NamedPartition>,
         commit: bool,
     },
     /// Start fetching these partitions (may be empty, like Java's callback).
     Assign {
-        partitions: Vec<Tp>,
+        partitions: Vec<NamedPartition>,
         generation: i32,
     },
     /// These partitions now belong to someone else already: drop them, no commit.
     Lost {
-        partitions: Vec<Tp>,
+        partitions: Vec<NamedPartition>,
     },
     /// The member cannot continue; [`GroupFatal`] says why (fenced static member, KIP-848
     /// group, an assignor it does not offer, a refusal, …).
@@ -253,7 +250,7 @@ struct SentJoin {
     /// The generation its claim carried (−1: we had never synced), and whose plan that was.
     claim_generation: i32,
     claim_leader: String,
-    owned: BTreeSet<Tp>,
+    owned: BTreeSet<NamedPartition>,
     user_data: Vec<Option<Bytes>>,
     /// It repeated the JoinGroup before it byte for byte (someone else's rebalance).
     echoed: bool,
@@ -299,7 +296,7 @@ pub struct Membership {
     protocol: Option<String>,
     leader: String,
     subscription: BTreeSet<String>,
-    owned: BTreeSet<Tp>,
+    owned: BTreeSet<NamedPartition>,
     /// Generation at which `owned` was handed to us (KIP-792's "generation of the owned
     /// partitions"): the generation our subscription reports. It only changes when a SyncGroup
     /// succeeds, so a rejoin that changes nothing sends the same bytes as the last one —
@@ -441,7 +438,7 @@ impl Membership {
     pub fn is_leader(&self) -> bool {
         !self.member_id.is_empty() && self.leader == self.member_id
     }
-    pub fn owned(&self) -> &BTreeSet<Tp> {
+    pub fn owned(&self) -> &BTreeSet<NamedPartition> {
         &self.owned
     }
     pub fn protocol(&self) -> Option<&str> {
@@ -724,7 +721,8 @@ impl Membership {
             // are lost (no commit — our generation is gone). The driver runs the callback
             // before it fetches again, i.e. at the next poll; we rejoin then too.
             if !self.owned.is_empty() {
-                let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+                let lost: Vec<NamedPartition> =
+                    std::mem::take(&mut self.owned).into_iter().collect();
                 self.out.push_back(Output::Lost { partitions: lost });
                 self.awaiting_callbacks = true;
             }
@@ -785,16 +783,17 @@ impl Membership {
         }
         if self.generation < 0 || self.member_id.is_empty() {
             self.owned_generation = -1;
-            let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Lost { partitions: lost });
         } else if !self.cooperative() {
-            let revoked: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let revoked: Vec<NamedPartition> =
+                std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Revoke {
                 partitions: revoked,
                 commit: self.config.auto_commit,
             });
         } else {
-            let unsubscribed: Vec<Tp> = self
+            let unsubscribed: Vec<NamedPartition> = self
                 .owned
                 .iter()
                 .filter(|(t, _)| !self.subscription.contains(t))
@@ -941,7 +940,8 @@ impl Membership {
             return;
         }
         if !self.owned.is_empty() {
-            let revoked: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let revoked: Vec<NamedPartition> =
+                std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Revoke {
                 partitions: revoked,
                 commit: self.config.auto_commit,
@@ -1102,7 +1102,7 @@ impl Membership {
     fn fatal(&mut self, why: GroupFatal) {
         tracing::error!(group = %self.config.group_id, %why, "fatal group error");
         if !self.owned.is_empty() {
-            let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Lost { partitions: lost });
         }
         self.phase = Phase::Closed;
@@ -1338,9 +1338,9 @@ impl Membership {
                 return;
             }
         };
-        let assigned: BTreeSet<Tp> = assignment.partitions.iter().cloned().collect();
-        let revoked: Vec<Tp> = self.owned.difference(&assigned).cloned().collect();
-        let added: Vec<Tp> = assigned.difference(&self.owned).cloned().collect();
+        let assigned: BTreeSet<NamedPartition> = assignment.partitions.iter().cloned().collect();
+        let revoked: Vec<NamedPartition> = self.owned.difference(&assigned).cloned().collect();
+        let added: Vec<NamedPartition> = assigned.difference(&self.owned).cloned().collect();
         if !added.is_empty() || !revoked.is_empty() {
             // Our last JoinGroup's claim is out of date even if the owned set comes back to
             // what it was then: an eager member revokes everything before each rejoin, so its
@@ -1440,7 +1440,7 @@ impl Membership {
 
     /// Give up every partition without a commit: someone else may own them already.
     fn lose_owned(&mut self) {
-        let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+        let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
         self.out.push_back(Output::Lost { partitions: lost });
         self.awaiting_callbacks = true;
         self.owned_generation = -1;

@@ -181,7 +181,8 @@ fn malformed_subscriptions_never_crash_the_leader() {
         for bad in ["b-random", "c-truncated", "d-huge", "e-long", "f-empty"] {
             assert_eq!(plan[bad], vec![], "round {round}: {bad}");
         }
-        let mut both: Vec<Tp> = plan["a"].iter().chain(&plan["g-good"]).cloned().collect();
+        let mut both: Vec<NamedPartition> =
+            plan["a"].iter().chain(&plan["g-good"]).cloned().collect();
         both.sort();
         assert_eq!(both, tps("t", 0..4), "round {round}");
         assert_eq!((plan["a"].len(), plan["g-good"].len()), (2, 2));
@@ -324,7 +325,7 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
     let Request::Join { protocols, .. } = req else {
         unreachable!()
     };
-    let claim = |owned: Vec<Tp>| claim_of_t(owned, 4);
+    let claim = |owned: Vec<NamedPartition>| claim_of_t(owned, 4);
     let out = solo.respond(
         join,
         Response::Join {
@@ -397,7 +398,7 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         solo.answer_heartbeats(&out);
         let (sync, request) = solo.leader_sync(&out, 6);
         let plan = sync_assignments(&request);
-        let mine: Vec<Tp> = plan["a"].iter().map(|(t, p)| (t.clone(), *p)).collect();
+        let mine: Vec<NamedPartition> = plan["a"].iter().map(|(t, p)| (t.clone(), *p)).collect();
         let out = solo.respond(
             sync,
             Response::Sync {
