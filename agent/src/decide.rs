@@ -8,7 +8,7 @@ use crate::config::{Config, Mode};
 use crate::election::elect;
 use crate::outlier::{score, score_partial, OutlierSettings, Score, Streaks};
 use crate::storm::{Hold, StormGuard};
-use crate::view::{GroupView, Snapshot, ViewTracker};
+use crate::view::{GroupLagView, Snapshot, ViewTracker};
 
 /// How an action's reason names the view it was decided on: every member's assignment from
 /// DescribeGroups (Kafka), or only the own member's (a broker that hides assignments).
@@ -34,7 +34,7 @@ pub enum Action {
 /// Everything one interval computed.
 #[derive(Clone, Debug)]
 pub struct Decision {
-    pub view: GroupView,
+    pub view: GroupLagView,
     pub scores: Vec<Score>,
     pub me: Option<String>,
     pub own_streak: u32,

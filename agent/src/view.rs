@@ -1,6 +1,6 @@
-//! The group view: per-member lag, lag trend, rates and time to drain, computed from what
-//! DescribeGroups, OffsetFetch and ListOffsets returned. Pure: the poll loop hands in the raw
-//! answers and a clock reading.
+//! The agent's lag view of the group ([`GroupLagView`]): per-member lag, lag trend, rates and
+//! time to drain, computed from what DescribeGroups, OffsetFetch and ListOffsets returned.
+//! Pure: the poll loop hands in the raw answers and a clock reading.
 //!
 //! **Log end and lag** are read by the one lag rule of the client ([`lagbalance::lag`]), the
 //! same the consumer, its leader and the partitioner use: log end = `max(ListOffsets,
@@ -11,7 +11,7 @@
 //!
 //! Partitions without a committed offset count as lag 0 (where such a consumer starts depends
 //! on its `auto.offset.reset`, which the agent cannot see); they are counted in
-//! [`GroupView::uncommitted`].
+//! [`GroupLagView::uncommitted`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -153,7 +153,7 @@ impl Snapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionLag {
     pub tp: NamedPartition,
-    /// Index into [`GroupView::members`], if someone owns it.
+    /// Index into [`GroupLagView::members`], if someone owns it.
     pub owner: Option<usize>,
     pub log_end: i64,
     pub committed: Option<i64>,
@@ -182,9 +182,11 @@ pub struct MemberLag {
     pub time_to_drain: Option<f64>,
 }
 
-/// The group as computed at one poll.
+/// The group's lag as computed at one poll: who owns what, how far behind each member is and
+/// where that is heading. (Not the leader's [`lagbalance::assign::GroupView`], the input of an
+/// assignor.)
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GroupView {
+pub struct GroupLagView {
     pub at_ms: u64,
     pub state: String,
     /// Sorted by member id.
@@ -204,7 +206,7 @@ pub struct GroupView {
     pub unattributed_lag: i64,
 }
 
-impl GroupView {
+impl GroupLagView {
     pub fn stable(&self) -> bool {
         self.state == "Stable"
     }
@@ -267,7 +269,7 @@ impl ViewTracker {
     }
 
     /// Compute the view for `snap` and remember it for the next one.
-    pub fn update(&mut self, snap: &Snapshot) -> GroupView {
+    pub fn update(&mut self, snap: &Snapshot) -> GroupLagView {
         let dt_ms = self
             .last_at
             .map(|t| snap.at_ms.saturating_sub(t))
@@ -402,7 +404,7 @@ impl ViewTracker {
         self.parts = new_parts;
         self.members = new_members;
         self.last_at = Some(snap.at_ms);
-        GroupView {
+        GroupLagView {
             at_ms: snap.at_ms,
             state: snap.state.clone(),
             members,
