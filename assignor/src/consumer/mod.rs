@@ -213,7 +213,7 @@ impl Consumer {
             return;
         }
         let id = self.identity();
-        let now = (!id.member_id.is_empty()).then(|| crate::control::MemberIdentity {
+        let now = (!id.member_id.is_empty()).then(|| crate::control::AppIdentity {
             group: self.config.group.group_id.clone(),
             member_id: id.member_id.clone(),
             instance_id: id.instance_id.clone(),
