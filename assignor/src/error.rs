@@ -140,6 +140,21 @@ impl std::fmt::Display for BrokerCode {
     }
 }
 
+/// What refused us for good ([`Error::refusal_kind`]): nothing changes until someone fixes the
+/// credentials, the certificates or the ACLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// SASL authentication failed: wrong credentials, a mechanism the broker does not enable,
+    /// or a server that could not prove it knows the credentials (SCRAM).
+    Authentication,
+    /// The TLS handshake failed: an untrusted or misnamed certificate, or no common protocol.
+    Tls,
+    /// The broker denied the request: the principal lacks an ACL. `code` says on what
+    /// (TOPIC_, GROUP_, CLUSTER_ or TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+    Authorization(BrokerCode),
+}
+
 impl Error {
     /// Whether repeating the operation (after backoff / metadata refresh) may succeed.
     pub fn is_retriable(&self) -> bool {
@@ -156,19 +171,28 @@ impl Error {
     /// long-running component (the consumer's group membership) stops on it instead of
     /// retrying until someone fixes the configuration.
     pub fn is_refusal(&self) -> bool {
+        self.refusal_kind().is_some()
+    }
+
+    /// What refused us, if this error is a refusal (see [`Error::is_refusal`]).
+    pub fn refusal_kind(&self) -> Option<RefusalKind> {
         match self {
-            Error::Authentication { .. } | Error::Tls { .. } => true,
-            Error::Group(fatal) => fatal.is_refusal(),
+            Error::Authentication { .. } => Some(RefusalKind::Authentication),
+            Error::Tls { .. } => Some(RefusalKind::Tls),
+            Error::Group(fatal) => fatal.refusal_kind(),
+            Error::Broker { code, .. } if code.is(ResponseError::SaslAuthenticationFailed) => {
+                Some(RefusalKind::Authentication)
+            }
             Error::Broker { code, .. } => [
                 ResponseError::TopicAuthorizationFailed,
                 ResponseError::GroupAuthorizationFailed,
                 ResponseError::ClusterAuthorizationFailed,
                 ResponseError::TransactionalIdAuthorizationFailed,
-                ResponseError::SaslAuthenticationFailed,
             ]
             .into_iter()
-            .any(|e| code.is(e)),
-            _ => false,
+            .any(|e| code.is(e))
+            .then_some(RefusalKind::Authorization(*code)),
+            _ => None,
         }
     }
 
@@ -243,9 +267,19 @@ mod tests {
             Error::broker("join", ResponseError::GroupAuthorizationFailed.code()),
             Error::broker("create", ResponseError::ClusterAuthorizationFailed.code()),
         ];
-        for e in refused {
+        let kinds = [
+            RefusalKind::Authentication,
+            RefusalKind::Tls,
+            RefusalKind::Authorization(ResponseError::TopicAuthorizationFailed.into()),
+            RefusalKind::Authorization(ResponseError::GroupAuthorizationFailed.into()),
+            RefusalKind::Authorization(ResponseError::ClusterAuthorizationFailed.into()),
+        ];
+        for (e, kind) in refused.into_iter().zip(kinds) {
             assert!(e.is_refusal() && !e.is_retriable(), "{e}");
+            assert_eq!(e.refusal_kind(), Some(kind), "{e}");
         }
+        let sasl = Error::broker("sasl", ResponseError::SaslAuthenticationFailed.code());
+        assert_eq!(sasl.refusal_kind(), Some(RefusalKind::Authentication));
         for e in [
             Error::broker("fetch", ResponseError::NotLeaderOrFollower.code()),
             Error::ConnectionClosed { addr: "b".into() },

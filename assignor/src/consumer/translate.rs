@@ -24,10 +24,9 @@ use crate::group::{Input, Request, Response};
 /// ACL) stops the member, since repeating cannot help; anything else is retried.
 pub(super) fn failure(id: u64, e: &Error) -> Input {
     let reason = e.to_string();
-    if e.is_refusal() {
-        Input::RequestRefused { id, reason }
-    } else {
-        Input::RequestFailed { id, reason }
+    match e.refusal_kind() {
+        Some(kind) => Input::RequestRefused { id, kind, reason },
+        None => Input::RequestFailed { id, reason },
     }
 }
 

@@ -34,7 +34,7 @@ use super::codec::{
     Subscription,
 };
 use super::fatal::{FencedIn, GroupFatal};
-use crate::error::BrokerCode;
+use crate::error::{BrokerCode, RefusalKind};
 
 /// How long cached subscription user data may be reused by later joins; older data is
 /// recomputed and sent only if the assignor says the news matters
@@ -175,9 +175,13 @@ pub enum Input {
     /// Request `id` failed in transport (connection lost, timeout).
     RequestFailed { id: u64, reason: String },
     /// Request `id` was refused for good: the broker rejected our credentials or certificate
-    /// (SASL, TLS) or we are not authorised. Repeating it cannot help, so the member stops
-    /// with this reason instead of backing off and retrying for ever.
-    RequestRefused { id: u64, reason: String },
+    /// (SASL, TLS) or we are not authorised (`kind` says which). Repeating it cannot help, so
+    /// the member stops with this reason instead of backing off and retrying for ever.
+    RequestRefused {
+        id: u64,
+        kind: RefusalKind,
+        reason: String,
+    },
     /// Leader inputs asked for with [`Output::LeaderInputsNeeded`].
     LeaderInputs {
         id: u64,
@@ -514,7 +518,7 @@ impl Membership {
             Input::CallbacksDone => self.awaiting_callbacks = false,
             Input::Response { id, response } => self.on_response(id, response),
             Input::RequestFailed { id, reason } => self.on_transport_failure(id, reason),
-            Input::RequestRefused { id, reason } => self.on_refusal(id, reason),
+            Input::RequestRefused { id, kind, reason } => self.on_refusal(id, kind, reason),
             Input::LeaderInputs { id, topics, stats } => self.on_leader_inputs(id, topics, stats),
             Input::CommitFailed { error, generation } => self.on_commit_failed(error, generation),
         }
@@ -1019,7 +1023,7 @@ impl Membership {
         }
     }
 
-    fn on_refusal(&mut self, id: u64, reason: String) {
+    fn on_refusal(&mut self, id: u64, kind: RefusalKind, reason: String) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -1035,7 +1039,7 @@ impl Membership {
         if matches!(self.pending, Some((pid, _)) if pid == id) {
             self.pending = None;
         }
-        self.fatal(GroupFatal::Refused { reason });
+        self.fatal(GroupFatal::Refused { kind, reason });
     }
 
     fn on_response(&mut self, id: u64, response: Response) {

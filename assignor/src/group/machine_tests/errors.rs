@@ -312,10 +312,12 @@ fn refusals_are_fatal_not_retried() {
     let (find, _) = only_send(&out, Api::Find);
     let out = solo.input(Input::RequestRefused {
         id: find,
+        kind: RefusalKind::Authentication,
         reason: "SASL PLAIN authentication failed: bad password".into(),
     });
     assert!(
-        matches!(out.as_slice(), [Output::Fatal(why)] if why.to_string().contains("SASL PLAIN")),
+        matches!(out.as_slice(), [Output::Fatal(why)] if why.to_string().contains("SASL PLAIN")
+            && why.refusal_kind() == Some(RefusalKind::Authentication)),
         "{out:?}"
     );
     solo.now = 60_000;

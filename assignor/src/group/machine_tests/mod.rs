@@ -50,7 +50,7 @@ use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
     Input, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response,
 };
-use crate::error::BrokerCode;
+use crate::error::{BrokerCode, RefusalKind};
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
