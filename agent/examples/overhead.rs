@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use lagbalance::admin::OffsetMap;
-use lagbalance::control::{serve, ControlCommand, ControlConfig, MemberIdentity};
+use lagbalance::control::{serve, AppIdentity, ControlCommand, ControlConfig};
 use lagbalance::group::codec::{encode_assignment, encode_subscription, Assignment, Subscription};
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
@@ -216,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The app's side of the control channel.
     let (handle, mut commands) = serve(ControlConfig::loopback(0)).await?;
-    handle.set_identity(Some(MemberIdentity {
+    handle.set_identity(Some(AppIdentity {
         group: group.clone(),
         member_id: member_id.clone(),
         instance_id: None,

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lagbalance::control::{ControlClient, ControlError, MemberIdentity, Op, Reply};
+use lagbalance::control::{AppIdentity, ControlClient, ControlError, Op, Reply};
 
 pub struct AppLink {
     addr: SocketAddr,
@@ -13,7 +13,7 @@ pub struct AppLink {
     timeout: Duration,
     conn: Option<ControlClient>,
     /// Identity from the last successful reply.
-    pub identity: Option<MemberIdentity>,
+    pub identity: Option<AppIdentity>,
 }
 
 impl AppLink {

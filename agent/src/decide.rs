@@ -2,13 +2,13 @@
 //! at most one action out. The poll loop ([`crate::run`]) does the I/O around it; tests drive
 //! several deciders over one simulated group.
 
-use lagbalance::control::MemberIdentity;
+use lagbalance::control::AppIdentity;
 
 use crate::config::{Config, Mode};
 use crate::election::elect;
 use crate::outlier::{score, score_partial, OutlierSettings, Score, Streaks};
 use crate::storm::{Hold, StormGuard};
-use crate::view::{GroupView, Snapshot, ViewTracker};
+use crate::view::{GroupLagView, Snapshot, ViewTracker};
 
 /// How an action's reason names the view it was decided on: every member's assignment from
 /// DescribeGroups (Kafka), or only the own member's (a broker that hides assignments).
@@ -34,7 +34,7 @@ pub enum Action {
 /// Everything one interval computed.
 #[derive(Clone, Debug)]
 pub struct Decision {
-    pub view: GroupView,
+    pub view: GroupLagView,
     pub scores: Vec<Score>,
     pub me: Option<String>,
     pub own_streak: u32,
@@ -80,7 +80,7 @@ impl Decider {
     }
 
     /// The app's identity if it belongs to our group.
-    pub fn own<'a>(&self, identity: Option<&'a MemberIdentity>) -> Option<&'a MemberIdentity> {
+    pub fn own<'a>(&self, identity: Option<&'a AppIdentity>) -> Option<&'a AppIdentity> {
         identity.filter(|i| i.group == self.group && !i.member_id.is_empty())
     }
 
@@ -90,7 +90,7 @@ impl Decider {
         &mut self,
         now_ms: u64,
         mut snap: Snapshot,
-        identity: Option<&MemberIdentity>,
+        identity: Option<&AppIdentity>,
     ) -> Decision {
         let own = self.own(identity).cloned();
         if let Some(id) = &own {
@@ -246,8 +246,8 @@ mod tests {
             }
             s
         }
-        fn identity(&self, m: &str) -> MemberIdentity {
-            MemberIdentity {
+        fn identity(&self, m: &str) -> AppIdentity {
+            AppIdentity {
                 group: "g".into(),
                 member_id: m.into(),
                 instance_id: None,

@@ -31,10 +31,10 @@ pub fn is_elected(scores: &[Score], me: &str) -> bool {
 mod tests {
     use super::*;
     use crate::outlier::{score, OutlierSettings};
-    use crate::view::GroupView;
+    use crate::view::GroupLagView;
 
     /// The outlier tests' group view, members sorted by id as DescribeGroups lists them.
-    fn view(lags: &[(&str, i64)]) -> GroupView {
+    fn view(lags: &[(&str, i64)]) -> GroupLagView {
         let mut v = crate::outlier::tests::view_with(lags);
         v.members
             .sort_by(|a, b| a.info.member_id.cmp(&b.info.member_id));

@@ -3,14 +3,14 @@
 use std::fmt::Write;
 
 use crate::outlier::Score;
-use crate::view::GroupView;
+use crate::view::GroupLagView;
 
 /// Everything the HTTP endpoints report, updated by the poll loop.
 #[derive(Clone, Debug, Default)]
 pub struct AgentState {
     pub group: String,
     pub mode: String,
-    pub view: Option<GroupView>,
+    pub view: Option<GroupLagView>,
     pub scores: Vec<Score>,
     /// Our member id, as the app reported it.
     pub me: Option<String>,

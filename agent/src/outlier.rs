@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use crate::view::GroupView;
+use crate::view::GroupLagView;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutlierSettings {
@@ -68,7 +68,7 @@ fn median(sorted: &[f64]) -> f64 {
 /// Score every member of `view` (same order as `view.members`). Only a member with partitions
 /// can be an outlier, and only members with partitions are peers: an idle member (more members
 /// than partitions) says nothing about how fast a busy one should drain.
-pub fn score(view: &GroupView, s: &OutlierSettings) -> Vec<Score> {
+pub fn score(view: &GroupLagView, s: &OutlierSettings) -> Vec<Score> {
     let mut sorted_all: Vec<i64> = view
         .members
         .iter()
@@ -133,7 +133,7 @@ pub fn score(view: &GroupView, s: &OutlierSettings) -> Vec<Score> {
 /// The election needs no peer details here: besides the floor, ratio and draining rules, the
 /// member must hold a **strict majority of the group's lag** (`2 × own > total`). At most one
 /// member can, and every agent sees the same total, so still at most one acts.
-pub fn score_partial(view: &GroupView, me: &str, s: &OutlierSettings) -> Option<Score> {
+pub fn score_partial(view: &GroupLagView, me: &str, s: &OutlierSettings) -> Option<Score> {
     let m = view.member(me)?;
     let total = view.total_lag();
     let peers = view.members.len().saturating_sub(1);
@@ -201,8 +201,8 @@ pub(crate) mod tests {
     use crate::view::tests::member;
     use crate::view::MemberLag;
 
-    pub(crate) fn view_with(lags: &[(&str, i64)]) -> GroupView {
-        GroupView {
+    pub(crate) fn view_with(lags: &[(&str, i64)]) -> GroupLagView {
+        GroupLagView {
             state: "Stable".into(),
             members: lags
                 .iter()
@@ -217,7 +217,7 @@ pub(crate) mod tests {
                     time_to_drain: None,
                 })
                 .collect(),
-            ..GroupView::default()
+            ..GroupLagView::default()
         }
     }
 
@@ -332,7 +332,7 @@ pub(crate) mod tests {
         assert!(score(&v, &s())[1].outlier);
     }
 
-    fn hidden(lags: &[(&str, i64)], unattributed: i64) -> GroupView {
+    fn hidden(lags: &[(&str, i64)], unattributed: i64) -> GroupLagView {
         let mut v = view_with(lags);
         v.assignments_visible = false;
         v.unattributed_lag = unattributed;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::{parse_duration, ConfigError};
 use crate::outlier::{score, OutlierSettings, Score};
 use crate::poll;
-use crate::view::{GroupView, ViewTracker};
+use crate::view::{GroupLagView, ViewTracker};
 
 /// What `lagbalance-agent status --help` prints.
 pub const USAGE: &str = "\
@@ -134,7 +134,7 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// Render the members table (pure).
-pub fn table(group: &str, view: &GroupView, scores: &[Score], partitions: bool) -> String {
+pub fn table(group: &str, view: &GroupLagView, scores: &[Score], partitions: bool) -> String {
     let mut rows: Vec<[String; 9]> = vec![[
         "MEMBER".into(),
         "HOST".into(),

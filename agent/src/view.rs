@@ -1,6 +1,6 @@
-//! The group view: per-member lag, lag trend, rates and time to drain, computed from what
-//! DescribeGroups, OffsetFetch and ListOffsets returned. Pure: the poll loop hands in the raw
-//! answers and a clock reading.
+//! The agent's lag view of the group ([`GroupLagView`]): per-member lag, lag trend, rates and
+//! time to drain, computed from what DescribeGroups, OffsetFetch and ListOffsets returned.
+//! Pure: the poll loop hands in the raw answers and a clock reading.
 //!
 //! **Log end and lag** are read by the one lag rule of the client ([`lagbalance::lag`]), the
 //! same the consumer, its leader and the partitioner use: log end = `max(ListOffsets,
@@ -11,7 +11,7 @@
 //!
 //! Partitions without a committed offset count as lag 0 (where such a consumer starts depends
 //! on its `auto.offset.reset`, which the agent cannot see); they are counted in
-//! [`GroupView::uncommitted`].
+//! [`GroupLagView::uncommitted`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,8 +20,7 @@ use lagbalance::assign::capacity::ewma_alpha;
 use lagbalance::assign::userdata::MemberUserData;
 use lagbalance::group::codec::{decode_assignment, decode_subscription};
 use lagbalance::lag;
-
-pub type Tp = (String, i32);
+use lagbalance::NamedPartition;
 
 /// One member as decoded from DescribeGroups. Hostile blobs decode to "nothing known".
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,7 +30,7 @@ pub struct MemberInfo {
     pub client_id: String,
     pub host: String,
     /// Assigned partitions, sorted, deduplicated.
-    pub partitions: Vec<Tp>,
+    pub partitions: Vec<NamedPartition>,
     /// Generation from the member's subscription (v2+), −1 if unknown.
     pub generation: i32,
     /// Capacity estimate from our user data, if the member sent valid data.
@@ -54,7 +53,8 @@ impl MemberInfo {
         };
         match decode_assignment(&m.assignment) {
             Ok(a) => {
-                let mut p: Vec<Tp> = a.partitions.into_iter().filter(|(_, p)| *p >= 0).collect();
+                let mut p: Vec<NamedPartition> =
+                    a.partitions.into_iter().filter(|(_, p)| *p >= 0).collect();
                 p.sort();
                 p.dedup();
                 info.partitions = p;
@@ -91,9 +91,9 @@ pub struct Snapshot {
     pub protocol: String,
     pub members: Vec<MemberInfo>,
     /// Committed offsets of the group.
-    pub committed: BTreeMap<Tp, i64>,
+    pub committed: BTreeMap<NamedPartition, i64>,
     /// ListOffsets(latest) answers.
-    pub log_end: BTreeMap<Tp, i64>,
+    pub log_end: BTreeMap<NamedPartition, i64>,
     /// Whether DescribeGroups showed any member's assignment. tansu 0.6.0 answers with member
     /// ids only (empty metadata and assignment): then only the agent's own member's partitions
     /// are known, from its app ([`Snapshot::apply_own_assignment`]).
@@ -119,12 +119,12 @@ impl Snapshot {
 
     /// Fill in the assignment the agent's own app reported, when the broker hid it. A member id
     /// the broker does not list is ignored (the app's identity is stale).
-    pub fn apply_own_assignment(&mut self, member_id: &str, partitions: &[Tp]) {
+    pub fn apply_own_assignment(&mut self, member_id: &str, partitions: &[NamedPartition]) {
         if self.assignments_visible {
             return;
         }
         if let Some(m) = self.members.iter_mut().find(|m| m.member_id == member_id) {
-            let mut p: Vec<Tp> = partitions
+            let mut p: Vec<NamedPartition> = partitions
                 .iter()
                 .filter(|(_, p)| *p >= 0)
                 .cloned()
@@ -152,8 +152,8 @@ impl Snapshot {
 /// Per-partition figures.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionLag {
-    pub tp: Tp,
-    /// Index into [`GroupView::members`], if someone owns it.
+    pub tp: NamedPartition,
+    /// Index into [`GroupLagView::members`], if someone owns it.
     pub owner: Option<usize>,
     pub log_end: i64,
     pub committed: Option<i64>,
@@ -182,9 +182,11 @@ pub struct MemberLag {
     pub time_to_drain: Option<f64>,
 }
 
-/// The group as computed at one poll.
+/// The group's lag as computed at one poll: who owns what, how far behind each member is and
+/// where that is heading. (Not the leader's [`lagbalance::assign::GroupView`], the input of an
+/// assignor.)
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GroupView {
+pub struct GroupLagView {
     pub at_ms: u64,
     pub state: String,
     /// Sorted by member id.
@@ -204,7 +206,7 @@ pub struct GroupView {
     pub unattributed_lag: i64,
 }
 
-impl GroupView {
+impl GroupLagView {
     pub fn stable(&self) -> bool {
         self.state == "Stable"
     }
@@ -239,7 +241,7 @@ struct MemberState {
 pub struct ViewTracker {
     window_ms: u64,
     last_at: Option<u64>,
-    parts: HashMap<Tp, PartState>,
+    parts: HashMap<NamedPartition, PartState>,
     members: HashMap<String, MemberState>,
 }
 
@@ -267,7 +269,7 @@ impl ViewTracker {
     }
 
     /// Compute the view for `snap` and remember it for the next one.
-    pub fn update(&mut self, snap: &Snapshot) -> GroupView {
+    pub fn update(&mut self, snap: &Snapshot) -> GroupLagView {
         let dt_ms = self
             .last_at
             .map(|t| snap.at_ms.saturating_sub(t))
@@ -275,7 +277,7 @@ impl ViewTracker {
         let alpha = dt_ms.map(|d| ewma_alpha(d, self.window_ms)).unwrap_or(1.0);
         let dt_s = dt_ms.map(|d| d as f64 / 1000.0);
 
-        let mut owner: HashMap<&Tp, usize> = HashMap::new();
+        let mut owner: HashMap<&NamedPartition, usize> = HashMap::new();
         let mut fp: u64 = 0xcbf2_9ce4_8422_2325;
         let mut generation_hint = -1;
         for (i, m) in snap.members.iter().enumerate() {
@@ -292,7 +294,7 @@ impl ViewTracker {
         }
 
         // Every partition we know anything about.
-        let mut tps: Vec<&Tp> = owner.keys().copied().collect();
+        let mut tps: Vec<&NamedPartition> = owner.keys().copied().collect();
         tps.extend(snap.log_end.keys());
         tps.sort();
         tps.dedup();
@@ -402,7 +404,7 @@ impl ViewTracker {
         self.parts = new_parts;
         self.members = new_members;
         self.last_at = Some(snap.at_ms);
-        GroupView {
+        GroupLagView {
             at_ms: snap.at_ms,
             state: snap.state.clone(),
             members,

@@ -102,7 +102,7 @@ mod slow_member {
     };
     use kafka_protocol::protocol::StrBytes;
     use lagbalance::admin::OffsetMap;
-    use lagbalance::control::{serve, ControlCommand, ControlConfig, MemberIdentity};
+    use lagbalance::control::{serve, AppIdentity, ControlCommand, ControlConfig};
     use lagbalance::group::codec::{
         encode_assignment, encode_subscription, Assignment, Subscription,
     };
@@ -280,7 +280,7 @@ mod slow_member {
         let mut agents = Kill(Vec::new());
         for (m, parts) in &plan {
             let (handle, rx) = serve(ControlConfig::loopback(0)).await.unwrap();
-            handle.set_identity(Some(MemberIdentity {
+            handle.set_identity(Some(AppIdentity {
                 group: group.clone(),
                 member_id: m.clone(),
                 instance_id: None,

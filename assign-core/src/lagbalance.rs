@@ -1179,7 +1179,7 @@ impl Work {
 mod tests {
     use super::*;
     use crate::cooperative::{resolve_owners, validate};
-    use crate::model::{MemberView, PartitionStats, TopicInfo};
+    use crate::model::{MemberView, PartitionLoad, PartitionStats, TopicInfo};
     use crate::userdata::Rng;
     use std::collections::BTreeMap;
 
@@ -1515,7 +1515,12 @@ mod tests {
         let with = |capacity: Option<f64>, rate: f64| {
             let stats = MemberStats {
                 processed_rate: rate,
-                partitions: vec![("t".into(), 0, rate * 3.0, rate)],
+                partitions: vec![PartitionLoad {
+                    topic: "t".into(),
+                    partition: 0,
+                    lag: rate * 3.0,
+                    rate,
+                }],
                 ..MemberStats::default()
             };
             MemberUserData::from_stats(&stats, capacity, 1).encode()
@@ -1622,7 +1627,12 @@ mod tests {
     fn rates_from_user_data_count_only_for_the_owner() {
         let report = |member: &str, partition: i32, rate: f64, cap: f64| {
             let stats = MemberStats {
-                partitions: vec![("t".into(), partition, 0.0, rate)],
+                partitions: vec![PartitionLoad {
+                    topic: "t".into(),
+                    partition,
+                    lag: 0.0,
+                    rate,
+                }],
                 ..MemberStats::default()
             };
             let _ = member;

@@ -55,8 +55,8 @@ pub use cooperative::{
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use leader::{Leader, LeaderError, LeaderPlan};
 pub use model::{
-    AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, PartitionStats, Plan,
-    TopicIdx, TopicInfo, Tp,
+    AssignError, Assignor, GroupView, IssuedPlan, MemberStats, MemberView, NamedPartition,
+    PartitionLoad, PartitionStats, Plan, TopicIdx, TopicInfo, Tp,
 };
 pub use range::RangeAssignor;
 pub use sticky::CooperativeStickyAssignor;

@@ -2,6 +2,10 @@
 
 use bytes::Bytes;
 
+/// A partition by its topic's name and its number, as on the wire and in the client's API.
+/// [`Tp`] is the same partition in the leader's dense form (topic by index).
+pub type NamedPartition = (String, i32);
+
 /// Index of a topic in [`GroupView::topics`].
 pub type TopicIdx = u32;
 
@@ -43,6 +47,22 @@ pub struct MemberView {
     pub user_data: Option<Bytes>,
     /// Rack id (subscription v3), `None` when empty.
     pub rack: Option<String>,
+}
+
+/// One partition's load, by topic name: how far behind its readers are and how many records
+/// per second pass through it.
+///
+/// Which rate is meant depends on who measured: a member's own measurement
+/// ([`MemberStats::partitions`]) reports the records/s it processed, the leader's lag sample
+/// (`leader::Round::stats`) the records/s arriving.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartitionLoad {
+    pub topic: String,
+    pub partition: i32,
+    /// Records behind the log end.
+    pub lag: f64,
+    /// Records per second, processed or arriving (see above); `NaN` when unknown.
+    pub rate: f64,
 }
 
 /// Per-partition lag and rate the leader measured at assignment time, indexed by
@@ -149,8 +169,8 @@ pub struct MemberStats {
     /// Fraction of the window the application spent processing records (outside `poll`), in
     /// `0..=1`; `None` if unknown. Saturates for an I/O-bound consumer whose CPU stays idle.
     pub busy_fraction: Option<f64>,
-    /// Per owned partition: (topic, partition, lag in records, processing rate records/s).
-    pub partitions: Vec<(String, i32, f64, f64)>,
+    /// Per owned partition: its lag and the records/s this member processed from it.
+    pub partitions: Vec<PartitionLoad>,
     /// Member's own clock in milliseconds when it measured.
     pub measured_at_ms: u64,
 }

@@ -36,7 +36,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::model::MemberStats;
+use crate::model::{MemberStats, PartitionLoad};
 
 /// Version this code writes.
 pub const USER_DATA_VERSION: i16 = 1;
@@ -96,13 +96,18 @@ pub struct TopicSamples {
 /// Decoded (and sanitised) user data.
 ///
 /// ```
-/// use lagbalance_assign::model::MemberStats;
+/// use lagbalance_assign::model::{MemberStats, PartitionLoad};
 /// use lagbalance_assign::userdata::MemberUserData;
 ///
 /// let stats = MemberStats {
 ///     processed_rate: 850.0,
 ///     backlogged: true,
-///     partitions: vec![("orders".into(), 3, 1200.0, 420.0)],
+///     partitions: vec![PartitionLoad {
+///         topic: "orders".into(),
+///         partition: 3,
+///         lag: 1200.0,
+///         rate: 420.0,
+///     }],
 ///     measured_at_ms: 60_000,
 ///     ..MemberStats::default()
 /// };
@@ -149,28 +154,28 @@ impl MemberUserData {
     /// Partitions are grouped by topic, sorted, de-duplicated (first entry wins); invalid
     /// partition ids (negative) are dropped.
     pub fn from_stats(stats: &MemberStats, capacity: Option<f64>, seq: u32) -> Self {
-        let mut parts: Vec<&(String, i32, f64, f64)> = stats
+        let mut parts: Vec<&PartitionLoad> = stats
             .partitions
             .iter()
-            .filter(|p| p.1 >= 0 && !p.0.is_empty() && p.0.len() <= MAX_TOPIC_NAME)
+            .filter(|p| p.partition >= 0 && !p.topic.is_empty() && p.topic.len() <= MAX_TOPIC_NAME)
             .collect();
-        parts.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+        parts.sort_by(|a, b| (a.topic.as_str(), a.partition).cmp(&(b.topic.as_str(), b.partition)));
         let mut topics: Vec<TopicSamples> = Vec::new();
-        for (topic, partition, lag, rate) in parts {
-            if topics.last().map(|t| t.name.as_str()) != Some(topic.as_str()) {
+        for load in parts {
+            if topics.last().map(|t| t.name.as_str()) != Some(load.topic.as_str()) {
                 topics.push(TopicSamples {
-                    name: topic.clone(),
+                    name: load.topic.clone(),
                     partitions: Vec::new(),
                 });
             }
             let t = topics.last_mut().expect("pushed above");
-            if t.partitions.last().map(|p| p.partition) == Some(*partition) {
+            if t.partitions.last().map(|p| p.partition) == Some(load.partition) {
                 continue;
             }
             t.partitions.push(PartitionSample {
-                partition: *partition,
-                rate: *rate,
-                lag: *lag,
+                partition: load.partition,
+                rate: load.rate,
+                lag: load.lag,
             });
         }
         MemberUserData {
@@ -507,6 +512,12 @@ mod tests {
 
     #[test]
     fn from_stats_sorts_dedups_and_sanitises() {
+        let load = |topic: &str, partition, lag, rate| PartitionLoad {
+            topic: topic.into(),
+            partition,
+            lag,
+            rate,
+        };
         let stats = MemberStats {
             processed_rate: f64::NAN,
             backlogged: true,
@@ -514,11 +525,11 @@ mod tests {
             cpu_limit_cores: Some(f64::INFINITY),
             busy_fraction: None,
             partitions: vec![
-                ("b".into(), 3, 10.0, 1.5),
-                ("a".into(), 7, 1.0, 2.0),
-                ("b".into(), 1, 0.0, 3.0),
-                ("b".into(), 1, 5.0, 9.0),
-                ("a".into(), -4, 0.0, 1.0),
+                load("b", 3, 10.0, 1.5),
+                load("a", 7, 1.0, 2.0),
+                load("b", 1, 0.0, 3.0),
+                load("b", 1, 5.0, 9.0),
+                load("a", -4, 0.0, 1.0),
             ],
             measured_at_ms: 42,
         };
@@ -543,7 +554,12 @@ mod tests {
         let stats = MemberStats {
             processed_rate: 1000.0,
             partitions: (0..100)
-                .map(|p| ("orders".to_string(), p, 5.0, 10.0))
+                .map(|partition| PartitionLoad {
+                    topic: "orders".into(),
+                    partition,
+                    lag: 5.0,
+                    rate: 10.0,
+                })
                 .collect(),
             ..MemberStats::default()
         };

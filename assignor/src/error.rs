@@ -73,27 +73,86 @@ pub enum Error {
     },
 }
 
-/// A Kafka error code as received, with the name the protocol gives it when we know it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A Kafka error code as a broker answered it: [`BrokerCode::NONE`] (0) for success, else the
+/// error, with the name the protocol gives it when we know it. `Display` shows that name as
+/// Kafka writes it (`GROUP_AUTHORIZATION_FAILED`), `Debug` the variant and the number
+/// (`GroupAuthorizationFailed(30)`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BrokerCode(pub i16);
 
 impl BrokerCode {
-    /// The protocol's error, if the code is one `kafka-protocol` knows.
+    /// No error.
+    pub const NONE: BrokerCode = BrokerCode(0);
+
+    /// Whether the answer was a success (code 0).
+    pub fn is_ok(self) -> bool {
+        self == Self::NONE
+    }
+    /// The protocol's error; `None` for success. A code `kafka-protocol` does not know is
+    /// `ResponseError::Unknown`.
     pub fn known(self) -> Option<ResponseError> {
         ResponseError::try_from_code(self.0)
     }
+    /// Whether this is error `e`.
     pub fn is(self, e: ResponseError) -> bool {
         self.0 == e.code()
+    }
+}
+
+impl From<i16> for BrokerCode {
+    fn from(code: i16) -> Self {
+        BrokerCode(code)
+    }
+}
+
+impl From<ResponseError> for BrokerCode {
+    fn from(e: ResponseError) -> Self {
+        BrokerCode(e.code())
     }
 }
 
 impl std::fmt::Debug for BrokerCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.known() {
+            None => write!(f, "NONE(0)"),
+            Some(ResponseError::Unknown(code)) => write!(f, "UNKNOWN({code})"),
             Some(e) => write!(f, "{e:?}({})", self.0),
-            None => write!(f, "UNKNOWN({})", self.0),
         }
     }
+}
+
+impl std::fmt::Display for BrokerCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.known() {
+            None => f.write_str("NONE"),
+            Some(ResponseError::Unknown(code)) => write!(f, "UNKNOWN_ERROR_CODE({code})"),
+            Some(e) => {
+                // `GroupAuthorizationFailed` → `GROUP_AUTHORIZATION_FAILED`, Kafka's spelling.
+                for (i, c) in format!("{e:?}").chars().enumerate() {
+                    if c.is_ascii_uppercase() && i > 0 {
+                        f.write_str("_")?;
+                    }
+                    write!(f, "{}", c.to_ascii_uppercase())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What refused us for good ([`Error::refusal_kind`]): nothing changes until someone fixes the
+/// credentials, the certificates or the ACLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// SASL authentication failed: wrong credentials, a mechanism the broker does not enable,
+    /// or a server that could not prove it knows the credentials (SCRAM).
+    Authentication,
+    /// The TLS handshake failed: an untrusted or misnamed certificate, or no common protocol.
+    Tls,
+    /// The broker denied the request: the principal lacks an ACL. `code` says on what
+    /// (TOPIC_, GROUP_, CLUSTER_ or TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+    Authorization(BrokerCode),
 }
 
 impl Error {
@@ -112,19 +171,28 @@ impl Error {
     /// long-running component (the consumer's group membership) stops on it instead of
     /// retrying until someone fixes the configuration.
     pub fn is_refusal(&self) -> bool {
+        self.refusal_kind().is_some()
+    }
+
+    /// What refused us, if this error is a refusal (see [`Error::is_refusal`]).
+    pub fn refusal_kind(&self) -> Option<RefusalKind> {
         match self {
-            Error::Authentication { .. } | Error::Tls { .. } => true,
-            Error::Group(fatal) => fatal.is_refusal(),
+            Error::Authentication { .. } => Some(RefusalKind::Authentication),
+            Error::Tls { .. } => Some(RefusalKind::Tls),
+            Error::Group(fatal) => fatal.refusal_kind(),
+            Error::Broker { code, .. } if code.is(ResponseError::SaslAuthenticationFailed) => {
+                Some(RefusalKind::Authentication)
+            }
             Error::Broker { code, .. } => [
                 ResponseError::TopicAuthorizationFailed,
                 ResponseError::GroupAuthorizationFailed,
                 ResponseError::ClusterAuthorizationFailed,
                 ResponseError::TransactionalIdAuthorizationFailed,
-                ResponseError::SaslAuthenticationFailed,
             ]
             .into_iter()
-            .any(|e| code.is(e)),
-            _ => false,
+            .any(|e| code.is(e))
+            .then_some(RefusalKind::Authorization(*code)),
+            _ => None,
         }
     }
 
@@ -167,6 +235,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn broker_codes_read_as_kafka_names_them() {
+        let none = BrokerCode::from(0);
+        assert!(none.is_ok() && none == BrokerCode::NONE && none.known().is_none());
+        assert_eq!(
+            (none.to_string(), format!("{none:?}")),
+            ("NONE".into(), "NONE(0)".into())
+        );
+        let denied = BrokerCode::from(ResponseError::GroupAuthorizationFailed);
+        assert!(!denied.is_ok() && denied.is(ResponseError::GroupAuthorizationFailed));
+        assert_eq!(denied.to_string(), "GROUP_AUTHORIZATION_FAILED");
+        assert_eq!(format!("{denied:?}"), "GroupAuthorizationFailed(30)");
+        assert_eq!(BrokerCode(-1).to_string(), "UNKNOWN_SERVER_ERROR");
+        let unknown = BrokerCode(9999);
+        assert_eq!(unknown.to_string(), "UNKNOWN_ERROR_CODE(9999)");
+        assert_eq!(format!("{unknown:?}"), "UNKNOWN(9999)");
+    }
+
+    #[test]
     fn refusals_are_the_security_errors_and_missing_acls() {
         let refused = [
             Error::Authentication {
@@ -181,9 +267,19 @@ mod tests {
             Error::broker("join", ResponseError::GroupAuthorizationFailed.code()),
             Error::broker("create", ResponseError::ClusterAuthorizationFailed.code()),
         ];
-        for e in refused {
+        let kinds = [
+            RefusalKind::Authentication,
+            RefusalKind::Tls,
+            RefusalKind::Authorization(ResponseError::TopicAuthorizationFailed.into()),
+            RefusalKind::Authorization(ResponseError::GroupAuthorizationFailed.into()),
+            RefusalKind::Authorization(ResponseError::ClusterAuthorizationFailed.into()),
+        ];
+        for (e, kind) in refused.into_iter().zip(kinds) {
             assert!(e.is_refusal() && !e.is_retriable(), "{e}");
+            assert_eq!(e.refusal_kind(), Some(kind), "{e}");
         }
+        let sasl = Error::broker("sasl", ResponseError::SaslAuthenticationFailed.code());
+        assert_eq!(sasl.refusal_kind(), Some(RefusalKind::Authentication));
         for e in [
             Error::broker("fetch", ResponseError::NotLeaderOrFollower.code()),
             Error::ConnectionClosed { addr: "b".into() },

@@ -9,6 +9,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use lagbalance_assign::NamedPartition;
 use tokio::task::JoinSet;
 
 use crate::admin::OffsetSpec;
@@ -91,8 +92,6 @@ pub struct Fetcher {
     partitions: BTreeMap<(String, i32), PartitionState>,
 }
 
-type Tp = (String, i32);
-
 impl Fetcher {
     pub fn new(client: Client, config: FetchConfig) -> Self {
         Fetcher {
@@ -134,7 +133,7 @@ impl Fetcher {
     }
 
     /// Every assigned partition with its state.
-    pub fn assigned(&self) -> impl Iterator<Item = (&Tp, &PartitionState)> {
+    pub fn assigned(&self) -> impl Iterator<Item = (&NamedPartition, &PartitionState)> {
         self.partitions.iter()
     }
 
@@ -143,7 +142,7 @@ impl Fetcher {
     /// request timeout) when there is nothing new.
     pub async fn fetch(&mut self) -> Result<Vec<ConsumerRecord>> {
         self.resolve_positions().await?;
-        let mut by_leader: BTreeMap<i32, Vec<(Tp, i64)>> = BTreeMap::new();
+        let mut by_leader: BTreeMap<i32, Vec<(NamedPartition, i64)>> = BTreeMap::new();
         let mut first_error = None;
         for (tp, st) in &self.partitions {
             let (Some(pos), false) = (st.position, st.paused) else {
@@ -293,7 +292,7 @@ impl Fetcher {
 
 /// What a Fetch response said about one partition.
 struct PartitionOutcome {
-    tp: Tp,
+    tp: NamedPartition,
     fetched_at: i64,
     error: i16,
     high_watermark: i64,
@@ -305,7 +304,7 @@ async fn fetch_from(
     client: Client,
     config: FetchConfig,
     leader: i32,
-    parts: Vec<(Tp, i64)>,
+    parts: Vec<(NamedPartition, i64)>,
 ) -> Result<Vec<PartitionOutcome>> {
     let conn = client.broker_on(leader, Lane::Fetch).await?;
     let version = conn.version(ApiKey::Fetch)?;
@@ -339,7 +338,7 @@ async fn fetch_from(
     let timeout = client.config().connection.request_timeout + config.max_wait;
     let resp = conn.send_with_timeout(&req, version, timeout).await?;
     crate::error::check_code(|| format!("fetch from broker {leader}"), resp.error_code)?;
-    let requested: BTreeSet<&Tp> = parts.iter().map(|(tp, _)| tp).collect();
+    let requested: BTreeSet<&NamedPartition> = parts.iter().map(|(tp, _)| tp).collect();
     let mut out = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();

@@ -28,6 +28,7 @@ pub use cluster::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, RebalanceListener};
 pub use error::{Error, Result};
 pub use lagbalance_assign as assign;
+pub use lagbalance_assign::NamedPartition;
 
 /// The README's Rust example compiles as a doc test.
 #[cfg(doctest)]

@@ -13,7 +13,7 @@ use lagbalance::group::{Assignment, Subscription};
 use lagbalance::records::{encode_batch, CompressionCodec, ProducerRecord};
 use lagbalance::security::scram::ScramHash;
 use lagbalance::wire::versions::client_range;
-use lagbalance_assign::model::MemberStats;
+use lagbalance_assign::model::{MemberStats, PartitionLoad};
 use lagbalance_assign::userdata::MemberUserData;
 use lagbalance_fuzz::scram::{server_signature, NONCE, USER};
 use lagbalance_fuzz::{selector, CLIENT_APIS};
@@ -38,13 +38,11 @@ fn user_data(partitions: i32) -> Bytes {
         cpu_limit_cores: Some(2.0),
         busy_fraction: Some(0.9),
         partitions: (0..partitions)
-            .map(|p| {
-                (
-                    if p % 2 == 0 { "orders" } else { "audit" }.to_string(),
-                    p,
-                    120.0,
-                    40.0,
-                )
+            .map(|p| PartitionLoad {
+                topic: if p % 2 == 0 { "orders" } else { "audit" }.to_string(),
+                partition: p,
+                lag: 120.0,
+                rate: 40.0,
             })
             .collect(),
         measured_at_ms: 60_000,

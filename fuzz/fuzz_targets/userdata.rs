@@ -9,7 +9,7 @@
 //! its checksum rewritten, so mutations reach the body parser behind the CRC.
 #![no_main]
 
-use lagbalance_assign::model::MemberStats;
+use lagbalance_assign::model::{MemberStats, PartitionLoad};
 use lagbalance_assign::userdata::{MemberUserData, USER_DATA_VERSION};
 use lagbalance_fuzz::{fix_userdata_crc, same_f64};
 use libfuzzer_sys::arbitrary::{self, Arbitrary, Unstructured};
@@ -21,6 +21,7 @@ struct Input {
     backlogged: bool,
     cpu_used: Option<f64>,
     cpu_limit: Option<f64>,
+    /// `(topic, partition, lag, rate)`, each a [`PartitionLoad`].
     partitions: Vec<(String, i32, f64, f64)>,
     measured_at_ms: u64,
     capacity: Option<f64>,
@@ -132,7 +133,16 @@ fuzz_target!(|data: &[u8]| {
             cpu_limit_cores: input.cpu_limit,
             // Not carried in the user data (it feeds the member's own capacity estimate).
             busy_fraction: None,
-            partitions: input.partitions,
+            partitions: input
+                .partitions
+                .into_iter()
+                .map(|(topic, partition, lag, rate)| PartitionLoad {
+                    topic,
+                    partition,
+                    lag,
+                    rate,
+                })
+                .collect(),
             measured_at_ms: input.measured_at_ms,
         };
         let built = MemberUserData::from_stats(&stats, input.capacity, input.seq);
@@ -145,8 +155,8 @@ fuzz_target!(|data: &[u8]| {
         let mut valid: Vec<(&str, i32)> = stats
             .partitions
             .iter()
-            .filter(|p| p.1 >= 0 && !p.0.is_empty() && p.0.len() <= 249)
-            .map(|p| (p.0.as_str(), p.1))
+            .filter(|p| p.partition >= 0 && !p.topic.is_empty() && p.topic.len() <= 249)
+            .map(|p| (p.topic.as_str(), p.partition))
             .collect();
         valid.sort();
         valid.dedup();

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use lagbalance::NamedPartition;
 use lagbalance::{Client, ClientConfig};
 
 use crate::agents::Agent;
@@ -24,8 +25,6 @@ use crate::audit;
 use crate::broker::BrokerKind;
 use crate::workers::{owned_by_audit, wait_balanced, Worker};
 use crate::{unique, TestBroker};
-
-type Tp = (String, i32);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -167,7 +166,7 @@ async fn run_in(
     // Records arrive round-robin over the partitions at the fixed rate from the start, so the
     // group forms under load (a group formed idle splits by count only); every acknowledged
     // offset goes into the ledger and moves that partition's end offset.
-    let ledger: Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>> = Arc::default();
+    let ledger: Arc<Mutex<BTreeMap<NamedPartition, BTreeSet<i64>>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let producing = tokio::spawn(crate::ledger::produce_until(
         client.clone(),
@@ -296,7 +295,7 @@ async fn run_in(
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let produced: BTreeSet<(Tp, i64)> = producing
+    let produced: BTreeSet<(NamedPartition, i64)> = producing
         .await
         .context("producer task")??
         .into_iter()
@@ -321,9 +320,9 @@ async fn run_in(
 async fn group_lag(
     client: &Client,
     group: &str,
-    ledger: &Mutex<BTreeMap<Tp, BTreeSet<i64>>>,
+    ledger: &Mutex<BTreeMap<NamedPartition, BTreeSet<i64>>>,
 ) -> Result<i64> {
-    let ends: BTreeMap<Tp, i64> = match ledger.lock() {
+    let ends: BTreeMap<NamedPartition, i64> = match ledger.lock() {
         Ok(l) => l
             .iter()
             .filter_map(|(tp, offs)| Some((tp.clone(), offs.last()? + 1)))
@@ -332,7 +331,7 @@ async fn group_lag(
     };
     // Name the partitions: tansu 0.6.0 answers an all-topics OffsetFetch with bytes our decoder
     // rejects (docs/tansu-quirks.md).
-    let partitions: Vec<Tp> = ends.keys().cloned().collect();
+    let partitions: Vec<NamedPartition> = ends.keys().cloned().collect();
     let committed = client.offset_fetch(group, Some(&partitions)).await?;
     Ok(ends
         .iter()

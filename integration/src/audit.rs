@@ -11,9 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use lagbalance::NamedPartition;
 use serde::Deserialize;
-
-type Tp = (String, i32);
 
 /// One line of a worker's `--audit` file (`assignor/examples/worker.rs`).
 #[derive(Debug, Deserialize)]
@@ -47,21 +46,21 @@ pub struct Interval {
 #[derive(Debug, Default)]
 pub struct Report {
     /// `(partition, first owner, second owner, overlap start ms, overlap end ms)`.
-    pub overlaps: Vec<(Tp, String, String, u64, u64)>,
+    pub overlaps: Vec<(NamedPartition, String, String, u64, u64)>,
     /// Records consumed by a member that did not own the partition then.
-    pub unowned_consumption: Vec<(String, Tp, i64, u64)>,
+    pub unowned_consumption: Vec<(String, NamedPartition, i64, u64)>,
     /// Produced offsets nobody consumed.
-    pub missing: Vec<(Tp, i64)>,
+    pub missing: Vec<(NamedPartition, i64)>,
     /// Consumed offsets that were consumed more than once (redelivery), with the count.
     pub duplicates: usize,
     pub consumed: usize,
     pub ownership_changes: usize,
-    pub intervals: BTreeMap<Tp, Vec<Interval>>,
+    pub intervals: BTreeMap<NamedPartition, Vec<Interval>>,
     /// When each member was live, `(member, from ms, until ms)`.
     pub live: Vec<(String, u64, u64)>,
     /// The longest stretch one partition had no owner while some member was live:
     /// `(partition, from ms, length ms)`.
-    pub longest_unowned: Option<(Tp, u64, u64)>,
+    pub longest_unowned: Option<(NamedPartition, u64, u64)>,
 }
 
 impl Report {
@@ -81,20 +80,23 @@ impl Report {
 /// Per-member state while replaying its log.
 #[derive(Default)]
 struct Replay {
-    open: BTreeMap<Tp, u64>,
+    open: BTreeMap<NamedPartition, u64>,
     /// Last consumed ts per partition (ends a `lost` interval: a fenced member stopped
     /// consuming before it learned it lost the partition).
-    last_consumed: BTreeMap<Tp, u64>,
+    last_consumed: BTreeMap<NamedPartition, u64>,
     last_ts: u64,
     first_ts: Option<u64>,
     stopping_ts: Option<u64>,
 }
 
 /// Check the audit files against the produced offsets.
-pub fn check(files: &[impl AsRef<Path>], produced: &BTreeSet<(Tp, i64)>) -> Result<Report> {
+pub fn check(
+    files: &[impl AsRef<Path>],
+    produced: &BTreeSet<(NamedPartition, i64)>,
+) -> Result<Report> {
     let mut report = Report::default();
-    let mut consumed: BTreeMap<(Tp, i64), usize> = BTreeMap::new();
-    let mut consumption: Vec<(String, Tp, i64, u64)> = Vec::new();
+    let mut consumed: BTreeMap<(NamedPartition, i64), usize> = BTreeMap::new();
+    let mut consumption: Vec<(String, NamedPartition, i64, u64)> = Vec::new();
     for f in files {
         let f = f.as_ref();
         let text =
@@ -248,9 +250,12 @@ fn longest_gap(live: &[(u64, u64)], owned: &[(u64, u64)]) -> Option<(u64, u64)> 
 
 /// Over every partition that was produced to or owned: the longest time it had no owner while
 /// some member was live.
-fn longest_unowned(report: &Report, produced: &BTreeSet<(Tp, i64)>) -> Option<(Tp, u64, u64)> {
+fn longest_unowned(
+    report: &Report,
+    produced: &BTreeSet<(NamedPartition, i64)>,
+) -> Option<(NamedPartition, u64, u64)> {
     let live = merge(report.live.iter().map(|(_, a, b)| (*a, *b)).collect());
-    let partitions: BTreeSet<&Tp> = produced
+    let partitions: BTreeSet<&NamedPartition> = produced
         .iter()
         .map(|(tp, _)| tp)
         .chain(report.intervals.keys())
@@ -271,7 +276,7 @@ fn longest_unowned(report: &Report, produced: &BTreeSet<(Tp, i64)>) -> Option<(T
 /// Wait (bounded by `limit`) until every produced offset shows up as consumed in `files`.
 pub async fn wait_all_consumed(
     files: &[&Path],
-    produced: &BTreeSet<(Tp, i64)>,
+    produced: &BTreeSet<(NamedPartition, i64)>,
     limit: std::time::Duration,
 ) -> Result<()> {
     let deadline = std::time::Instant::now() + limit;
@@ -293,7 +298,7 @@ pub async fn wait_all_consumed(
 pub fn assert_clean(
     label: &str,
     files: &[&Path],
-    produced: &BTreeSet<(Tp, i64)>,
+    produced: &BTreeSet<(NamedPartition, i64)>,
     max_unowned: Duration,
 ) -> Report {
     let report = check(files, produced).expect("audit files readable");
@@ -342,7 +347,7 @@ mod tests {
         p
     }
 
-    fn produced(n: i64) -> BTreeSet<(Tp, i64)> {
+    fn produced(n: i64) -> BTreeSet<(NamedPartition, i64)> {
         (0..n).map(|o| (("t".to_string(), 0), o)).collect()
     }
 

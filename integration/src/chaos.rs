@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use lagbalance::control::{ControlClient, Op};
+use lagbalance::NamedPartition;
 use lagbalance::{Client, ClientConfig};
 
 use crate::agents::Agent;
@@ -29,8 +30,6 @@ use crate::audit;
 use crate::audit::Line;
 use crate::workers::{is_leader, owned_by_audit, wait_balanced, Worker};
 use crate::{unique, TestBroker};
-
-type Tp = (String, i32);
 
 /// Which faults a run injects (each once per cycle), besides the forced rebalances.
 #[derive(Clone, Debug)]
@@ -169,7 +168,7 @@ pub enum End {
 /// ended, and how long before that member's last record on the partition it consumed it.
 #[derive(Clone, Debug)]
 pub struct Redelivery {
-    pub tp: Tp,
+    pub tp: NamedPartition,
     pub offset: i64,
     pub first: String,
     pub again: String,
@@ -237,12 +236,12 @@ pub fn attribute_duplicates(
     crashed: &BTreeSet<String>,
     window: Duration,
 ) -> Result<Duplicates> {
-    let mut owned: BTreeMap<(String, Tp), Vec<Owned>> = BTreeMap::new();
-    let mut consumed: BTreeMap<(Tp, i64), Vec<(u64, String)>> = BTreeMap::new();
+    let mut owned: BTreeMap<(String, NamedPartition), Vec<Owned>> = BTreeMap::new();
+    let mut consumed: BTreeMap<(NamedPartition, i64), Vec<(u64, String)>> = BTreeMap::new();
     for f in files {
         let lines = read_lines(f.as_ref())?;
         let mut member = f.as_ref().display().to_string();
-        let mut open: BTreeMap<Tp, (u64, u64)> = BTreeMap::new();
+        let mut open: BTreeMap<NamedPartition, (u64, u64)> = BTreeMap::new();
         let mut last_ts = 0;
         for l in lines {
             if let Some(m) = &l.member {
@@ -376,7 +375,7 @@ pub fn consumed_count(files: &[impl AsRef<Path>]) -> usize {
 
 /// The first ownership event `event` (`revoked`, `lost`, `assigned`) logged at or after
 /// `since_ms` in `file`, if any.
-pub fn event_since(file: &Path, event: &str, since_ms: u64) -> Option<(u64, Vec<Tp>)> {
+pub fn event_since(file: &Path, event: &str, since_ms: u64) -> Option<(u64, Vec<NamedPartition>)> {
     read_lines(file)
         .unwrap_or_default()
         .into_iter()
@@ -947,7 +946,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn finish(&mut self, produced: &BTreeSet<(Tp, i64)>) -> Result<ChaosOutcome> {
+    async fn finish(&mut self, produced: &BTreeSet<(NamedPartition, i64)>) -> Result<ChaosOutcome> {
         let files: Vec<&Path> = self.files.iter().map(|p| p.as_path()).collect();
         audit::wait_all_consumed(&files, produced, Duration::from_secs(120)).await?;
         for m in self.live.iter_mut() {

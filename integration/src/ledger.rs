@@ -10,11 +10,10 @@ use anyhow::Result;
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
 use lagbalance::Client;
-
-pub type Tp = (String, i32);
+use lagbalance::NamedPartition;
 
 /// Acknowledged offsets per partition, readable while records are still being produced.
-pub type LiveLedger = Arc<Mutex<BTreeMap<Tp, BTreeSet<i64>>>>;
+pub type LiveLedger = Arc<Mutex<BTreeMap<NamedPartition, BTreeSet<i64>>>>;
 
 /// Produce round-robin over `partitions` at `rate`/s until `stop`; returns every acknowledged
 /// (partition, offset) and, if given, keeps `live` current while it runs.
@@ -25,10 +24,10 @@ pub async fn produce_until(
     rate: f64,
     stop: Arc<AtomicBool>,
     live: Option<LiveLedger>,
-) -> Result<BTreeSet<(Tp, i64)>> {
+) -> Result<BTreeSet<(NamedPartition, i64)>> {
     let producer = Producer::new(client, ProducerConfig::default())?;
     let started = Instant::now();
-    let acked: Arc<Mutex<BTreeSet<(Tp, i64)>>> = Arc::default();
+    let acked: Arc<Mutex<BTreeSet<(NamedPartition, i64)>>> = Arc::default();
     let mut acks = tokio::task::JoinSet::new();
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {

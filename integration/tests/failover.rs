@@ -23,14 +23,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
+use lagbalance::NamedPartition;
 use lagbalance::{Client, ClientConfig};
 use lagbalance_integration::audit;
 use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::workers::{wait_balanced, Worker};
 use lagbalance_integration::{unique, TestBroker};
 use tokio::sync::watch;
-
-type Tp = (String, i32);
 
 const PARTITIONS: i32 = 12;
 const REPLICATION: i16 = 3;
@@ -79,7 +78,7 @@ fn now_ms() -> u64 {
 #[derive(Default)]
 struct Produced {
     /// Every acknowledged record, `(partition, offset)`: the records the audit must find.
-    acked: BTreeSet<(Tp, i64)>,
+    acked: BTreeSet<(NamedPartition, i64)>,
     /// Acknowledgement times (ms since epoch) of `acked`, in no particular order.
     acked_at: Vec<u64>,
     /// Records whose delivery failed for good (not counted as produced).
@@ -153,8 +152,8 @@ async fn coordinator_node(client: &Client, group: &str) -> i32 {
 }
 
 /// Committed offsets of every partition of `topic` for `group` (bounded).
-async fn committed(client: &Client, group: &str, topic: &str) -> BTreeMap<Tp, i64> {
-    let tps: Vec<Tp> = (0..PARTITIONS).map(|p| (topic.to_owned(), p)).collect();
+async fn committed(client: &Client, group: &str, topic: &str) -> BTreeMap<NamedPartition, i64> {
+    let tps: Vec<NamedPartition> = (0..PARTITIONS).map(|p| (topic.to_owned(), p)).collect();
     tokio::time::timeout(
         Duration::from_secs(30),
         client.offset_fetch(group, Some(&tps)),
@@ -375,7 +374,7 @@ async fn run_failover(assignor: &str) {
 
     // The new coordinator kept every commit the old one acknowledged.
     let after = committed(&client, &group, &topic).await;
-    let regressed: Vec<(&Tp, i64, Option<&i64>)> = before
+    let regressed: Vec<(&NamedPartition, i64, Option<&i64>)> = before
         .iter()
         .filter(|(tp, o)| after.get(*tp).is_none_or(|n| n < *o))
         .map(|(tp, o)| (tp, *o, after.get(tp)))

@@ -35,10 +35,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lagbalance::{Client, ClientConfig};
+use lagbalance::{Client, ClientConfig, NamedPartition};
 use lagbalance_integration::audit::{self, Report};
 use lagbalance_integration::broker::BrokerKind;
-use lagbalance_integration::ledger::{produce_until, LiveLedger, Tp};
+use lagbalance_integration::ledger::{produce_until, LiveLedger};
 use lagbalance_integration::peers::{self, Peer};
 use lagbalance_integration::workers::{is_leader, wait_balanced, Audited, Ownership, Worker};
 use lagbalance_integration::{unique, TestBroker};
@@ -218,7 +218,7 @@ impl Scene {
         self.members.iter().map(|(_, _, a)| a.clone()).collect()
     }
 
-    fn produced_so_far(&self) -> BTreeSet<(Tp, i64)> {
+    fn produced_so_far(&self) -> BTreeSet<(NamedPartition, i64)> {
         let ledger = self.ledger.lock().map(|l| l.clone()).unwrap_or_default();
         ledger
             .into_iter()
@@ -228,7 +228,7 @@ impl Scene {
 
     /// Print the audit of `produced` (so far): the summary, and for every partition how long it
     /// went unowned while a member was live, and who owned it when.
-    fn print_audit(&self, produced: &BTreeSet<(Tp, i64)>) {
+    fn print_audit(&self, produced: &BTreeSet<(NamedPartition, i64)>) {
         let files = self.files();
         let report = match audit::check(&files, produced) {
             Ok(r) => r,
@@ -336,7 +336,12 @@ impl Scene {
     /// per-partition audit and the logs before [`audit::assert_clean`] fails.
     /// The end of a scenario: the audit ([`Scene::finish`]), every member in `members` owned a
     /// partition at some point, then the time taken and the clean-up.
-    fn conclude(&self, produced: &BTreeSet<(Tp, i64)>, members: &[&str], started: Instant) {
+    fn conclude(
+        &self,
+        produced: &BTreeSet<(NamedPartition, i64)>,
+        members: &[&str],
+        started: Instant,
+    ) {
         let report = self.finish(produced);
         for name in members {
             assert!(
@@ -349,7 +354,7 @@ impl Scene {
         self.cleanup();
     }
 
-    fn finish(&self, produced: &BTreeSet<(Tp, i64)>) -> Report {
+    fn finish(&self, produced: &BTreeSet<(NamedPartition, i64)>) -> Report {
         let files = self.files();
         let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         let report = audit::check(&paths, produced).expect("audit files readable");
@@ -367,7 +372,7 @@ impl Scene {
     /// tell which step they belong to.
     fn print_longest_gaps(&self, report: &Report) {
         let t0 = self.started_ms;
-        let mut gaps: Vec<(u64, Tp, u64)> = unowned_stretches(&self.topic, report)
+        let mut gaps: Vec<(u64, NamedPartition, u64)> = unowned_stretches(&self.topic, report)
             .into_iter()
             .flat_map(|(tp, g)| g.into_iter().map(move |(f, l)| (l, tp.clone(), f)))
             .collect();
@@ -391,7 +396,7 @@ impl Scene {
 
 /// Every stretch, per partition of `topic`, in which it had no owner while some member was live:
 /// `(from ms, length ms)`.
-fn unowned_stretches(topic: &str, report: &Report) -> Vec<(Tp, Vec<(u64, u64)>)> {
+fn unowned_stretches(topic: &str, report: &Report) -> Vec<(NamedPartition, Vec<(u64, u64)>)> {
     fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
         v.sort_unstable();
         let mut out: Vec<(u64, u64)> = Vec::new();
@@ -450,7 +455,7 @@ struct Setup {
     _broker: TestBroker,
     scene: Scene,
     stop: Arc<AtomicBool>,
-    producing: tokio::task::JoinHandle<anyhow::Result<BTreeSet<(Tp, i64)>>>,
+    producing: tokio::task::JoinHandle<anyhow::Result<BTreeSet<(NamedPartition, i64)>>>,
 }
 
 async fn setup(kind: BrokerKind, what: &str, bound: Duration) -> Setup {
@@ -499,7 +504,7 @@ async fn setup(kind: BrokerKind, what: &str, bound: Duration) -> Setup {
 }
 
 /// Stop producing, wait (bounded) until everything produced was consumed.
-async fn drain(s: Setup) -> (Scene, BTreeSet<(Tp, i64)>, TestBroker) {
+async fn drain(s: Setup) -> (Scene, BTreeSet<(NamedPartition, i64)>, TestBroker) {
     let Setup {
         _broker,
         scene,

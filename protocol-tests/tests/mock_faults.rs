@@ -9,17 +9,16 @@ use std::time::{Duration, Instant};
 use lagbalance::consumer::RebalanceListener;
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
+use lagbalance::NamedPartition;
 use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-type Tp = (String, i32);
-
 #[derive(Clone, Debug, PartialEq)]
 enum Event {
-    Assigned(Vec<Tp>),
-    Revoked(Vec<Tp>),
-    Lost(Vec<Tp>),
+    Assigned(Vec<NamedPartition>),
+    Revoked(Vec<NamedPartition>),
+    Lost(Vec<NamedPartition>),
 }
 
 #[derive(Clone, Default)]
@@ -32,13 +31,13 @@ impl Recorder {
 }
 
 impl RebalanceListener for Recorder {
-    fn on_assigned(&mut self, p: &[Tp]) {
+    fn on_assigned(&mut self, p: &[NamedPartition]) {
         self.0.lock().unwrap().push(Event::Assigned(p.to_vec()));
     }
-    fn on_revoked(&mut self, p: &[Tp]) {
+    fn on_revoked(&mut self, p: &[NamedPartition]) {
         self.0.lock().unwrap().push(Event::Revoked(p.to_vec()));
     }
-    fn on_lost(&mut self, p: &[Tp]) {
+    fn on_lost(&mut self, p: &[NamedPartition]) {
         self.0.lock().unwrap().push(Event::Lost(p.to_vec()));
     }
 }
@@ -92,7 +91,7 @@ async fn consume_until(
     }
 }
 
-fn all_partitions() -> Vec<Tp> {
+fn all_partitions() -> Vec<NamedPartition> {
     (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect()
 }
 

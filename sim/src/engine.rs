@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use lagbalance::group::codec::{encode_subscription, Subscription, CONSUMER_PROTOCOL_VERSION};
 use lagbalance::group::MemberConfig;
 use lagbalance_assign::leader::{Leader, Member as JoinedMember, Round};
-use lagbalance_assign::model::{Assignor, MemberStats};
+use lagbalance_assign::model::{Assignor, MemberStats, PartitionLoad};
 
 use crate::producer::{ProducerMode, ProducerModel};
 use crate::rng::Rng;
@@ -604,7 +604,7 @@ impl<'a> Sim<'a> {
         let mut factor = || 1.0 + noise * (2.0 * self.noise_rng.unit() - 1.0);
         stats.processed_rate *= factor();
         for p in &mut stats.partitions {
-            p.3 *= factor();
+            p.rate *= factor();
         }
         stats
     }
@@ -630,12 +630,12 @@ impl<'a> Sim<'a> {
                 .iter()
                 .map(|&p| {
                     let part = &self.parts[p];
-                    (
-                        self.sc.topics[part.topic as usize].0.clone(),
-                        part.index,
-                        part.arrived - part.consumed,
-                        part.processed_ewma,
-                    )
+                    PartitionLoad {
+                        topic: self.sc.topics[part.topic as usize].0.clone(),
+                        partition: part.index,
+                        lag: part.arrived - part.consumed,
+                        rate: part.processed_ewma,
+                    }
                 })
                 .collect(),
             measured_at_ms: self.now_ms(),
@@ -705,12 +705,14 @@ impl<'a> Sim<'a> {
                 }),
             });
         }
-        let stats: Option<Vec<(String, i32, f64, f64)>> = (self.t >= 10.0).then(|| {
+        let stats: Option<Vec<PartitionLoad>> = (self.t >= 10.0).then(|| {
             self.parts
                 .iter()
-                .map(|p| {
-                    let topic = self.sc.topics[p.topic as usize].0.clone();
-                    (topic, p.index, p.arrived - p.consumed, p.rate_ewma)
+                .map(|p| PartitionLoad {
+                    topic: self.sc.topics[p.topic as usize].0.clone(),
+                    partition: p.index,
+                    lag: p.arrived - p.consumed,
+                    rate: p.rate_ewma,
                 })
                 .collect()
         });

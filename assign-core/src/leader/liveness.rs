@@ -53,10 +53,7 @@ use bytes::Bytes;
 
 use super::Member;
 use crate::cooperative::resolve_owners;
-use crate::model::{GroupView, IssuedPlan, Plan, Tp as DenseTp};
-
-/// A partition by name.
-type Name = (String, i32);
+use crate::model::{GroupView, IssuedPlan, NamedPartition, Plan, Tp as DenseTp};
 
 /// What the leader saw of one member's subscription.
 struct Seen {
@@ -237,22 +234,22 @@ pub(crate) struct Overdue {
 #[derive(Default)]
 pub(crate) struct Liveness {
     /// Since when a partition has had no confirmed holder.
-    unowned_since: HashMap<Name, u64>,
+    unowned_since: HashMap<NamedPartition, u64>,
     /// Since when only our memory says a member may hold a partition (restarted by every plan
     /// that gives it the partition again).
-    unconfirmed_since: HashMap<(String, Name), u64>,
+    unconfirmed_since: HashMap<(String, NamedPartition), u64>,
     /// Since when only our memory says a member may hold a partition, whatever our plans gave
     /// it meanwhile.
-    memory_only_since: HashMap<(String, Name), u64>,
+    memory_only_since: HashMap<(String, NamedPartition), u64>,
     /// Since when each member has presented the same subscription bytes.
     bytes_since: HashMap<String, (Bytes, u64)>,
     /// Since when a member's claims have listed a partition, continuously.
-    claimed_since: HashMap<(String, Name), u64>,
+    claimed_since: HashMap<(String, NamedPartition), u64>,
     /// Who our last plan gave each partition to.
-    last_plan: HashMap<Name, String>,
+    last_plan: HashMap<NamedPartition, String>,
     /// Claims we ignore, per member, while it presents the same metadata and our plans do not
     /// give it the partition.
-    ignored: HashMap<String, (Bytes, HashSet<Name>)>,
+    ignored: HashMap<String, (Bytes, HashSet<NamedPartition>)>,
     /// Members that never confirmed a partition they were given for the bound, with the
     /// metadata they still present: they get no new partition until it changes (they
     /// rejoined). A member that joined and never synced stays in a barrier-less broker's
@@ -273,7 +270,7 @@ pub(crate) struct Liveness {
 /// partition, was synced and the partition revoked. Only a claim outside this account is
 /// ever ignored.
 struct MayHold {
-    partitions: HashMap<Name, i32>,
+    partitions: HashMap<NamedPartition, i32>,
     /// When the member was last in a JoinGroup answer of ours: one absent for longer than
     /// twice the bound was expelled and gave everything up (rule 5), and is forgotten.
     last_seen: u64,
@@ -300,7 +297,7 @@ fn claimants(view: &GroupView) -> Vec<Vec<usize>> {
 }
 
 /// Flat index → partition name.
-fn names(view: &GroupView) -> Vec<Name> {
+fn names(view: &GroupView) -> Vec<NamedPartition> {
     view.topics
         .iter()
         .flat_map(|t| (0..t.partitions.max(0)).map(move |p| (t.name.clone(), p)))
@@ -308,12 +305,12 @@ fn names(view: &GroupView) -> Vec<Name> {
 }
 
 /// The name of a partition of the view.
-fn name_of(view: &GroupView, tp: DenseTp) -> Name {
+fn name_of(view: &GroupView, tp: DenseTp) -> NamedPartition {
     (view.topics[tp.topic as usize].name.clone(), tp.partition)
 }
 
 /// Remove `name` from member `m`'s claims in `view`.
-fn strip_claim(view: &mut GroupView, m: usize, name: &Name) {
+fn strip_claim(view: &mut GroupView, m: usize, name: &NamedPartition) {
     if let Some(t) = view.topic_index(&name.0) {
         let tp = DenseTp::new(t, name.1);
         view.members[m].owned.retain(|x| *x != tp);
@@ -571,7 +568,7 @@ impl Liveness {
     /// Whether `id`'s claim of `generation` may honestly list `name` (see [`MayHold`]). The
     /// generation of an undated claim (rule 16) only bounds its last sync from above, so it
     /// proves no revocation.
-    fn may_hold(&self, cx: &PlanContext, id: &str, name: &Name, generation: i32) -> bool {
+    fn may_hold(&self, cx: &PlanContext, id: &str, name: &NamedPartition, generation: i32) -> bool {
         self.may_hold
             .get(id)
             .and_then(|m| m.partitions.get(name))
@@ -585,7 +582,7 @@ impl Liveness {
     /// gifts claims it — new bytes — at its next JoinGroup, which a new generation brings
     /// within a heartbeat interval. (Not giving it is not harmless: a member that does hold it
     /// revokes it.)
-    fn stop_giving(&self, cx: &PlanContext, id: &str, name: &Name) -> bool {
+    fn stop_giving(&self, cx: &PlanContext, id: &str, name: &NamedPartition) -> bool {
         let key = (id.to_owned(), name.clone());
         let (Some(&since), Some((_, same_bytes))) =
             (self.memory_only_since.get(&key), self.bytes_since.get(id))

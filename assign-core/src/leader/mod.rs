@@ -31,13 +31,10 @@ use bytes::Bytes;
 
 use crate::cooperative::{contested, remember, resolve_owners, validate, withhold_transfers};
 use crate::model::{
-    AssignError, Assignor, GroupView, IssuedPlan, MemberView, PartitionStats, Plan, TopicInfo,
-    Tp as DenseTp,
+    AssignError, Assignor, GroupView, IssuedPlan, MemberView, NamedPartition, PartitionLoad,
+    PartitionStats, Plan, TopicInfo, Tp as DenseTp,
 };
 use liveness::{ClaimAges, Liveness, Overdue, PlanContext, Subscriptions};
-
-/// A partition by name.
-pub type Name = (String, i32);
 
 /// One member of a JoinGroup answer, its subscription decoded by the client.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -60,7 +57,7 @@ pub struct Subscription {
     pub version: i16,
     pub topics: Vec<String>,
     /// Partitions the member claims to own.
-    pub owned: Vec<Name>,
+    pub owned: Vec<NamedPartition>,
     /// Generation `owned` refers to; −1 when unknown.
     pub generation: i32,
     pub user_data: Option<Bytes>,
@@ -81,8 +78,8 @@ pub struct Round<'a> {
     pub members: &'a [Member],
     /// Topics that exist, with partition counts (any order; non-positive counts are dropped).
     pub topics: &'a [(String, i32)],
-    /// Lag and rate per partition: `(topic, partition, lag, rate)`.
-    pub stats: Option<&'a [(String, i32, f64, f64)]>,
+    /// Lag and incoming rate per partition, if the client sampled them.
+    pub stats: Option<&'a [PartitionLoad]>,
     pub now_ms: u64,
     /// The leader's session timeout: the liveness bound, and how long missing members' partitions
     /// are held.
@@ -94,7 +91,7 @@ pub struct Round<'a> {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MemberAssignment {
     pub member_id: String,
-    pub partitions: Vec<Name>,
+    pub partitions: Vec<NamedPartition>,
     pub user_data: Option<Bytes>,
 }
 
@@ -134,7 +131,7 @@ pub enum LeaderError {
 #[derive(Debug, Default)]
 pub struct Retired {
     issued: Option<IssuedPlan>,
-    vanished: BTreeMap<String, (u64, Vec<Name>)>,
+    vanished: BTreeMap<String, (u64, Vec<NamedPartition>)>,
 }
 
 /// The leader's memory. A client keeps one while it leads; when another member leads, it keeps
@@ -145,7 +142,7 @@ pub struct Leader {
     issued: Option<IssuedPlan>,
     /// Members of our last plan missing from a later JoinGroup answer, with when we first
     /// missed them and what we had given them (see `hold_vanished`).
-    vanished: BTreeMap<String, (u64, Vec<Name>)>,
+    vanished: BTreeMap<String, (u64, Vec<NamedPartition>)>,
     /// Generation of the first plan of this run as leader. A member whose claim predates it
     /// may hold what an earlier leader gave it, which we never saw.
     led_since: Option<i32>,
@@ -558,7 +555,7 @@ pub fn build_view(
     generation: i32,
     members: &[Member],
     topics: &[(String, i32)],
-    stats: Option<&[(String, i32, f64, f64)]>,
+    stats: Option<&[PartitionLoad]>,
     now_ms: u64,
 ) -> GroupView {
     let mut topics: Vec<TopicInfo> = topics
@@ -618,11 +615,11 @@ pub fn build_view(
             lag: vec![f64::NAN; total],
             rate: vec![f64::NAN; total],
         };
-        for (t, p, lag, rate) in stats {
-            if let Some(ti) = view.topic_index(t) {
-                if let Some(i) = view.flat_index(&offsets, DenseTp::new(ti, *p)) {
-                    ps.lag[i] = *lag;
-                    ps.rate[i] = *rate;
+        for load in stats {
+            if let Some(ti) = view.topic_index(&load.topic) {
+                if let Some(i) = view.flat_index(&offsets, DenseTp::new(ti, load.partition)) {
+                    ps.lag[i] = load.lag;
+                    ps.rate[i] = load.rate;
                 }
             }
         }
@@ -637,7 +634,7 @@ mod tests {
     use crate::sticky::CooperativeStickyAssignor;
 
     fn member(id: &str, owned: &[i32], generation: i32) -> Member {
-        let owned: Vec<Name> = owned.iter().map(|&p| ("t".to_string(), p)).collect();
+        let owned: Vec<NamedPartition> = owned.iter().map(|&p| ("t".to_string(), p)).collect();
         Member {
             member_id: id.into(),
             instance_id: None,

@@ -9,16 +9,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::driver::ToGroup;
-use crate::control::{
-    CapacitySample, ControlCommand, ControlConfig, ControlHandle, MemberIdentity,
-};
+use crate::control::{AppIdentity, CapacitySample, ControlCommand, ControlConfig, ControlHandle};
 use crate::error::{Error, Result};
 use crate::group::Input;
 
 /// A running control listener and the task forwarding its commands.
 pub(super) struct AgentLink {
     handle: ControlHandle,
-    published: Option<MemberIdentity>,
+    published: Option<AppIdentity>,
     /// The agent's latest CPU sample, for the next [`lagbalance_assign::MemberStats`].
     cpu: Arc<Mutex<Option<CapacitySample>>>,
     /// Hands the agent's commands to the driver (see [`forward`]).
@@ -50,7 +48,7 @@ impl AgentLink {
     }
 
     /// Tell the agent who we are and what we own (cheap when nothing changed).
-    pub(super) fn publish(&mut self, now: Option<MemberIdentity>) {
+    pub(super) fn publish(&mut self, now: Option<AppIdentity>) {
         if now != self.published {
             self.handle.set_identity(now.clone());
             self.published = now;

@@ -14,6 +14,7 @@ use super::lag_sampler::LagSampler;
 use super::translate::{failure, partition_counts, send_request};
 use super::{ConsumerConfig, GroupIdentity, MAX_DISTINCT_ERRORS};
 use crate::cluster::Client;
+use crate::error::BrokerCode;
 use crate::group::{GroupFatal, Input, Membership, Output, Request, Response};
 
 /// What the driver tells the consumer. Callbacks come as one batch from the machine and are
@@ -178,7 +179,7 @@ impl Driver {
         let client = self.client.clone();
         let answers = self.answers.0.clone();
         let stats = if self.machine.protocol() == Some("lagbalance") {
-            self.lag.fresh_rows()
+            self.lag.fresh_loads()
         } else {
             None
         };
@@ -193,7 +194,7 @@ impl Driver {
 }
 
 /// The error code an input carries, if any.
-fn error_in(input: &Input) -> Option<i16> {
+fn error_in(input: &Input) -> Option<BrokerCode> {
     let code = match input {
         Input::Response { response, .. } => match response {
             Response::Join { error, .. }
@@ -201,10 +202,10 @@ fn error_in(input: &Input) -> Option<i16> {
             | Response::Heartbeat { error }
             | Response::Leave { error }
             | Response::CoordinatorError { error } => *error,
-            Response::Coordinator { .. } => 0,
+            Response::Coordinator { .. } => BrokerCode::NONE,
         },
         Input::CommitFailed { error, .. } => *error,
-        _ => 0,
+        _ => BrokerCode::NONE,
     };
-    (code != 0).then_some(code)
+    (!code.is_ok()).then_some(code)
 }

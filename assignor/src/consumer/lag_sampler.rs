@@ -9,23 +9,19 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lagbalance_assign::{NamedPartition, PartitionLoad};
 use tokio::task::JoinHandle;
 
 use super::translate::partition_counts;
 use crate::admin::OffsetSpec;
 use crate::cluster::Client;
 use crate::error::Result;
-use crate::group::machine::Tp;
 use crate::lag;
 
 /// How often the lag sampler measures.
 const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// How old a sample the leader still uses.
 const LAG_SAMPLE_MAX_AGE: Duration = Duration::from_secs(30);
-
-/// One row of the leader's lag input: `(topic, partition, lag, incoming records/s)`; the rate
-/// is NaN until two samples exist.
-pub(super) type LagRow = (String, i32, f64, f64);
 
 /// Samples lag of the subscribed topics in the background; the driver owns one.
 pub(super) struct LagSampler {
@@ -39,9 +35,11 @@ pub(super) struct LagSampler {
 #[derive(Default)]
 struct LagSnapshot {
     taken: Option<Instant>,
-    lag: Vec<LagRow>,
+    /// The leader's lag input: lag and incoming records/s per partition (the rate is NaN until
+    /// two samples exist).
+    lag: Vec<PartitionLoad>,
     /// Log-end offsets of the last sample, for the next rate.
-    ends: Option<(Instant, BTreeMap<Tp, i64>)>,
+    ends: Option<(Instant, BTreeMap<NamedPartition, i64>)>,
 }
 
 impl LagSampler {
@@ -79,7 +77,7 @@ impl LagSampler {
                     Ok(Ok(samples)) => {
                         if let Ok(mut c) = cache.lock() {
                             let now = Instant::now();
-                            c.lag = lag_rows(c.ends.as_ref(), now, &samples);
+                            c.lag = partition_loads(c.ends.as_ref(), now, &samples);
                             c.taken = Some(now);
                             c.ends =
                                 Some((now, samples.into_iter().map(|s| (s.tp, s.end)).collect()));
@@ -100,9 +98,9 @@ impl LagSampler {
         }
     }
 
-    /// The latest rows, unless they are older than [`LAG_SAMPLE_MAX_AGE`] (a stale sample
+    /// The latest sample, unless it is older than [`LAG_SAMPLE_MAX_AGE`] (a stale sample
     /// would steer the plan by load that is gone).
-    pub(super) fn fresh_rows(&self) -> Option<Vec<LagRow>> {
+    pub(super) fn fresh_loads(&self) -> Option<Vec<PartitionLoad>> {
         self.latest.lock().ok().and_then(|c| {
             let fresh = c.taken.is_some_and(|t| t.elapsed() <= LAG_SAMPLE_MAX_AGE);
             fresh.then(|| c.lag.clone())
@@ -121,18 +119,18 @@ impl Drop for LagSampler {
 /// One partition as the lag sampler saw it.
 #[derive(Clone, Debug, PartialEq)]
 struct PartitionSample {
-    tp: Tp,
+    tp: NamedPartition,
     end: i64,
     lag: f64,
 }
 
-/// The leader's rows: the rate is the log end's growth since the previous sample (NaN without
+/// The leader's lag input: the rate is the log end's growth since the previous sample (NaN without
 /// one, or if the log end went backwards).
-fn lag_rows(
-    previous: Option<&(Instant, BTreeMap<Tp, i64>)>,
+fn partition_loads(
+    previous: Option<&(Instant, BTreeMap<NamedPartition, i64>)>,
     now: Instant,
     samples: &[PartitionSample],
-) -> Vec<LagRow> {
+) -> Vec<PartitionLoad> {
     samples
         .iter()
         .map(|s| {
@@ -143,7 +141,12 @@ fn lag_rows(
                     (dt > 0.0 && s.end >= before).then(|| (s.end - before) as f64 / dt)
                 })
                 .unwrap_or(f64::NAN);
-            (s.tp.0.clone(), s.tp.1, s.lag, rate)
+            PartitionLoad {
+                topic: s.tp.0.clone(),
+                partition: s.tp.1,
+                lag: s.lag,
+                rate,
+            }
         })
         .collect()
 }
@@ -156,7 +159,7 @@ async fn measure_lag(
     client: &Client,
     group: &str,
     topics: &[String],
-    known: &BTreeMap<Tp, i64>,
+    known: &BTreeMap<NamedPartition, i64>,
 ) -> Result<Vec<PartitionSample>> {
     let topics = partition_counts(client, topics).await?;
     // Name the partitions: tansu 0.6.0 answers an all-topics OffsetFetch v7 with a null
@@ -200,22 +203,29 @@ mod tests {
     #[test]
     fn incoming_rate_comes_from_two_samples_of_the_log_end() {
         let t0 = Instant::now();
-        let first = lag_rows(None, t0, &[sample(0, 100, 5.0)]);
-        assert!(first[0].3.is_nan(), "no rate from one sample");
-        assert_eq!(first[0].2, 5.0);
-        let ends: BTreeMap<Tp, i64> = [(("t".into(), 0), 100), (("t".into(), 1), 50)].into();
-        let rows = lag_rows(
+        let first = partition_loads(None, t0, &[sample(0, 100, 5.0)]);
+        assert!(first[0].rate.is_nan(), "no rate from one sample");
+        assert_eq!(first[0].lag, 5.0);
+        let ends: BTreeMap<NamedPartition, i64> =
+            [(("t".into(), 0), 100), (("t".into(), 1), 50)].into();
+        let rows = partition_loads(
             Some(&(t0, ends)),
             t0 + Duration::from_secs(2),
             &[sample(0, 300, 7.0), sample(1, 40, 0.0), sample(2, 9, 0.0)],
         );
-        assert_eq!(rows[0], ("t".into(), 0, 7.0, 100.0), "200 records in 2 s");
+        let expected = PartitionLoad {
+            topic: "t".into(),
+            partition: 0,
+            lag: 7.0,
+            rate: 100.0,
+        };
+        assert_eq!(rows[0], expected, "200 records in 2 s");
         assert!(
-            rows[1].3.is_nan(),
+            rows[1].rate.is_nan(),
             "a log end that went backwards gives no rate"
         );
         assert!(
-            rows[2].3.is_nan(),
+            rows[2].rate.is_nan(),
             "a partition not seen before gives no rate"
         );
     }

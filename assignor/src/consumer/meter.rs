@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lagbalance_assign::MemberStats;
+use lagbalance_assign::{MemberStats, NamedPartition, PartitionLoad};
 
 use crate::control::CapacitySample;
-use crate::group::machine::Tp;
 use crate::records::ConsumerRecord;
 
 /// How long one measuring window lasts before its stats are published.
@@ -20,7 +19,7 @@ pub(super) struct Meter {
     window_start: Instant,
     records: u64,
     /// Records handed out per partition in this window (→ per-partition processing rate).
-    per_partition: BTreeMap<Tp, u64>,
+    per_partition: BTreeMap<NamedPartition, u64>,
     backlogged: bool,
     /// Time the application spent outside `poll` in this window: its processing time, which
     /// says how saturated the member is even when the work is I/O and the CPU stays idle.
@@ -82,7 +81,7 @@ impl Meter {
     /// lag per owned partition; `cpu`, the agent's latest sample, overrides the CPU figures.
     pub(super) fn take_stats(
         &mut self,
-        lag: &BTreeMap<Tp, i64>,
+        lag: &BTreeMap<NamedPartition, i64>,
         cpu: Option<CapacitySample>,
     ) -> MemberStats {
         let elapsed = self.window_start.elapsed().as_secs_f64().max(1e-3);
@@ -96,7 +95,12 @@ impl Meter {
                 .iter()
                 .map(|(tp, l)| {
                     let done = self.per_partition.get(tp).copied().unwrap_or(0);
-                    (tp.0.clone(), tp.1, *l as f64, done as f64 / elapsed)
+                    PartitionLoad {
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                        lag: *l as f64,
+                        rate: done as f64 / elapsed,
+                    }
                 })
                 .collect(),
             measured_at_ms: std::time::SystemTime::now()

@@ -27,15 +27,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lagbalance_assign::MemberStats;
+use lagbalance_assign::{MemberStats, NamedPartition};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::admin::OffsetMap;
 use crate::cluster::Client;
-use crate::error::{Error, Result};
+use crate::error::{BrokerCode, Error, Result};
 use crate::fetcher::Fetcher;
-use crate::group::machine::Tp;
 use crate::group::{GroupFatal, Input, Output};
 use crate::lag;
 use crate::records::ConsumerRecord;
@@ -48,11 +47,11 @@ use meter::Meter;
 /// Told about partition ownership changes, inside [`Consumer::poll`].
 pub trait RebalanceListener: Send {
     /// Partitions given to this member (may be empty).
-    fn on_assigned(&mut self, _partitions: &[Tp]) {}
+    fn on_assigned(&mut self, _partitions: &[NamedPartition]) {}
     /// Partitions taken away; their offsets were committed first when auto-commit is on.
-    fn on_revoked(&mut self, _partitions: &[Tp]) {}
+    fn on_revoked(&mut self, _partitions: &[NamedPartition]) {}
     /// Partitions that already belong to someone else (we were fenced): no commit happened.
-    fn on_lost(&mut self, _partitions: &[Tp]) {}
+    fn on_lost(&mut self, _partitions: &[NamedPartition]) {}
 }
 
 /// A listener that does nothing.
@@ -69,17 +68,18 @@ pub struct GroupIdentity {
     pub protocol: Option<String>,
     /// The last error code a group request (or a commit) answered with, and how many there
     /// were: what went wrong, for logs and metrics.
-    pub last_error: Option<i16>,
+    pub last_error: Option<BrokerCode>,
     pub errors: u64,
     /// How often each error code was seen, `(code, count)` for at most
     /// [`MAX_DISTINCT_ERRORS`] distinct codes: a transient error stays on record after the
     /// next one (say a keepalive heartbeat's) replaced it as `last_error`.
-    pub error_codes: Vec<(i16, u64)>,
+    pub error_codes: Vec<(BrokerCode, u64)>,
 }
 
 impl GroupIdentity {
     /// How often error `code` was seen.
-    pub fn error_count(&self, code: i16) -> u64 {
+    pub fn error_count(&self, code: impl Into<BrokerCode>) -> u64 {
+        let code = code.into();
         self.error_codes
             .iter()
             .find(|(c, _)| *c == code)
@@ -100,12 +100,12 @@ pub struct Consumer {
     events: mpsc::UnboundedReceiver<Event>,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
-    owned: BTreeSet<Tp>,
+    owned: BTreeSet<NamedPartition>,
     /// Owned partitions whose start position is not known yet (committed-offset lookup failed).
-    unpositioned: BTreeSet<Tp>,
+    unpositioned: BTreeSet<NamedPartition>,
     /// Next offset the application has not seen, per owned partition.
-    consumed: BTreeMap<Tp, i64>,
-    committed: BTreeMap<Tp, i64>,
+    consumed: BTreeMap<NamedPartition, i64>,
+    committed: BTreeMap<NamedPartition, i64>,
     buffer: VecDeque<ConsumerRecord>,
     next_auto_commit: Instant,
     fatal: Option<GroupFatal>,
@@ -213,7 +213,7 @@ impl Consumer {
             return;
         }
         let id = self.identity();
-        let now = (!id.member_id.is_empty()).then(|| crate::control::MemberIdentity {
+        let now = (!id.member_id.is_empty()).then(|| crate::control::AppIdentity {
             group: self.config.group.group_id.clone(),
             member_id: id.member_id.clone(),
             instance_id: id.instance_id.clone(),
@@ -245,7 +245,7 @@ impl Consumer {
     }
 
     /// The partitions this member owns now.
-    pub fn assignment(&self) -> &BTreeSet<Tp> {
+    pub fn assignment(&self) -> &BTreeSet<NamedPartition> {
         &self.owned
     }
 
@@ -263,13 +263,13 @@ impl Consumer {
     }
 
     /// Stop fetching `partitions` until [`Self::resume`].
-    pub fn pause(&mut self, partitions: &[Tp]) {
+    pub fn pause(&mut self, partitions: &[NamedPartition]) {
         for (t, p) in partitions {
             self.fetcher.set_paused(t, *p, true);
         }
     }
 
-    pub fn resume(&mut self, partitions: &[Tp]) {
+    pub fn resume(&mut self, partitions: &[NamedPartition]) {
         for (t, p) in partitions {
             self.fetcher.set_paused(t, *p, false);
         }
@@ -285,7 +285,7 @@ impl Consumer {
     /// fetch position if records were fetched beyond it; the position is the next offset the
     /// application will be handed, the one it has not seen or the fetch position if that was
     /// moved back below it. Partitions without a high watermark or fetch position are left out.
-    pub fn lag(&self) -> BTreeMap<Tp, i64> {
+    pub fn lag(&self) -> BTreeMap<NamedPartition, i64> {
         self.fetcher
             .assigned()
             .filter_map(|(tp, st)| {
@@ -405,8 +405,8 @@ impl Consumer {
         Ok(())
     }
 
-    fn forget(&mut self, partitions: &[Tp]) {
-        let gone: BTreeSet<&Tp> = partitions.iter().collect();
+    fn forget(&mut self, partitions: &[NamedPartition]) {
+        let gone: BTreeSet<&NamedPartition> = partitions.iter().collect();
         self.buffer
             .retain(|r| !gone.contains(&(r.topic.clone(), r.partition)));
         for tp in partitions {
@@ -418,9 +418,9 @@ impl Consumer {
         }
     }
 
-    async fn revoke(&mut self, partitions: Vec<Tp>, commit: bool) {
+    async fn revoke(&mut self, partitions: Vec<NamedPartition>, commit: bool) {
         // Records fetched but not handed out are not consumed: drop them before committing.
-        let gone: BTreeSet<&Tp> = partitions.iter().collect();
+        let gone: BTreeSet<&NamedPartition> = partitions.iter().collect();
         self.buffer
             .retain(|r| !gone.contains(&(r.topic.clone(), r.partition)));
         if commit {
@@ -432,7 +432,7 @@ impl Consumer {
         self.forget(&partitions);
     }
 
-    async fn assign(&mut self, partitions: Vec<Tp>) {
+    async fn assign(&mut self, partitions: Vec<NamedPartition>) {
         for tp in &partitions {
             self.owned.insert(tp.clone());
             self.unpositioned.insert(tp.clone());
@@ -441,7 +441,7 @@ impl Consumer {
         self.position_new_partitions().await;
     }
 
-    fn lose(&mut self, partitions: Vec<Tp>) {
+    fn lose(&mut self, partitions: Vec<NamedPartition>) {
         self.listener.on_lost(&partitions);
         self.forget(&partitions);
     }
@@ -451,7 +451,7 @@ impl Consumer {
         if self.unpositioned.is_empty() {
             return;
         }
-        let wanted: Vec<Tp> = self.unpositioned.iter().cloned().collect();
+        let wanted: Vec<NamedPartition> = self.unpositioned.iter().cloned().collect();
         match self
             .client
             .offset_fetch(&self.config.group.group_id, Some(&wanted))
@@ -483,7 +483,7 @@ impl Consumer {
 
     /// Commit the positions the application has consumed, for every owned partition.
     pub async fn commit(&mut self) -> Result<()> {
-        let parts: Vec<Tp> = self.owned.iter().cloned().collect();
+        let parts: Vec<NamedPartition> = self.owned.iter().cloned().collect();
         self.commit_partitions(&parts).await
     }
 
@@ -513,7 +513,7 @@ impl Consumer {
             {
                 if let Some(code) = e.broker_code() {
                     let _ = to_group.send(ToGroup::Input(Input::CommitFailed {
-                        error: code.0,
+                        error: code,
                         generation: identity.generation,
                     }));
                 }
@@ -522,7 +522,7 @@ impl Consumer {
         });
     }
 
-    fn pending_offsets(&self, partitions: &[Tp]) -> OffsetMap {
+    fn pending_offsets(&self, partitions: &[NamedPartition]) -> OffsetMap {
         partitions
             .iter()
             .filter_map(|tp| {
@@ -532,7 +532,7 @@ impl Consumer {
             .collect()
     }
 
-    async fn commit_partitions(&mut self, partitions: &[Tp]) -> Result<()> {
+    async fn commit_partitions(&mut self, partitions: &[NamedPartition]) -> Result<()> {
         let offsets = self.pending_offsets(partitions);
         if offsets.is_empty() {
             return Ok(());
@@ -556,7 +556,7 @@ impl Consumer {
             Err(e) => {
                 if let Some(code) = e.broker_code() {
                     self.send(Input::CommitFailed {
-                        error: code.0,
+                        error: code,
                         generation: identity.generation,
                     });
                 }

@@ -13,9 +13,10 @@ use kafka_protocol::messages::{
     JoinGroupResponse, LeaveGroupRequest, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
 use crate::cluster::{Client, Lane};
-use crate::error::{Error, Result};
+use crate::error::{BrokerCode, Error, Result};
 use crate::group::machine::JoinedMember;
 use crate::group::{Input, Request, Response};
 
@@ -23,10 +24,9 @@ use crate::group::{Input, Request, Response};
 /// ACL) stops the member, since repeating cannot help; anything else is retried.
 pub(super) fn failure(id: u64, e: &Error) -> Input {
     let reason = e.to_string();
-    if e.is_refusal() {
-        Input::RequestRefused { id, reason }
-    } else {
-        Input::RequestFailed { id, reason }
+    match e.refusal_kind() {
+        Some(kind) => Input::RequestRefused { id, kind, reason },
+        None => Input::RequestFailed { id, reason },
     }
 }
 
@@ -74,13 +74,15 @@ pub(super) async fn send_request(
                     .with_key_type(0)
             })
             .await?;
-        if resp.error_code != 0 || resp.node_id.0 < 0 {
-            let error = if resp.error_code != 0 {
-                resp.error_code
-            } else {
-                15
-            };
+        let error = BrokerCode(resp.error_code);
+        if !error.is_ok() {
             return Ok(Response::CoordinatorError { error });
+        }
+        if resp.node_id.0 < 0 {
+            // No error and no coordinator: as good as "not available yet".
+            return Ok(Response::CoordinatorError {
+                error: ResponseError::CoordinatorNotAvailable.into(),
+            });
         }
         return Ok(Response::Coordinator {
             node_id: resp.node_id.0,
@@ -140,7 +142,7 @@ pub(super) async fn send_request(
                 })
                 .await?;
             Ok(Response::Join {
-                error: resp.error_code,
+                error: BrokerCode(resp.error_code),
                 generation: resp.generation_id,
                 protocol: resp.protocol_name.map(|p| p.to_string()),
                 leader: resp.leader.to_string(),
@@ -191,7 +193,7 @@ pub(super) async fn send_request(
                 })
                 .await?;
             Ok(Response::Sync {
-                error: resp.error_code,
+                error: BrokerCode(resp.error_code),
                 assignment: resp.assignment,
             })
         }
@@ -215,7 +217,7 @@ pub(super) async fn send_request(
                 })
                 .await?;
             Ok(Response::Heartbeat {
-                error: resp.error_code,
+                error: BrokerCode(resp.error_code),
             })
         }
         Request::Leave {
@@ -238,7 +240,7 @@ pub(super) async fn send_request(
             }
             let resp = conn.send(&req, version).await?;
             Ok(Response::Leave {
-                error: resp.error_code,
+                error: BrokerCode(resp.error_code),
             })
         }
     }

@@ -4,7 +4,7 @@
 //! it. Each side writes newline-delimited JSON: one [`Request`] per line from the agent, one
 //! [`Reply`] per line back, in order. The app turns requests into [`ControlCommand`]s on a
 //! bounded `tokio::sync::mpsc` channel and answers every request with the member's current
-//! [`MemberIdentity`], which the consumer publishes through [`ControlHandle::set_identity`].
+//! [`AppIdentity`], which the consumer publishes through [`ControlHandle::set_identity`].
 //!
 //! ```text
 //! agent → {"op":"hello","token":"s3cret"}
@@ -48,9 +48,9 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), lagbalance::control::ControlError> {
-//! use lagbalance::control::{serve, ControlCommand, ControlConfig, MemberIdentity};
+//! use lagbalance::control::{serve, AppIdentity, ControlCommand, ControlConfig};
 //! let (handle, mut commands) = serve(ControlConfig::loopback(9470)).await?;
-//! handle.set_identity(Some(MemberIdentity {
+//! handle.set_identity(Some(AppIdentity {
 //!     group: "orders".into(),
 //!     member_id: "consumer-1-abc".into(),
 //!     instance_id: Some("pod-0".into()),
@@ -79,7 +79,7 @@ mod tests;
 use std::net::SocketAddr;
 
 pub use client::ControlClient;
-pub use protocol::{CapacitySample, MemberIdentity, Op, Reply, Request};
+pub use protocol::{AppIdentity, CapacitySample, Op, Reply, Request};
 pub use server::{
     serve, ControlCommand, ControlConfig, ControlHandle, DEFAULT_CONTROL_PORT, ENV_CONTROL_ADDR,
     ENV_CONTROL_MIN_INTERVAL_MS, ENV_CONTROL_TOKEN,

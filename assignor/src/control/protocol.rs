@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
-use crate::assign::model::MemberStats;
+use crate::assign::model::{MemberStats, NamedPartition};
 
 /// Longest line either end accepts unless configured otherwise, bytes.
 pub(super) const DEFAULT_MAX_LINE: usize = 64 * 1024;
@@ -44,9 +44,10 @@ impl CapacitySample {
     }
 }
 
-/// Who the consumer currently is in its group; published by the consumer.
+/// Who the app's consumer currently is in its group, as the consumer publishes it to its agent
+/// over the control channel (the `identity` of every [`Reply`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberIdentity {
+pub struct AppIdentity {
     pub group: String,
     pub member_id: String,
     #[serde(default)]
@@ -57,7 +58,7 @@ pub struct MemberIdentity {
     /// Partitions currently assigned to this member. The agent needs them where the broker's
     /// DescribeGroups hides assignments (tansu 0.6.0 returns empty member blobs).
     #[serde(default)]
-    pub partitions: Vec<(String, i32)>,
+    pub partitions: Vec<NamedPartition>,
 }
 
 fn minus_one() -> i32 {
@@ -98,7 +99,7 @@ pub struct Reply {
     pub ok: bool,
     /// The member's identity as the consumer last published it (`None` before it joined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<MemberIdentity>,
+    pub identity: Option<AppIdentity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

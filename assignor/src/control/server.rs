@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{encode_line, read_line, trim_line, DEFAULT_MAX_LINE};
-use super::{CapacitySample, ControlError, MemberIdentity, Op, Reply, Request};
+use super::{AppIdentity, CapacitySample, ControlError, Op, Reply, Request};
 use crate::settings::{self, SettingError};
 
 /// Environment variable with the control address the consumer listens on (`host:port`).
@@ -136,7 +136,7 @@ impl ControlConfig {
 /// The consumer's end of a running control listener. Dropping it stops the listener.
 pub struct ControlHandle {
     local_addr: SocketAddr,
-    identity: watch::Sender<Option<MemberIdentity>>,
+    identity: watch::Sender<Option<AppIdentity>>,
     task: JoinHandle<()>,
 }
 
@@ -148,12 +148,12 @@ impl ControlHandle {
 
     /// Publish the member's identity (call after every successful join / generation change;
     /// `None` when out of the group).
-    pub fn set_identity(&self, identity: Option<MemberIdentity>) {
+    pub fn set_identity(&self, identity: Option<AppIdentity>) {
         self.identity.send_replace(identity);
     }
 
     /// A sender the consumer can keep instead of the handle (e.g. inside its membership task).
-    pub fn identity_sender(&self) -> watch::Sender<Option<MemberIdentity>> {
+    pub fn identity_sender(&self) -> watch::Sender<Option<AppIdentity>> {
         self.identity.clone()
     }
 
@@ -208,7 +208,7 @@ pub async fn serve(
 struct Shared {
     config: ControlConfig,
     commands: mpsc::Sender<ControlCommand>,
-    identity: watch::Receiver<Option<MemberIdentity>>,
+    identity: watch::Receiver<Option<AppIdentity>>,
     /// When the last `leave` / `rejoin` was accepted (for `min_membership_interval`).
     last_membership: Mutex<Option<Instant>>,
 }
@@ -238,7 +238,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn error_reply(identity: Option<MemberIdentity>, msg: impl Into<String>) -> Reply {
+fn error_reply(identity: Option<AppIdentity>, msg: impl Into<String>) -> Reply {
     Reply {
         ok: false,
         identity,
@@ -328,7 +328,7 @@ async fn serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result
 }
 
 /// Answer one request line; `true` = close the connection after replying.
-fn handle_line(text: &[u8], shared: &Shared, identity: Option<MemberIdentity>) -> (Reply, bool) {
+fn handle_line(text: &[u8], shared: &Shared, identity: Option<AppIdentity>) -> (Reply, bool) {
     let req: Request = match serde_json::from_slice(text) {
         Ok(r) => r,
         Err(e) => return (error_reply(identity, format!("bad request: {e}")), false),

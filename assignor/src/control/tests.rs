@@ -42,8 +42,8 @@ impl Raw {
     }
 }
 
-fn ident() -> MemberIdentity {
-    MemberIdentity {
+fn ident() -> AppIdentity {
+    AppIdentity {
         group: "g".into(),
         member_id: "m-1".into(),
         instance_id: Some("pod-0".into()),

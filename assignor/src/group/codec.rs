@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use lagbalance_assign::NamedPartition;
 
 use crate::error::{Error, Result};
 
@@ -28,7 +29,7 @@ pub struct Subscription {
     pub topics: Vec<String>,
     pub user_data: Option<Bytes>,
     /// Partitions the member owns now (v1+).
-    pub owned: Vec<(String, i32)>,
+    pub owned: Vec<NamedPartition>,
     /// Generation `owned` refers to (v2+); −1 when unknown.
     pub generation: i32,
     /// Rack id (v3+); `None` when empty.
@@ -38,12 +39,12 @@ pub struct Subscription {
 /// What the leader assigned to one member.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Assignment {
-    pub partitions: Vec<(String, i32)>,
+    pub partitions: Vec<NamedPartition>,
     pub user_data: Option<Bytes>,
 }
 
 /// Group `(topic, partition)` pairs by topic, both sorted: the wire form of owned/assigned lists.
-fn by_topic(parts: &[(String, i32)]) -> BTreeMap<&str, Vec<i32>> {
+fn by_topic(parts: &[NamedPartition]) -> BTreeMap<&str, Vec<i32>> {
     let mut m: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for (t, p) in parts {
         m.entry(t.as_str()).or_default().push(*p);

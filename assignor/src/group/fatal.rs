@@ -5,7 +5,7 @@ use std::fmt;
 
 use lagbalance_assign::leader::LeaderError;
 
-use crate::error::BrokerCode;
+use crate::error::{BrokerCode, RefusalKind};
 
 /// The group request that was answered FENCED_INSTANCE_ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,20 +41,32 @@ pub enum GroupFatal {
     /// INCONSISTENT_GROUP_PROTOCOL, INVALID_SESSION_TIMEOUT, GROUP_MAX_SIZE_REACHED,
     /// UNSUPPORTED_VERSION (FENCED_INSTANCE_ID is [`GroupFatal::FencedInstanceId`]).
     JoinRejected { group: String, code: BrokerCode },
-    /// A request was refused for good before reaching the group: credentials, certificate or
-    /// a missing ACL (see [`crate::Error::is_refusal`]); `reason` is that error's text.
-    Refused { reason: String },
+    /// A request was refused for good before reaching the group: `kind` says by what
+    /// (credentials, certificate or a missing ACL, see [`crate::Error::refusal_kind`]);
+    /// `reason` is that error's text.
+    Refused { kind: RefusalKind, reason: String },
 }
 
 impl GroupFatal {
     /// Whether the broker (or the TLS peer) refused *us*: credentials, certificate or ACL.
     pub fn is_refusal(&self) -> bool {
+        self.refusal_kind().is_some()
+    }
+
+    /// What refused us, if the member stopped on a refusal: [`GroupFatal::Refused`], and the
+    /// group answers that mean a missing Read ACL on the group.
+    pub fn refusal_kind(&self) -> Option<RefusalKind> {
         match self {
-            GroupFatal::Refused { .. } | GroupFatal::CoordinatorAuthorization { .. } => true,
-            GroupFatal::JoinRejected { code, .. } => {
-                code.is(kafka_protocol::ResponseError::GroupAuthorizationFailed)
+            GroupFatal::Refused { kind, .. } => Some(*kind),
+            GroupFatal::CoordinatorAuthorization { code, .. } => {
+                Some(RefusalKind::Authorization(*code))
             }
-            _ => false,
+            GroupFatal::JoinRejected { code, .. }
+                if code.is(kafka_protocol::ResponseError::GroupAuthorizationFailed) =>
+            {
+                Some(RefusalKind::Authorization(*code))
+            }
+            _ => None,
         }
     }
 }
@@ -94,7 +106,7 @@ impl fmt::Display for GroupFatal {
             GroupFatal::JoinRejected { group, code } => {
                 write!(f, "JoinGroup of group '{group}' failed with {code:?}")
             }
-            GroupFatal::Refused { reason } => f.write_str(reason),
+            GroupFatal::Refused { reason, .. } => f.write_str(reason),
         }
     }
 }
@@ -179,6 +191,7 @@ mod tests {
             ),
             (
                 GroupFatal::Refused {
+                    kind: RefusalKind::Authentication,
                     reason: "SASL PLAIN authentication failed: bad password".into(),
                 },
                 "SASL PLAIN authentication failed: bad password",
@@ -193,21 +206,33 @@ mod tests {
     fn refusals_are_the_denied_credentials_and_acls() {
         let g = || "g".to_string();
         let code = |e: ResponseError| BrokerCode(e.code());
-        for fatal in [
-            GroupFatal::Refused {
-                reason: "TLS handshake with b:9093 failed: UnknownIssuer".into(),
-            },
-            GroupFatal::CoordinatorAuthorization {
-                group: g(),
-                code: code(ResponseError::GroupAuthorizationFailed),
-            },
-            GroupFatal::JoinRejected {
-                group: g(),
-                code: code(ResponseError::GroupAuthorizationFailed),
-            },
+        let no_read_acl = RefusalKind::Authorization(code(ResponseError::GroupAuthorizationFailed));
+        for (fatal, kind) in [
+            (
+                GroupFatal::Refused {
+                    kind: RefusalKind::Tls,
+                    reason: "TLS handshake with b:9093 failed: UnknownIssuer".into(),
+                },
+                RefusalKind::Tls,
+            ),
+            (
+                GroupFatal::CoordinatorAuthorization {
+                    group: g(),
+                    code: code(ResponseError::GroupAuthorizationFailed),
+                },
+                no_read_acl,
+            ),
+            (
+                GroupFatal::JoinRejected {
+                    group: g(),
+                    code: code(ResponseError::GroupAuthorizationFailed),
+                },
+                no_read_acl,
+            ),
         ] {
             assert!(fatal.is_refusal(), "{fatal}");
-            assert!(crate::Error::Group(fatal).is_refusal());
+            assert_eq!(fatal.refusal_kind(), Some(kind), "{fatal}");
+            assert_eq!(crate::Error::Group(fatal).refusal_kind(), Some(kind));
         }
         for fatal in [
             GroupFatal::JoinRejected {

@@ -27,21 +27,19 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use lagbalance_assign::leader::{self, Leader, Retired, Round};
-use lagbalance_assign::{Assignor, GroupView, MemberStats};
+use lagbalance_assign::{Assignor, GroupView, MemberStats, NamedPartition, PartitionLoad};
 
 use super::codec::{
     decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
     Subscription,
 };
 use super::fatal::{FencedIn, GroupFatal};
+use crate::error::{BrokerCode, RefusalKind};
 
 /// How long cached subscription user data may be reused by later joins; older data is
 /// recomputed and sent only if the assignor says the news matters
 /// ([`Assignor::user_data_worth_sending`]), so a short age costs no rebalances.
 pub const USER_DATA_MAX_AGE_MS: u64 = 5_000;
-
-/// A partition by name.
-pub type Tp = (String, i32);
 
 /// Settings of the membership, named after the Java consumer's.
 #[derive(Clone, Debug)]
@@ -121,7 +119,8 @@ pub struct JoinedMember {
     pub metadata: Bytes,
 }
 
-/// A response, already decoded from the wire by the driver.
+/// A response, already decoded from the wire by the driver. `error` is the broker's error code
+/// ([`BrokerCode::NONE`] on success).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Response {
     Coordinator {
@@ -129,7 +128,7 @@ pub enum Response {
         addr: String,
     },
     Join {
-        error: i16,
+        error: BrokerCode,
         generation: i32,
         protocol: Option<String>,
         leader: String,
@@ -137,18 +136,18 @@ pub enum Response {
         members: Vec<JoinedMember>,
     },
     Sync {
-        error: i16,
+        error: BrokerCode,
         assignment: Bytes,
     },
     Heartbeat {
-        error: i16,
+        error: BrokerCode,
     },
     Leave {
-        error: i16,
+        error: BrokerCode,
     },
-    /// FindCoordinator answered with an error.
+    /// FindCoordinator answered with an error (never [`BrokerCode::NONE`]).
     CoordinatorError {
-        error: i16,
+        error: BrokerCode,
     },
 }
 
@@ -176,20 +175,24 @@ pub enum Input {
     /// Request `id` failed in transport (connection lost, timeout).
     RequestFailed { id: u64, reason: String },
     /// Request `id` was refused for good: the broker rejected our credentials or certificate
-    /// (SASL, TLS) or we are not authorised. Repeating it cannot help, so the member stops
-    /// with this reason instead of backing off and retrying for ever.
-    RequestRefused { id: u64, reason: String },
+    /// (SASL, TLS) or we are not authorised (`kind` says which). Repeating it cannot help, so
+    /// the member stops with this reason instead of backing off and retrying for ever.
+    RequestRefused {
+        id: u64,
+        kind: RefusalKind,
+        reason: String,
+    },
     /// Leader inputs asked for with [`Output::LeaderInputsNeeded`].
     LeaderInputs {
         id: u64,
         /// Topics that exist, with partition counts.
         topics: Vec<(String, i32)>,
-        /// Lag/rate per partition, indexed like the view the machine builds (optional).
-        stats: Option<Vec<(String, i32, f64, f64)>>,
+        /// Lag and incoming rate per partition, if sampled (lagbalance plans with them).
+        stats: Option<Vec<PartitionLoad>>,
     },
     /// An OffsetCommit failed with this error code; `generation` is the one the commit carried
     /// (the member's generation when it was sent).
-    CommitFailed { error: i16, generation: i32 },
+    CommitFailed { error: BrokerCode, generation: i32 },
 }
 
 /// Everything the machine asks of its driver, in order.
@@ -207,17 +210,17 @@ pub enum Output {
     },
     /// Stop fetching these partitions; commit them first when `commit` is set.
     Revoke {
-        partitions: Vec<Tp>,
+        partitions: Vec<NamedPartition>,
         commit: bool,
     },
     /// Start fetching these partitions (may be empty, like Java's callback).
     Assign {
-        partitions: Vec<Tp>,
+        partitions: Vec<NamedPartition>,
         generation: i32,
     },
     /// These partitions now belong to someone else already: drop them, no commit.
     Lost {
-        partitions: Vec<Tp>,
+        partitions: Vec<NamedPartition>,
     },
     /// The member cannot continue; [`GroupFatal`] says why (fenced static member, KIP-848
     /// group, an assignor it does not offer, a refusal, …).
@@ -251,7 +254,7 @@ struct SentJoin {
     /// The generation its claim carried (−1: we had never synced), and whose plan that was.
     claim_generation: i32,
     claim_leader: String,
-    owned: BTreeSet<Tp>,
+    owned: BTreeSet<NamedPartition>,
     user_data: Vec<Option<Bytes>>,
     /// It repeated the JoinGroup before it byte for byte (someone else's rebalance).
     echoed: bool,
@@ -297,7 +300,7 @@ pub struct Membership {
     protocol: Option<String>,
     leader: String,
     subscription: BTreeSet<String>,
-    owned: BTreeSet<Tp>,
+    owned: BTreeSet<NamedPartition>,
     /// Generation at which `owned` was handed to us (KIP-792's "generation of the owned
     /// partitions"): the generation our subscription reports. It only changes when a SyncGroup
     /// succeeds, so a rejoin that changes nothing sends the same bytes as the last one —
@@ -368,14 +371,11 @@ pub struct Membership {
     now: u64,
 }
 
-fn is(code: i16, e: ResponseError) -> bool {
-    code == e.code()
-}
-
-fn is_coordinator_error(code: i16) -> bool {
-    is(code, ResponseError::NotCoordinator)
-        || is(code, ResponseError::CoordinatorNotAvailable)
-        || is(code, ResponseError::CoordinatorLoadInProgress)
+/// The coordinator moved or is not ready: find it again.
+fn is_coordinator_error(code: BrokerCode) -> bool {
+    code.is(ResponseError::NotCoordinator)
+        || code.is(ResponseError::CoordinatorNotAvailable)
+        || code.is(ResponseError::CoordinatorLoadInProgress)
 }
 
 impl Membership {
@@ -442,7 +442,7 @@ impl Membership {
     pub fn is_leader(&self) -> bool {
         !self.member_id.is_empty() && self.leader == self.member_id
     }
-    pub fn owned(&self) -> &BTreeSet<Tp> {
+    pub fn owned(&self) -> &BTreeSet<NamedPartition> {
         &self.owned
     }
     pub fn protocol(&self) -> Option<&str> {
@@ -518,7 +518,7 @@ impl Membership {
             Input::CallbacksDone => self.awaiting_callbacks = false,
             Input::Response { id, response } => self.on_response(id, response),
             Input::RequestFailed { id, reason } => self.on_transport_failure(id, reason),
-            Input::RequestRefused { id, reason } => self.on_refusal(id, reason),
+            Input::RequestRefused { id, kind, reason } => self.on_refusal(id, kind, reason),
             Input::LeaderInputs { id, topics, stats } => self.on_leader_inputs(id, topics, stats),
             Input::CommitFailed { error, generation } => self.on_commit_failed(error, generation),
         }
@@ -725,7 +725,8 @@ impl Membership {
             // are lost (no commit — our generation is gone). The driver runs the callback
             // before it fetches again, i.e. at the next poll; we rejoin then too.
             if !self.owned.is_empty() {
-                let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+                let lost: Vec<NamedPartition> =
+                    std::mem::take(&mut self.owned).into_iter().collect();
                 self.out.push_back(Output::Lost { partitions: lost });
                 self.awaiting_callbacks = true;
             }
@@ -786,16 +787,17 @@ impl Membership {
         }
         if self.generation < 0 || self.member_id.is_empty() {
             self.owned_generation = -1;
-            let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Lost { partitions: lost });
         } else if !self.cooperative() {
-            let revoked: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let revoked: Vec<NamedPartition> =
+                std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Revoke {
                 partitions: revoked,
                 commit: self.config.auto_commit,
             });
         } else {
-            let unsubscribed: Vec<Tp> = self
+            let unsubscribed: Vec<NamedPartition> = self
                 .owned
                 .iter()
                 .filter(|(t, _)| !self.subscription.contains(t))
@@ -942,7 +944,8 @@ impl Membership {
             return;
         }
         if !self.owned.is_empty() {
-            let revoked: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let revoked: Vec<NamedPartition> =
+                std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Revoke {
                 partitions: revoked,
                 commit: self.config.auto_commit,
@@ -1020,7 +1023,7 @@ impl Membership {
         }
     }
 
-    fn on_refusal(&mut self, id: u64, reason: String) {
+    fn on_refusal(&mut self, id: u64, kind: RefusalKind, reason: String) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -1036,14 +1039,14 @@ impl Membership {
         if matches!(self.pending, Some((pid, _)) if pid == id) {
             self.pending = None;
         }
-        self.fatal(GroupFatal::Refused { reason });
+        self.fatal(GroupFatal::Refused { kind, reason });
     }
 
     fn on_response(&mut self, id: u64, response: Response) {
         if self.heartbeat_pending == Some(id) {
             self.heartbeat_pending = None;
             if let Response::Heartbeat { error } = response {
-                if error == 0 {
+                if error.is_ok() {
                     self.failures = 0;
                 }
                 if self.heartbeat_is_moot() {
@@ -1060,11 +1063,10 @@ impl Membership {
             _ => return,
         }
         // The coordinator answered a group request: the next failure starts a new backoff.
-        if matches!(
-            response,
-            Response::Join { error: 0, .. } | Response::Sync { error: 0, .. }
-        ) {
-            self.failures = 0;
+        if let Response::Join { error, .. } | Response::Sync { error, .. } = &response {
+            if error.is_ok() {
+                self.failures = 0;
+            }
         }
         match response {
             Response::Coordinator { node_id, addr } => {
@@ -1075,16 +1077,16 @@ impl Membership {
                 }
             }
             Response::CoordinatorError { error }
-                if is(error, ResponseError::GroupAuthorizationFailed) =>
+                if error.is(ResponseError::GroupAuthorizationFailed) =>
             {
                 // Not allowed to describe the group: no coordinator will ever be found.
                 self.fatal(GroupFatal::CoordinatorAuthorization {
                     group: self.config.group_id.clone(),
-                    code: crate::error::BrokerCode(error),
+                    code: error,
                 });
             }
             Response::CoordinatorError { error } => {
-                tracing::debug!(error, "FindCoordinator failed");
+                tracing::debug!(%error, "FindCoordinator failed");
                 self.backoff();
             }
             Response::Join {
@@ -1104,7 +1106,7 @@ impl Membership {
     fn fatal(&mut self, why: GroupFatal) {
         tracing::error!(group = %self.config.group_id, %why, "fatal group error");
         if !self.owned.is_empty() {
-            let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+            let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
             self.out.push_back(Output::Lost { partitions: lost });
         }
         self.phase = Phase::Closed;
@@ -1114,7 +1116,7 @@ impl Membership {
     #[allow(clippy::too_many_arguments)]
     fn on_join(
         &mut self,
-        error: i16,
+        error: BrokerCode,
         generation: i32,
         protocol: Option<String>,
         leader: String,
@@ -1124,7 +1126,7 @@ impl Membership {
         if self.phase != Phase::Joining {
             return;
         }
-        if error == 0 && leader.is_empty() {
+        if error.is_ok() && leader.is_empty() {
             // A classic group always names a leader member. Kafka 4 answers a classic member of
             // a KIP-848 (`group.protocol=consumer`) group without one: the broker assigns, and
             // this member's assignors would never run. Say so instead of consuming under a plan
@@ -1134,7 +1136,7 @@ impl Membership {
                 assignors: self.assignors.iter().map(|a| a.name().to_owned()).collect(),
             });
         }
-        if error == 0 {
+        if error.is_ok() {
             self.contact_at = self.now;
             // A member holding partitions heartbeats at once in a new generation. tansu counts
             // a heartbeat towards the session only while the group forms, or once formed only
@@ -1194,32 +1196,32 @@ impl Membership {
             return;
         }
         self.phase = Phase::NeedJoin;
-        if is(error, ResponseError::MemberIdRequired) {
+        if error.is(ResponseError::MemberIdRequired) {
             // KIP-394: adopt the id the coordinator gave and join again at once.
             self.member_id = member_id;
             self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
-        } else if is(error, ResponseError::UnknownMemberId)
-            || is(error, ResponseError::IllegalGeneration)
+        } else if error.is(ResponseError::UnknownMemberId)
+            || error.is(ResponseError::IllegalGeneration)
         {
             self.reset_member();
-        } else if is(error, ResponseError::RebalanceInProgress) {
+        } else if error.is(ResponseError::RebalanceInProgress) {
             // Retry as is.
         } else if is_coordinator_error(error) {
             self.lose_coordinator("JoinGroup: coordinator moved or not ready");
-        } else if is(error, ResponseError::FencedInstanceId) {
+        } else if error.is(ResponseError::FencedInstanceId) {
             self.fatal(GroupFatal::FencedInstanceId {
                 group: self.config.group_id.clone(),
                 request: FencedIn::Join,
             });
-        } else if is(error, ResponseError::InconsistentGroupProtocol)
-            || is(error, ResponseError::GroupAuthorizationFailed)
-            || is(error, ResponseError::InvalidSessionTimeout)
-            || is(error, ResponseError::GroupMaxSizeReached)
-            || is(error, ResponseError::UnsupportedVersion)
+        } else if error.is(ResponseError::InconsistentGroupProtocol)
+            || error.is(ResponseError::GroupAuthorizationFailed)
+            || error.is(ResponseError::InvalidSessionTimeout)
+            || error.is(ResponseError::GroupMaxSizeReached)
+            || error.is(ResponseError::UnsupportedVersion)
         {
             self.fatal(GroupFatal::JoinRejected {
                 group: self.config.group_id.clone(),
-                code: crate::error::BrokerCode(error),
+                code: error,
             });
         } else {
             self.backoff();
@@ -1254,7 +1256,7 @@ impl Membership {
         &mut self,
         id: u64,
         topics: Vec<(String, i32)>,
-        stats: Option<Vec<(String, i32, f64, f64)>>,
+        stats: Option<Vec<PartitionLoad>>,
     ) {
         match self.pending {
             Some((pid, Pending::LeaderInputs)) if pid == id => self.pending = None,
@@ -1307,20 +1309,20 @@ impl Membership {
         self.send_sync(protocol, assignments);
     }
 
-    fn on_sync(&mut self, error: i16, assignment: Bytes) {
+    fn on_sync(&mut self, error: BrokerCode, assignment: Bytes) {
         if self.phase != Phase::Syncing {
             return;
         }
-        if error != 0 {
+        if !error.is_ok() {
             self.phase = Phase::NeedJoin;
-            if is(error, ResponseError::RebalanceInProgress) {
-            } else if is(error, ResponseError::UnknownMemberId) {
+            if error.is(ResponseError::RebalanceInProgress) {
+            } else if error.is(ResponseError::UnknownMemberId) {
                 self.reset_member();
-            } else if is(error, ResponseError::IllegalGeneration) {
+            } else if error.is(ResponseError::IllegalGeneration) {
                 self.generation = -1;
             } else if is_coordinator_error(error) {
                 self.lose_coordinator("SyncGroup: coordinator moved or not ready");
-            } else if is(error, ResponseError::FencedInstanceId) {
+            } else if error.is(ResponseError::FencedInstanceId) {
                 self.fatal(GroupFatal::FencedInstanceId {
                     group: self.config.group_id.clone(),
                     request: FencedIn::Sync,
@@ -1340,9 +1342,9 @@ impl Membership {
                 return;
             }
         };
-        let assigned: BTreeSet<Tp> = assignment.partitions.iter().cloned().collect();
-        let revoked: Vec<Tp> = self.owned.difference(&assigned).cloned().collect();
-        let added: Vec<Tp> = assigned.difference(&self.owned).cloned().collect();
+        let assigned: BTreeSet<NamedPartition> = assignment.partitions.iter().cloned().collect();
+        let revoked: Vec<NamedPartition> = self.owned.difference(&assigned).cloned().collect();
+        let added: Vec<NamedPartition> = assigned.difference(&self.owned).cloned().collect();
         if !added.is_empty() || !revoked.is_empty() {
             // Our last JoinGroup's claim is out of date even if the owned set comes back to
             // what it was then: an eager member revokes everything before each rejoin, so its
@@ -1430,11 +1432,11 @@ impl Membership {
     /// answer, except UNKNOWN_MEMBER_ID: the coordinator has forgotten us and may have handed
     /// our partitions on already — and tansu accepts the JoinGroup in flight as a newcomer's,
     /// without a fencing error — so they are lost now.
-    fn on_keepalive(&mut self, error: i16) {
-        if error == 0 || is(error, ResponseError::RebalanceInProgress) {
+    fn on_keepalive(&mut self, error: BrokerCode) {
+        if error.is_ok() || error.is(ResponseError::RebalanceInProgress) {
             self.last_heartbeat_ok = self.now;
             self.contact_at = self.contact_at.max(self.heartbeat_sent_at);
-        } else if is(error, ResponseError::UnknownMemberId) && !self.owned.is_empty() {
+        } else if error.is(ResponseError::UnknownMemberId) && !self.owned.is_empty() {
             tracing::warn!(group = %self.config.group_id, "the coordinator forgot us while we rejoined; partitions lost");
             self.lose_owned();
         }
@@ -1442,19 +1444,19 @@ impl Membership {
 
     /// Give up every partition without a commit: someone else may own them already.
     fn lose_owned(&mut self) {
-        let lost: Vec<Tp> = std::mem::take(&mut self.owned).into_iter().collect();
+        let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
         self.out.push_back(Output::Lost { partitions: lost });
         self.awaiting_callbacks = true;
         self.owned_generation = -1;
     }
 
-    fn on_heartbeat(&mut self, error: i16) {
-        if error == 0 {
+    fn on_heartbeat(&mut self, error: BrokerCode) {
+        if error.is_ok() {
             self.last_heartbeat_ok = self.now;
             self.contact_at = self.contact_at.max(self.heartbeat_sent_at);
             return;
         }
-        if is(error, ResponseError::RebalanceInProgress) {
+        if error.is(ResponseError::RebalanceInProgress) {
             // Only a stable member needs to act: one mid-rebalance is already rejoining.
             self.last_heartbeat_ok = self.now;
             if self.phase == Phase::Stable {
@@ -1464,15 +1466,15 @@ impl Membership {
                 // A follow-up or backoff wait is moot: the round is on now.
                 self.not_before = self.now;
             }
-        } else if is(error, ResponseError::IllegalGeneration) {
+        } else if error.is(ResponseError::IllegalGeneration) {
             self.generation = -1;
             self.rejoin_unless_leaving();
-        } else if is(error, ResponseError::UnknownMemberId) {
+        } else if error.is(ResponseError::UnknownMemberId) {
             self.reset_member();
             self.rejoin_unless_leaving();
         } else if is_coordinator_error(error) {
             self.lose_coordinator("heartbeat: coordinator moved or not ready");
-        } else if is(error, ResponseError::FencedInstanceId) {
+        } else if error.is(ResponseError::FencedInstanceId) {
             self.fatal(GroupFatal::FencedInstanceId {
                 group: self.config.group_id.clone(),
                 request: FencedIn::Heartbeat,
@@ -1490,8 +1492,8 @@ impl Membership {
         self.pending = None;
     }
 
-    fn on_commit_failed(&mut self, error: i16, sent_in: i32) {
-        if is(error, ResponseError::IllegalGeneration) && sent_in != self.generation {
+    fn on_commit_failed(&mut self, error: BrokerCode, sent_in: i32) {
+        if error.is(ResponseError::IllegalGeneration) && sent_in != self.generation {
             // The commit went out in a generation we have since left — its answer raced our
             // JoinGroup — so the error says nothing about the generation we are in now (Java
             // checks the same: `generationUnchanged()`). Dropping the current generation for it
@@ -1505,13 +1507,13 @@ impl Membership {
             );
             return;
         }
-        if is(error, ResponseError::IllegalGeneration) {
+        if error.is(ResponseError::IllegalGeneration) {
             self.generation = -1;
             self.rejoin_unless_leaving();
-        } else if is(error, ResponseError::UnknownMemberId) {
+        } else if error.is(ResponseError::UnknownMemberId) {
             self.reset_member();
             self.rejoin_unless_leaving();
-        } else if is(error, ResponseError::RebalanceInProgress) {
+        } else if error.is(ResponseError::RebalanceInProgress) {
             self.request_rejoin("commit during a rebalance".into());
         } else if is_coordinator_error(error) {
             self.lose_coordinator("OffsetCommit: coordinator moved or not ready");
@@ -1552,7 +1554,7 @@ pub fn build_view(
     generation: i32,
     members: &[JoinedMember],
     topics: Vec<(String, i32)>,
-    stats: Option<Vec<(String, i32, f64, f64)>>,
+    stats: Option<Vec<PartitionLoad>>,
     now_ms: u64,
 ) -> GroupView {
     leader::build_view(

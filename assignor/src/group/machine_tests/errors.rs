@@ -11,7 +11,7 @@ fn a_protocol_this_member_does_not_offer_is_fatal() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 1,
             protocol: Some("range".into()),
             leader: "m1".into(),
@@ -57,7 +57,7 @@ fn a_group_whose_broker_assigns_is_fatal() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 2,
             protocol: Some("cooperative-sticky".into()),
             leader: String::new(),
@@ -85,7 +85,7 @@ fn a_kip848_group_is_reported_as_its_own_variant() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 2,
             protocol: Some("cooperative-sticky".into()),
             leader: String::new(),
@@ -174,7 +174,7 @@ fn rebalance_in_progress_on_heartbeat_rejoins_only_when_stable() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 1,
             protocol: Some("cooperative-sticky".into()),
             leader: "l".into(),
@@ -197,7 +197,7 @@ fn rebalance_in_progress_on_heartbeat_rejoins_only_when_stable() {
     let out = solo.respond(
         sync,
         Response::Sync {
-            error: 0,
+            error: BrokerCode::NONE,
             assignment: assignment_blob(&tps("t", 0..1)),
         },
     );
@@ -312,10 +312,12 @@ fn refusals_are_fatal_not_retried() {
     let (find, _) = only_send(&out, Api::Find);
     let out = solo.input(Input::RequestRefused {
         id: find,
+        kind: RefusalKind::Authentication,
         reason: "SASL PLAIN authentication failed: bad password".into(),
     });
     assert!(
-        matches!(out.as_slice(), [Output::Fatal(why)] if why.to_string().contains("SASL PLAIN")),
+        matches!(out.as_slice(), [Output::Fatal(why)] if why.to_string().contains("SASL PLAIN")
+            && why.refusal_kind() == Some(RefusalKind::Authentication)),
         "{out:?}"
     );
     solo.now = 60_000;
@@ -330,7 +332,7 @@ fn refusals_are_fatal_not_retried() {
     let out = solo.respond(
         find,
         Response::CoordinatorError {
-            error: ResponseError::GroupAuthorizationFailed.code(),
+            error: code(ResponseError::GroupAuthorizationFailed),
         },
     );
     assert!(

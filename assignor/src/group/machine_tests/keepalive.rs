@@ -15,7 +15,7 @@ fn follower_joining(s: &mut Solo) -> u64 {
 }
 
 /// Advance `ms` in 500 ms ticks, answering every heartbeat with `error`; returns every output.
-fn tick_answering_heartbeats(s: &mut Solo, ms: u64, error: i16) -> Vec<Output> {
+fn tick_answering_heartbeats(s: &mut Solo, ms: u64, error: BrokerCode) -> Vec<Output> {
     let mut all = Vec::new();
     let end = s.now + ms;
     while s.now < end {
@@ -87,7 +87,12 @@ fn only_a_member_with_an_id_keeps_alive_while_joining() {
         let out = s.input(Input::Tick);
         for (id, _) in sends(&out, Api::Heartbeat) {
             beats += 1;
-            s.respond(id, Response::Heartbeat { error: 0 });
+            s.respond(
+                id,
+                Response::Heartbeat {
+                    error: BrokerCode::NONE,
+                },
+            );
         }
     }
     assert!(beats >= 3, "{beats}");
@@ -103,7 +108,7 @@ fn only_a_member_with_an_id_keeps_alive_while_joining() {
         },
     );
     only_send(&out, Api::Join);
-    let out = tick_answering_heartbeats(&mut s, 10_000, 0);
+    let out = tick_answering_heartbeats(&mut s, 10_000, BrokerCode::NONE);
     assert!(sends(&out, Api::Heartbeat).is_empty(), "{out:?}");
 }
 
@@ -132,7 +137,12 @@ fn a_leader_running_rounds_back_to_back_keeps_its_heartbeat_cadence() {
             match request {
                 Request::Heartbeat { .. } => {
                     beats.push(s.now);
-                    out.extend(s.respond(id, Response::Heartbeat { error: 0 }));
+                    out.extend(s.respond(
+                        id,
+                        Response::Heartbeat {
+                            error: BrokerCode::NONE,
+                        },
+                    ));
                 }
                 Request::Join { .. } => {
                     generation += 1;
@@ -141,7 +151,7 @@ fn a_leader_running_rounds_back_to_back_keeps_its_heartbeat_cadence() {
                 Request::Sync { .. } => out.extend(s.respond(
                     id,
                     Response::Sync {
-                        error: 0,
+                        error: BrokerCode::NONE,
                         assignment: assignment_blob(&tps("t", 0..2)),
                     },
                 )),
@@ -198,7 +208,7 @@ fn a_keepalive_answered_unknown_member_loses_the_partitions_before_the_join_retu
     let out = s.respond(
         sync,
         Response::Sync {
-            error: 0,
+            error: BrokerCode::NONE,
             assignment: assignment_blob(&tps("t", 5..6)),
         },
     );
@@ -240,7 +250,7 @@ fn a_heartbeat_answer_for_a_generation_we_left_does_not_fence_the_new_one() {
     let out = s.respond(
         sync,
         Response::Sync {
-            error: 0,
+            error: BrokerCode::NONE,
             assignment: assignment_blob(&tps("t", 0..3)),
         },
     );

@@ -77,7 +77,7 @@ fn leader_rejects_an_invalid_plan() {
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 4,
             protocol: Some("greedy".into()),
             leader: "a".into(),
@@ -158,7 +158,7 @@ fn malformed_subscriptions_never_crash_the_leader() {
         let out = solo.respond(
             join,
             Response::Join {
-                error: 0,
+                error: BrokerCode::NONE,
                 generation: 1,
                 protocol: Some("cooperative-sticky".into()),
                 leader: "a".into(),
@@ -181,7 +181,8 @@ fn malformed_subscriptions_never_crash_the_leader() {
         for bad in ["b-random", "c-truncated", "d-huge", "e-long", "f-empty"] {
             assert_eq!(plan[bad], vec![], "round {round}: {bad}");
         }
-        let mut both: Vec<Tp> = plan["a"].iter().chain(&plan["g-good"]).cloned().collect();
+        let mut both: Vec<NamedPartition> =
+            plan["a"].iter().chain(&plan["g-good"]).cloned().collect();
         both.sort();
         assert_eq!(both, tps("t", 0..4), "round {round}");
         assert_eq!((plan["a"].len(), plan["g-good"].len()), (2, 2));
@@ -220,7 +221,7 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
         .iter()
         .find_map(|(_, n, r)| match r {
             Response::Join {
-                error: 0,
+                error: BrokerCode::NONE,
                 generation,
                 members,
                 ..
@@ -277,7 +278,7 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
     let out = fresh.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: gen,
             protocol: Some("cooperative-sticky".into()),
             leader: a_id.clone(),
@@ -324,11 +325,11 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
     let Request::Join { protocols, .. } = req else {
         unreachable!()
     };
-    let claim = |owned: Vec<Tp>| claim_of_t(owned, 4);
+    let claim = |owned: Vec<NamedPartition>| claim_of_t(owned, 4);
     let out = solo.respond(
         join,
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: 4,
             protocol: Some("cooperative-sticky".into()),
             leader: "a".into(),
@@ -386,7 +387,7 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         let out = solo.respond(
             join,
             Response::Join {
-                error: 0,
+                error: BrokerCode::NONE,
                 generation,
                 protocol: Some("cooperative-sticky".into()),
                 leader: "a".into(),
@@ -397,11 +398,11 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         solo.answer_heartbeats(&out);
         let (sync, request) = solo.leader_sync(&out, 6);
         let plan = sync_assignments(&request);
-        let mine: Vec<Tp> = plan["a"].iter().map(|(t, p)| (t.clone(), *p)).collect();
+        let mine: Vec<NamedPartition> = plan["a"].iter().map(|(t, p)| (t.clone(), *p)).collect();
         let out = solo.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(&mine),
             },
         );
@@ -443,7 +444,12 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
                         id,
                         request: Request::Heartbeat { .. },
                     } => assert!(solo
-                        .respond(id, Response::Heartbeat { error: 0 })
+                        .respond(
+                            id,
+                            Response::Heartbeat {
+                                error: BrokerCode::NONE
+                            }
+                        )
                         .is_empty()),
                     Output::Send {
                         id,

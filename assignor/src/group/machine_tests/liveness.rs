@@ -240,7 +240,7 @@ fn a_member_whose_sync_hangs_keeps_what_it_claims() {
         // Both followers' next SyncGroups hang, so whichever the plan takes from cannot
         // revoke.
         let followers = [1, 2];
-        let held: Vec<BTreeSet<Tp>> = followers.iter().map(|&f| sim.owned(f)).collect();
+        let held: Vec<BTreeSet<NamedPartition>> = followers.iter().map(|&f| sim.owned(f)).collect();
         let marks: Vec<usize> = followers.iter().map(|&f| sim.mark(f)).collect();
         for f in followers {
             sim.nodes[f].swallow_next.push(Api::Sync);

@@ -38,7 +38,8 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use lagbalance_assign::userdata::MemberUserData;
 use lagbalance_assign::{
-    Assignor, CooperativeStickyAssignor, LagBalanceAssignor, MemberStats, RangeAssignor,
+    Assignor, CooperativeStickyAssignor, LagBalanceAssignor, MemberStats, NamedPartition,
+    RangeAssignor,
 };
 
 use super::codec::{
@@ -47,24 +48,25 @@ use super::codec::{
 };
 use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
-    Input, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response, Tp,
+    Input, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response,
 };
+use crate::error::{BrokerCode, RefusalKind};
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-fn code(e: ResponseError) -> i16 {
-    e.code()
+fn code(e: ResponseError) -> BrokerCode {
+    e.into()
 }
 
-fn tps(topic: &str, partitions: impl IntoIterator<Item = i32>) -> Vec<Tp> {
+fn tps(topic: &str, partitions: impl IntoIterator<Item = i32>) -> Vec<NamedPartition> {
     partitions
         .into_iter()
         .map(|p| (topic.to_string(), p))
         .collect()
 }
 
-fn set(v: Vec<Tp>) -> BTreeSet<Tp> {
+fn set(v: Vec<NamedPartition>) -> BTreeSet<NamedPartition> {
     v.into_iter().collect()
 }
 
@@ -102,7 +104,7 @@ fn lagbalance_then_sticky() -> Vec<Box<dyn Assignor>> {
     ]
 }
 
-fn assignment_blob(parts: &[Tp]) -> Bytes {
+fn assignment_blob(parts: &[NamedPartition]) -> Bytes {
     encode_assignment(&Assignment {
         partitions: parts.to_vec(),
         user_data: None,
@@ -126,7 +128,7 @@ fn join_member_id(req: &Request) -> &str {
 }
 
 /// The leader's Sync assignments, decoded, by member id.
-fn sync_assignments(req: &Request) -> BTreeMap<String, Vec<Tp>> {
+fn sync_assignments(req: &Request) -> BTreeMap<String, Vec<NamedPartition>> {
     let Request::Sync { assignments, .. } = req else {
         panic!("not a Sync: {req:?}")
     };
@@ -186,7 +188,7 @@ struct CMember {
 
 type Reply = (usize, u64, Response);
 
-fn join_error(error: i16, member_id: &str) -> Response {
+fn join_error(error: BrokerCode, member_id: &str) -> Response {
     Response::Join {
         error,
         generation: -1,
@@ -296,7 +298,13 @@ impl Coordinator {
                     let error = code(ResponseError::UnknownMemberId);
                     return vec![(node, id, Response::Leave { error })];
                 }
-                let mut out = vec![(node, id, Response::Leave { error: 0 })];
+                let mut out = vec![(
+                    node,
+                    id,
+                    Response::Leave {
+                        error: BrokerCode::NONE,
+                    },
+                )];
                 out.extend(self.remove(now, &member_id));
                 out
             }
@@ -510,7 +518,7 @@ impl Coordinator {
             Vec::new()
         };
         Response::Join {
-            error: 0,
+            error: BrokerCode::NONE,
             generation: self.generation,
             protocol: Some(protocol),
             leader,
@@ -625,7 +633,7 @@ impl Coordinator {
                         node,
                         id,
                         Response::Sync {
-                            error: 0,
+                            error: BrokerCode::NONE,
                             assignment,
                         },
                     )];
@@ -658,7 +666,7 @@ impl Coordinator {
                     m.node,
                     s,
                     Response::Sync {
-                        error: 0,
+                        error: BrokerCode::NONE,
                         assignment: m.assignment.clone(),
                     },
                 ));
@@ -673,7 +681,7 @@ impl Coordinator {
         generation: i32,
         member_id: &str,
         instance_id: &Option<String>,
-    ) -> i16 {
+    ) -> BrokerCode {
         if self.fenced(member_id, instance_id) {
             return code(ResponseError::FencedInstanceId);
         }
@@ -687,12 +695,12 @@ impl Coordinator {
             } else if self.state == GroupState::Preparing {
                 code(ResponseError::RebalanceInProgress)
             } else {
-                0
+                BrokerCode::NONE
             }
         } else if generation < self.generation {
             code(ResponseError::RebalanceInProgress)
         } else {
-            0
+            BrokerCode::NONE
         }
     }
 
@@ -809,7 +817,7 @@ fn api_of(r: &Request) -> Api {
     }
 }
 
-fn error_response(api: Api, error: i16) -> Response {
+fn error_response(api: Api, error: BrokerCode) -> Response {
     match api {
         Api::Find => Response::CoordinatorError { error },
         Api::Join => join_error(error, ""),
@@ -825,7 +833,7 @@ fn error_response(api: Api, error: i16) -> Response {
 struct Node {
     m: Membership,
     /// What the application holds: changed only by running Revoke / Assign / Lost.
-    app: BTreeSet<Tp>,
+    app: BTreeSet<NamedPartition>,
     /// Every output with the time it was taken.
     log: Vec<(u64, Output)>,
     /// Callbacks taken but not yet run.
@@ -834,12 +842,12 @@ struct Node {
     auto_poll: bool,
     /// One-shot faults for the next request of a kind: answer with an error, fail it in
     /// transport (`RequestFailed`), or never answer it (the coordinator never sees it).
-    fail_next: Vec<(Api, i16)>,
+    fail_next: Vec<(Api, BrokerCode)>,
     drop_next: Vec<Api>,
     swallow_next: Vec<Api>,
     /// Errors for the next commits (one per Revoke with `commit`).
-    commit_errors: VecDeque<i16>,
-    commits: Vec<Vec<Tp>>,
+    commit_errors: VecDeque<BrokerCode>,
+    commits: Vec<Vec<NamedPartition>>,
     /// Killed: takes no more inputs and holds nothing.
     dead: bool,
     /// How its JoinGroup subscriptions look on the wire.
@@ -860,7 +868,7 @@ enum Dialect {
     /// A buggy or hostile member: its claims also list `extra`, which it was never given, at
     /// its real generation or at `generation`.
     Liar {
-        extra: Vec<Tp>,
+        extra: Vec<NamedPartition>,
         generation: Option<i32>,
     },
 }
@@ -941,9 +949,9 @@ struct Sim {
     audited: usize,
     /// Per partition of a topic some live member subscribes to: since when no live member has
     /// held it (checked at every stop of [`Sim::advance`]).
-    unowned_since: BTreeMap<Tp, u64>,
+    unowned_since: BTreeMap<NamedPartition, u64>,
     /// The longest such stretch so far, and the partition.
-    worst_unowned: (u64, Option<Tp>),
+    worst_unowned: (u64, Option<NamedPartition>),
 }
 
 impl Sim {
@@ -1001,13 +1009,13 @@ impl Sim {
     /// Update the unowned-partition clocks (see `unowned_since`).
     fn track_unowned(&mut self) {
         let live = |n: &&Node| !n.dead && n.m.phase() != Phase::Closed;
-        let held: BTreeSet<Tp> = self
+        let held: BTreeSet<NamedPartition> = self
             .nodes
             .iter()
             .filter(live)
             .flat_map(|n| n.app.iter().cloned())
             .collect();
-        let wanted: Vec<Tp> = self
+        let wanted: Vec<NamedPartition> = self
             .topics
             .iter()
             .filter(|(t, _)| self.nodes.iter().filter(live).any(|n| subscribed(n, t)))
@@ -1361,7 +1369,7 @@ impl Sim {
         self.nodes[i].app.clear();
     }
 
-    fn owned(&self, i: usize) -> BTreeSet<Tp> {
+    fn owned(&self, i: usize) -> BTreeSet<NamedPartition> {
         self.nodes[i].app.clone()
     }
 
@@ -1398,13 +1406,13 @@ impl Sim {
 
     /// Every partition of `topics` held by exactly one live member.
     fn assert_all_assigned_once(&self) {
-        let mut seen: BTreeMap<Tp, usize> = BTreeMap::new();
+        let mut seen: BTreeMap<NamedPartition, usize> = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| !n.dead) {
             for p in &n.app {
                 assert!(seen.insert(p.clone(), i).is_none(), "{p:?} held twice");
             }
         }
-        let all: Vec<Tp> = self
+        let all: Vec<NamedPartition> = self
             .topics
             .iter()
             .flat_map(|(t, n)| tps(t, 0..*n))
@@ -1502,7 +1510,12 @@ impl Solo {
             } = o
             {
                 assert!(self
-                    .respond(*id, Response::Heartbeat { error: 0 })
+                    .respond(
+                        *id,
+                        Response::Heartbeat {
+                            error: BrokerCode::NONE
+                        }
+                    )
                     .is_empty());
             }
         }
@@ -1526,14 +1539,19 @@ impl Solo {
     /// Answer follower `m1`'s JoinGroup for `generation` and its SyncGroup with `parts` (and
     /// the heartbeat a member holding partitions sends in a new generation); returns what
     /// the callbacks' completion produced.
-    fn complete_round(&mut self, join: u64, generation: i32, parts: &[Tp]) -> Vec<Output> {
+    fn complete_round(
+        &mut self,
+        join: u64,
+        generation: i32,
+        parts: &[NamedPartition],
+    ) -> Vec<Output> {
         let out = self.respond(join, follower_join_ok(generation));
         let (sync, _) = send_among(&out, Api::Sync);
         self.answer_heartbeats(&out);
         let out = self.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(parts),
             },
         );
@@ -1546,7 +1564,7 @@ impl Solo {
 
     /// Subscribe to `t` and become a stable follower of generation 1 owning `owned`.
     /// Returns the member id.
-    fn stable_follower(&mut self, owned: &[Tp]) -> String {
+    fn stable_follower(&mut self, owned: &[NamedPartition]) -> String {
         let out = self.input(Input::Subscribe(vec!["t".into()]));
         let id = only_send(&out, Api::Find).0;
         let out = self.respond(
@@ -1562,7 +1580,7 @@ impl Solo {
         let out = self.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(owned),
             },
         );
@@ -1582,7 +1600,7 @@ impl Solo {
 /// A JoinGroup answer making `m1` a follower of `leader` in `generation`.
 fn follower_join_ok(generation: i32) -> Response {
     Response::Join {
-        error: 0,
+        error: BrokerCode::NONE,
         generation,
         protocol: Some("cooperative-sticky".into()),
         leader: "leader".into(),
@@ -1592,7 +1610,7 @@ fn follower_join_ok(generation: i32) -> Response {
 }
 
 /// A subscription to `t` claiming `owned` as of `generation`.
-fn claim_of_t(owned: Vec<Tp>, generation: i32) -> Bytes {
+fn claim_of_t(owned: Vec<NamedPartition>, generation: i32) -> Bytes {
     encode_subscription(&Subscription {
         topics: vec!["t".into()],
         owned,

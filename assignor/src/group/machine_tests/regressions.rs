@@ -46,7 +46,7 @@ fn a_commit_error_for_a_generation_already_left_keeps_the_current_one() {
     let out = solo.respond(
         sync,
         Response::Sync {
-            error: 0,
+            error: BrokerCode::NONE,
             assignment: assignment_blob(&tps("t", 0..2)),
         },
     );
@@ -175,7 +175,12 @@ fn late_answers_after_close_fatal_or_leave_start_nothing() {
         solo.now = 3_000;
         let (hb, _) = only_send(&solo.input(Input::Tick), Api::Heartbeat);
         let (leave, _) = only_send(&solo.input(Input::CallbacksDone), Api::Leave);
-        let out = solo.respond(leave, Response::Leave { error: 0 });
+        let out = solo.respond(
+            leave,
+            Response::Leave {
+                error: BrokerCode::NONE,
+            },
+        );
         assert_eq!(out, if rejoin { vec![] } else { vec![Output::Closed] });
         assert!(
             solo.respond(hb, not_coordinator()).is_empty(),

@@ -143,7 +143,7 @@ fn stale_responses_are_ignored() {
     let (join2, _) = only_send(&out, Api::Join);
     assert_ne!(join1, join2);
     let ok = |gen| Response::Join {
-        error: 0,
+        error: BrokerCode::NONE,
         generation: gen,
         protocol: Some("cooperative-sticky".into()),
         leader: "l".into(),
@@ -162,7 +162,7 @@ fn stale_responses_are_ignored() {
     assert!(solo.respond(sync + 50, bad).is_empty());
     let assignment = assignment_blob(&tps("t", 0..1));
     let stale = Response::Sync {
-        error: 0,
+        error: BrokerCode::NONE,
         assignment: assignment.clone(),
     };
     assert!(solo.respond(sync + 51, stale).is_empty());
@@ -170,7 +170,7 @@ fn stale_responses_are_ignored() {
     let out = solo.respond(
         sync,
         Response::Sync {
-            error: 0,
+            error: BrokerCode::NONE,
             assignment,
         },
     );
@@ -285,7 +285,7 @@ fn a_repeated_join_answered_in_the_same_generation_rejoins_with_fresh_bytes() {
         let out = s.respond(
             sync,
             Response::Sync {
-                error: 0,
+                error: BrokerCode::NONE,
                 assignment: assignment_blob(&tps("t", 0..2)),
             },
         );
