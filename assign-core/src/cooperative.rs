@@ -178,14 +178,7 @@ fn for_each_valid_claim(
 /// The memory entry competes as an ordinary claim at `G`, so a contradicting claim at exactly
 /// `G` makes the partition unowned, as docs/design.md §2.4 states for equal generations.
 pub fn resolve_owners(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<Option<u32>> {
-    let offsets = view.topic_offsets();
-    let total = offsets.last().copied().unwrap_or(0);
-    let mut claims = Claims::new(total);
-    for_each_valid_claim(view, &offsets, |p, m, g| claims.offer_owner(p, m, g));
-    if let Some(prev) = previous {
-        apply_memory(view, &offsets, prev, &mut claims);
-    }
-    claims.into_members()
+    ownership_claims(view, previous).into_members()
 }
 
 /// Partitions that two different members claim equally strongly (the same highest generation,
@@ -195,6 +188,12 @@ pub fn resolve_owners(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<Op
 /// withholds them for a round instead: every claimant that is not given the partition revokes
 /// it, and the next round finds it free.
 pub fn contested(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<bool> {
+    ownership_claims(view, previous).into_conflicts()
+}
+
+/// Every valid claim and the leader's memory, weighed by the ownership rules of
+/// [`resolve_owners`]; it and [`contested`] read the two outcomes of the same weighing.
+fn ownership_claims(view: &GroupView, previous: Option<&IssuedPlan>) -> Claims {
     let offsets = view.topic_offsets();
     let total = offsets.last().copied().unwrap_or(0);
     let mut claims = Claims::new(total);
@@ -202,7 +201,7 @@ pub fn contested(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<bool> {
     if let Some(prev) = previous {
         apply_memory(view, &offsets, prev, &mut claims);
     }
-    claims.into_conflicts()
+    claims
 }
 
 /// Inject the leader's remembered plan as claims at the plan's generation for members that
