@@ -391,6 +391,21 @@ pub fn finalize(
     Ok(withheld)
 }
 
+/// An assignor's whole round for a target computed from the current owners: resolve who owns
+/// what (with the leader's memory `previous`), let `target` place every partition, then
+/// [`finalize`]. Assignors that only need the plan use this; one that also reports what was
+/// withheld calls [`resolve_owners`] and [`finalize`] itself.
+pub fn cooperative_plan(
+    view: &GroupView,
+    previous: Option<&IssuedPlan>,
+    target: impl FnOnce(&[Option<u32>]) -> Plan,
+) -> Result<Plan, AssignError> {
+    let owners = resolve_owners(view, previous);
+    let mut plan = target(&owners);
+    finalize(view, &owners, &mut plan)?;
+    Ok(plan)
+}
+
 /// The leader's ownership memory after issuing `plan` (for `view.generation`): per member,
 /// every partition it may hold until it next rejoins with a current claim.
 ///
