@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{AssignError, GroupView, IssuedPlan, Plan, Tp};
+use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, Plan, Tp};
 
 /// Sentinel in per-partition member slots: nobody.
 const NONE: u32 = u32::MAX;
@@ -404,6 +404,36 @@ pub fn cooperative_plan(
     let mut plan = target(&owners);
     finalize(view, &owners, &mut plan)?;
     Ok(plan)
+}
+
+/// An eager assignor (Kafka's `range`, the simulator's baselines): members revoke everything
+/// before they rejoin, so it places every partition from the view alone, without asking who
+/// owns what. Such a type is an [`Assignor`] whose plan is its target run through
+/// [`cooperative_plan`], which keeps it safe with members that keep their partitions too.
+pub trait EagerAssignor: Send {
+    /// Protocol name announced in JoinGroup.
+    const NAME: &'static str;
+
+    /// Where every partition of every subscribed topic goes, before the cooperative adjustment.
+    fn target(&self, view: &GroupView) -> Plan;
+}
+
+impl<T: EagerAssignor> Assignor for T {
+    fn name(&self) -> &str {
+        T::NAME
+    }
+
+    fn cooperative(&self) -> bool {
+        false
+    }
+
+    fn assign(
+        &mut self,
+        view: &GroupView,
+        previous: Option<&IssuedPlan>,
+    ) -> Result<Plan, AssignError> {
+        cooperative_plan(view, previous, |_owners| self.target(view))
+    }
 }
 
 /// The leader's ownership memory after issuing `plan` (for `view.generation`): per member,
