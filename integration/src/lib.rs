@@ -9,6 +9,7 @@ pub mod bin_path;
 pub mod broker;
 pub mod chaos;
 pub mod e2e;
+pub mod e2e_cli;
 pub mod e2e_report;
 pub mod lagplot;
 pub mod lagrun;
