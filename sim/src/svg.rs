@@ -13,7 +13,8 @@ const PALETTE: [&str; 12] = [
     "#bcbd22", "#17becf", "#393b79", "#637939",
 ];
 
-fn esc(s: &str) -> String {
+/// `s` as SVG text: `&`, `<` and `>` escaped.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -136,22 +137,30 @@ pub fn line_chart(
             s,
             r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.6"/>"#
         );
-        let ly = top + 14.0 + 18.0 * i as f64;
-        let lx = left + pw + 12.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
-            lx + 18.0,
-            lx + 24.0,
-            ly + 4.0,
-            esc(se.name)
-        );
+        legend_entry(&mut s, i, left + pw, top, color, se.name);
     }
     s.push_str("</svg>\n");
     s
 }
 
-fn nice_ceiling(v: f64) -> f64 {
+/// The legend entry of the `i`-th series, in the right margin of a plot area that ends at
+/// `right` and starts at `top`: a short stroke in `color`, then `name`.
+pub fn legend_entry(s: &mut String, i: usize, right: f64, top: f64, color: &str, name: &str) {
+    let ly = top + 14.0 + 18.0 * i as f64;
+    let lx = right + 12.0;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+        lx + 18.0,
+        lx + 24.0,
+        ly + 4.0,
+        esc(name)
+    );
+}
+
+/// The smallest of 1, 2, 2.5, 5 and 10 times a power of ten that is at least `v`: a round top
+/// for an axis.
+pub fn nice_ceiling(v: f64) -> f64 {
     let e = 10f64.powf(v.log10().floor());
     for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
         if m * e >= v {
