@@ -1,11 +1,11 @@
 //! A hand-written SVG line chart of lag over time (no plotting dependency), for the demo and the
 //! end-to-end benchmark. Same approach as `sim/src/svg.rs`, whose pieces it uses (escaping, axis
-//! tops, legend), plus vertical event markers (agent triggers) and several panels stacked in one
-//! file.
+//! tops and titles, legend), plus vertical event markers (agent triggers) and several panels
+//! stacked in one file.
 
 use std::fmt::Write;
 
-use lagbalance_sim::svg::{esc, legend_entry, nice_ceiling};
+use lagbalance_sim::svg::{axis_titles, esc, legend_entry, nice_ceiling};
 
 /// One line.
 pub struct Series<'a> {
@@ -110,19 +110,8 @@ fn panel(s: &mut String, p: &Panel, y0: f64, xmax: f64, ymax: f64, x_label: &str
         );
         x += xstep;
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        y0 + H - 10.0,
-        esc(x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        top + ph / 2.0,
-        esc(y_label)
-    );
+    let x_at = (LEFT + pw / 2.0, y0 + H - 10.0);
+    axis_titles(s, x_at, top + ph / 2.0, x_label, y_label);
     for m in &p.markers {
         let x = px(m.x.clamp(0.0, xmax));
         let _ = writeln!(

@@ -105,18 +105,12 @@ pub fn line_chart(
         );
         x += xstep;
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        left + pw / 2.0,
-        h - 12.0,
-        esc(x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+    axis_titles(
+        &mut s,
+        (left + pw / 2.0, h - 12.0),
         top + ph / 2.0,
-        esc(y_label)
+        x_label,
+        y_label,
     );
     for (i, se) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -141,6 +135,24 @@ pub fn line_chart(
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The axis titles: `x_label` centred on `x_at`, `y_label` turned upright along the left edge,
+/// centred at height `y_middle`.
+pub fn axis_titles(s: &mut String, x_at: (f64, f64), y_middle: f64, x_label: &str, y_label: &str) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        x_at.0,
+        x_at.1,
+        esc(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        y_middle,
+        esc(y_label)
+    );
 }
 
 /// The legend entry of the `i`-th series, in the right margin of a plot area that ends at
