@@ -31,7 +31,7 @@ use lagbalance_integration::e2e_cli::{
     bootstrap_arg, exit_with_help_if_asked, flag, until_interrupted, RunBroker,
 };
 use lagbalance_integration::e2e_report::{comparison, lag_svg};
-use lagbalance_integration::unique;
+use lagbalance_integration::unique_temp_dir;
 
 /// "Stable" = no ownership change for this long (tansu pauses rejoining followers ~3 s).
 const QUIET: Duration = Duration::from_secs(8);
@@ -291,8 +291,7 @@ async fn main() -> Result<()> {
     let broker = RunBroker::named_or_own(args.bootstrap.as_deref()).await?;
     let bootstrap = broker.bootstrap.clone();
     println!("broker: {bootstrap}");
-    let logs = std::env::temp_dir().join(unique("lagbalance-demo"));
-    std::fs::create_dir_all(&logs)?;
+    let logs = unique_temp_dir("lagbalance-demo")?;
     // Dropping the demo future kills the workers and agents; the broker goes when `broker` drops.
     let outcome = until_interrupted(demo(&args, &bootstrap, &logs)).await?;
     let result = match outcome {

@@ -38,7 +38,7 @@ use lagbalance_integration::e2e_cli::{
 };
 use lagbalance_integration::e2e_report::{comparison, steady_window};
 use lagbalance_integration::lagplot::{chart, Marker, Panel, Series};
-use lagbalance_integration::unique;
+use lagbalance_integration::unique_temp_dir;
 
 struct Args {
     bootstrap: Option<String>,
@@ -494,8 +494,7 @@ async fn main() -> Result<()> {
     let broker = RunBroker::named_or_own(args.bootstrap.as_deref()).await?;
     let bootstrap = broker.bootstrap.clone();
     eprintln!("broker: {bootstrap}");
-    let logs = std::env::temp_dir().join(unique("lagbalance-e2e-bench"));
-    std::fs::create_dir_all(&logs)?;
+    let logs = unique_temp_dir("lagbalance-e2e-bench")?;
     let outcome = until_interrupted(bench(&args, &bootstrap, &logs)).await?;
     eprintln!("logs in {}", logs.display());
     broker.stop();

@@ -19,4 +19,4 @@ pub mod readback;
 pub mod secure;
 pub mod workers;
 
-pub use broker::{unique, TestBroker};
+pub use broker::{unique, unique_temp_dir, TestBroker};
