@@ -84,6 +84,19 @@ impl Out {
         self.head(name, kind, help);
         self.line(name, &[], v);
     }
+    /// A gauge of one line per member, labelled with the group and the member id.
+    fn per_member<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        group: &str,
+        values: impl Iterator<Item = (&'a str, f64)>,
+    ) {
+        self.head(name, "gauge", help);
+        for (member, v) in values {
+            self.line(name, &[("group", group), ("member", member)], v);
+        }
+    }
 }
 
 /// Render `s` in the Prometheus text exposition format (0.0.4).
@@ -107,54 +120,41 @@ pub fn render(s: &AgentState) -> String {
                 m.lag as f64,
             );
         }
-        o.head(
+        o.per_member(
             "lagbalance_agent_member_lag_trend",
-            "gauge",
             "Change of the member's lag, records/s (EWMA); negative = draining.",
+            g,
+            v.members
+                .iter()
+                .map(|m| (m.info.member_id.as_str(), m.lag_trend)),
         );
-        for m in &v.members {
-            o.line(
-                "lagbalance_agent_member_lag_trend",
-                &[("group", g), ("member", &m.info.member_id)],
-                m.lag_trend,
-            );
-        }
-        o.head(
+        o.per_member(
             "lagbalance_agent_member_processing_rate",
-            "gauge",
             "Records/s the member commits (EWMA).",
+            g,
+            v.members
+                .iter()
+                .map(|m| (m.info.member_id.as_str(), m.processing_rate)),
         );
-        for m in &v.members {
-            o.line(
-                "lagbalance_agent_member_processing_rate",
-                &[("group", g), ("member", &m.info.member_id)],
-                m.processing_rate,
-            );
-        }
-        o.head(
+        o.per_member(
             "lagbalance_agent_member_time_to_drain_seconds",
-            "gauge",
             "Time to zero lag at the current trend (+Inf if not shrinking).",
+            g,
+            v.members.iter().map(|m| {
+                (
+                    m.info.member_id.as_str(),
+                    m.time_to_drain.unwrap_or(f64::INFINITY),
+                )
+            }),
         );
-        for m in &v.members {
-            o.line(
-                "lagbalance_agent_member_time_to_drain_seconds",
-                &[("group", g), ("member", &m.info.member_id)],
-                m.time_to_drain.unwrap_or(f64::INFINITY),
-            );
-        }
-        o.head(
+        o.per_member(
             "lagbalance_agent_member_partitions",
-            "gauge",
             "Partitions assigned to the member.",
+            g,
+            v.members
+                .iter()
+                .map(|m| (m.info.member_id.as_str(), m.info.partitions.len() as f64)),
         );
-        for m in &v.members {
-            o.line(
-                "lagbalance_agent_member_partitions",
-                &[("group", g), ("member", &m.info.member_id)],
-                m.info.partitions.len() as f64,
-            );
-        }
         o.head(
             "lagbalance_agent_partition_lag",
             "gauge",
@@ -185,42 +185,26 @@ pub fn render(s: &AgentState) -> String {
             v.uncommitted as f64,
         );
     }
-    o.head(
+    o.per_member(
         "lagbalance_agent_outlier_ratio",
-        "gauge",
         "Member lag divided by the median lag of its peers.",
+        g,
+        s.scores.iter().map(|sc| (sc.member_id.as_str(), sc.ratio)),
     );
-    for sc in &s.scores {
-        o.line(
-            "lagbalance_agent_outlier_ratio",
-            &[("group", g), ("member", &sc.member_id)],
-            sc.ratio,
-        );
-    }
-    o.head(
+    o.per_member(
         "lagbalance_agent_outlier_zscore",
-        "gauge",
         "Robust z-score of the member's lag against its peers (MAD).",
+        g,
+        s.scores.iter().map(|sc| (sc.member_id.as_str(), sc.z)),
     );
-    for sc in &s.scores {
-        o.line(
-            "lagbalance_agent_outlier_zscore",
-            &[("group", g), ("member", &sc.member_id)],
-            sc.z,
-        );
-    }
-    o.head(
+    o.per_member(
         "lagbalance_agent_outlier",
-        "gauge",
         "1 if the member meets the outlier rule in this interval.",
+        g,
+        s.scores
+            .iter()
+            .map(|sc| (sc.member_id.as_str(), if sc.outlier { 1.0 } else { 0.0 })),
     );
-    for sc in &s.scores {
-        o.line(
-            "lagbalance_agent_outlier",
-            &[("group", g), ("member", &sc.member_id)],
-            if sc.outlier { 1.0 } else { 0.0 },
-        );
-    }
     o.single(
         "lagbalance_agent_own_outlier_streak",
         "gauge",

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{AssignError, GroupView, IssuedPlan, Plan, Tp};
+use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, Plan, Tp};
 
 /// Sentinel in per-partition member slots: nobody.
 const NONE: u32 = u32::MAX;
@@ -178,14 +178,7 @@ fn for_each_valid_claim(
 /// The memory entry competes as an ordinary claim at `G`, so a contradicting claim at exactly
 /// `G` makes the partition unowned, as docs/design.md §2.4 states for equal generations.
 pub fn resolve_owners(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<Option<u32>> {
-    let offsets = view.topic_offsets();
-    let total = offsets.last().copied().unwrap_or(0);
-    let mut claims = Claims::new(total);
-    for_each_valid_claim(view, &offsets, |p, m, g| claims.offer_owner(p, m, g));
-    if let Some(prev) = previous {
-        apply_memory(view, &offsets, prev, &mut claims);
-    }
-    claims.into_members()
+    ownership_claims(view, previous).into_members()
 }
 
 /// Partitions that two different members claim equally strongly (the same highest generation,
@@ -195,6 +188,12 @@ pub fn resolve_owners(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<Op
 /// withholds them for a round instead: every claimant that is not given the partition revokes
 /// it, and the next round finds it free.
 pub fn contested(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<bool> {
+    ownership_claims(view, previous).into_conflicts()
+}
+
+/// Every valid claim and the leader's memory, weighed by the ownership rules of
+/// [`resolve_owners`]; it and [`contested`] read the two outcomes of the same weighing.
+fn ownership_claims(view: &GroupView, previous: Option<&IssuedPlan>) -> Claims {
     let offsets = view.topic_offsets();
     let total = offsets.last().copied().unwrap_or(0);
     let mut claims = Claims::new(total);
@@ -202,7 +201,7 @@ pub fn contested(view: &GroupView, previous: Option<&IssuedPlan>) -> Vec<bool> {
     if let Some(prev) = previous {
         apply_memory(view, &offsets, prev, &mut claims);
     }
-    claims.into_conflicts()
+    claims
 }
 
 /// Inject the leader's remembered plan as claims at the plan's generation for members that
@@ -390,6 +389,51 @@ pub fn finalize(
     let withheld = withhold_transfers(view, owners, plan);
     validate(view, owners, plan)?;
     Ok(withheld)
+}
+
+/// An assignor's whole round for a target computed from the current owners: resolve who owns
+/// what (with the leader's memory `previous`), let `target` place every partition, then
+/// [`finalize`]. Assignors that only need the plan use this; one that also reports what was
+/// withheld calls [`resolve_owners`] and [`finalize`] itself.
+pub fn cooperative_plan(
+    view: &GroupView,
+    previous: Option<&IssuedPlan>,
+    target: impl FnOnce(&[Option<u32>]) -> Plan,
+) -> Result<Plan, AssignError> {
+    let owners = resolve_owners(view, previous);
+    let mut plan = target(&owners);
+    finalize(view, &owners, &mut plan)?;
+    Ok(plan)
+}
+
+/// An eager assignor (Kafka's `range`, the simulator's baselines): members revoke everything
+/// before they rejoin, so it places every partition from the view alone, without asking who
+/// owns what. Such a type is an [`Assignor`] whose plan is its target run through
+/// [`cooperative_plan`], which keeps it safe with members that keep their partitions too.
+pub trait EagerAssignor: Send {
+    /// Protocol name announced in JoinGroup.
+    const NAME: &'static str;
+
+    /// Where every partition of every subscribed topic goes, before the cooperative adjustment.
+    fn target(&self, view: &GroupView) -> Plan;
+}
+
+impl<T: EagerAssignor> Assignor for T {
+    fn name(&self) -> &str {
+        T::NAME
+    }
+
+    fn cooperative(&self) -> bool {
+        false
+    }
+
+    fn assign(
+        &mut self,
+        view: &GroupView,
+        previous: Option<&IssuedPlan>,
+    ) -> Result<Plan, AssignError> {
+        cooperative_plan(view, previous, |_owners| self.target(view))
+    }
 }
 
 /// The leader's ownership memory after issuing `plan` (for `view.generation`): per member,

@@ -49,8 +49,8 @@ pub mod userdata;
 pub(crate) mod testutil;
 
 pub use cooperative::{
-    contested, finalize, remember, resolve_owners, sticky_hints, to_issued, validate,
-    withhold_transfers,
+    contested, cooperative_plan, finalize, remember, resolve_owners, sticky_hints, to_issued,
+    validate, withhold_transfers,
 };
 pub use lagbalance::{LagBalanceAssignor, LagBalanceSettings};
 pub use leader::{Leader, LeaderError, LeaderPlan};

@@ -8,8 +8,8 @@
 
 use std::cmp::Ordering;
 
-use crate::cooperative::{finalize, resolve_owners, sanitized_topics};
-use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberView, Plan, Tp};
+use crate::cooperative::{sanitized_topics, EagerAssignor};
+use crate::model::{GroupView, MemberView, Plan, Tp};
 
 /// Protocol name announced in JoinGroup.
 pub const RANGE: &str = "range";
@@ -18,24 +18,11 @@ pub const RANGE: &str = "range";
 #[derive(Clone, Debug, Default)]
 pub struct RangeAssignor;
 
-impl Assignor for RangeAssignor {
-    fn name(&self) -> &str {
-        RANGE
-    }
+impl EagerAssignor for RangeAssignor {
+    const NAME: &'static str = RANGE;
 
-    fn cooperative(&self) -> bool {
-        false
-    }
-
-    fn assign(
-        &mut self,
-        view: &GroupView,
-        previous: Option<&IssuedPlan>,
-    ) -> Result<Plan, AssignError> {
-        let owners = resolve_owners(view, previous);
-        let mut plan = range_target(view);
-        finalize(view, &owners, &mut plan)?;
-        Ok(plan)
+    fn target(&self, view: &GroupView) -> Plan {
+        range_target(view)
     }
 }
 
@@ -94,6 +81,7 @@ pub fn range_target(view: &GroupView) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Assignor;
     use crate::testutil::{member, view};
 
     fn parts(plan: &Plan, m: usize) -> Vec<(u32, i32)> {

@@ -29,7 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::cooperative::{finalize, resolve_owners, sanitized_topics, sticky_hints};
+use crate::cooperative::{cooperative_plan, sanitized_topics, sticky_hints};
 use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, Plan, Tp};
 
 /// Protocol name announced in JoinGroup.
@@ -51,16 +51,15 @@ impl Assignor for CooperativeStickyAssignor {
         view: &GroupView,
         previous: Option<&IssuedPlan>,
     ) -> Result<Plan, AssignError> {
-        let owners = resolve_owners(view, previous);
-        let hints = sticky_hints(view);
-        let mut plan = sticky_target(view, &owners, &hints);
-        finalize(view, &owners, &mut plan)?;
-        Ok(plan)
+        cooperative_plan(view, previous, |owners| {
+            sticky_target(view, owners, &sticky_hints(view))
+        })
     }
 }
 
 /// The sticky target before the cooperative adjustment: every partition of a subscribed topic
-/// assigned exactly once, to a subscriber. `owners` comes from [`resolve_owners`], `hints`
+/// assigned exactly once, to a subscriber. `owners` comes from
+/// [`resolve_owners`](crate::cooperative::resolve_owners), `hints`
 /// from [`sticky_hints`]; entries that do not fit the view (wrong length, unknown member, member
 /// not subscribed) are ignored.
 pub fn sticky_target(view: &GroupView, owners: &[Option<u32>], hints: &[Option<u32>]) -> Plan {
@@ -642,6 +641,7 @@ impl Balancer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cooperative::resolve_owners;
     use crate::testutil::{member, view};
 
     fn counts(plan: &Plan) -> Vec<usize> {

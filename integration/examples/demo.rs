@@ -26,9 +26,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lagbalance_integration::broker::BrokerKind;
-use lagbalance_integration::e2e::{self, flag, GroupKind, Progress, RunParams, RunResult, Sample};
+use lagbalance_integration::e2e::{self, GroupKind, Progress, RunParams, RunResult, Sample};
+use lagbalance_integration::e2e_cli::{
+    bootstrap_arg, exit_with_help_if_asked, flag, until_interrupted, RunBroker,
+};
 use lagbalance_integration::e2e_report::{comparison, lag_svg};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::unique_temp_dir;
 
 /// "Stable" = no ownership change for this long (tansu pauses rejoining followers ~3 s).
 const QUIET: Duration = Duration::from_secs(8);
@@ -49,27 +52,9 @@ struct Args {
 
 fn parse() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    if lagbalance::settings::wants_help(&a) {
-        println!(
-            "{}",
-            include_str!("demo.rs")
-                .lines()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::process::exit(0);
-    }
+    exit_with_help_if_asked(&a, include_str!("demo.rs"), 20);
     Ok(Args {
-        bootstrap: a
-            .iter()
-            .position(|x| x == "--bootstrap")
-            .and_then(|i| a.get(i + 1).cloned())
-            .or_else(|| {
-                std::env::var("LAGBALANCE_BOOTSTRAP")
-                    .ok()
-                    .filter(|b| !b.is_empty())
-            }),
+        bootstrap: bootstrap_arg(&a),
         duration: Duration::from_secs(flag(&a, "--duration-s", 75u64)?),
         rate: flag(&a, "--rate", 900.0)?,
         partitions: flag(&a, "--partitions", 30)?,
@@ -297,30 +282,18 @@ fn write_outputs(args: &Args, results: &[RunResult]) -> Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse()?;
-    let mut broker = None;
-    let bootstrap = match &args.bootstrap {
-        Some(b) => b.clone(),
-        None => {
-            println!(
-                "starting a local {} on 127.0.0.1…",
-                BrokerKind::describe_run(None)
-            );
-            let b = TestBroker::start_own().await?;
-            let addr = b.bootstrap.clone();
-            broker = Some(b);
-            addr
-        }
-    };
+    if args.bootstrap.is_none() {
+        println!(
+            "starting a local {} on 127.0.0.1…",
+            BrokerKind::describe_run(None)
+        );
+    }
+    let broker = RunBroker::named_or_own(args.bootstrap.as_deref()).await?;
+    let bootstrap = broker.bootstrap.clone();
     println!("broker: {bootstrap}");
-    let logs = std::env::temp_dir().join(unique("lagbalance-demo"));
-    std::fs::create_dir_all(&logs)?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let logs = unique_temp_dir("lagbalance-demo")?;
     // Dropping the demo future kills the workers and agents; the broker goes when `broker` drops.
-    let outcome = tokio::select! {
-        r = demo(&args, &bootstrap, &logs) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
-    };
+    let outcome = until_interrupted(demo(&args, &bootstrap, &logs)).await?;
     let result = match outcome {
         None => {
             println!(
@@ -343,8 +316,6 @@ async fn main() -> Result<()> {
             written
         }
     };
-    if let Some(mut b) = broker.take() {
-        b.stop();
-    }
+    broker.stop();
     result
 }

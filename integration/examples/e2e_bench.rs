@@ -31,11 +31,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::e2e::{
-    self, flag, rebalances_after_triggers, GroupKind, MemberSpec, Progress, RunParams, RunResult,
+    self, rebalances_after_triggers, GroupKind, MemberSpec, Progress, RunParams, RunResult,
+};
+use lagbalance_integration::e2e_cli::{
+    bootstrap_arg, exit_with_help_if_asked, flag, until_interrupted, RunBroker,
 };
 use lagbalance_integration::e2e_report::{comparison, steady_window};
 use lagbalance_integration::lagplot::{chart, Marker, Panel, Series};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::unique_temp_dir;
 
 struct Args {
     bootstrap: Option<String>,
@@ -62,27 +65,9 @@ fn list<T: std::str::FromStr>(s: &str, name: &str) -> Result<Vec<T>> {
 
 fn parse() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    if lagbalance::settings::wants_help(&a) {
-        println!(
-            "{}",
-            include_str!("e2e_bench.rs")
-                .lines()
-                .take(28)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        std::process::exit(0);
-    }
+    exit_with_help_if_asked(&a, include_str!("e2e_bench.rs"), 28);
     let args = Args {
-        bootstrap: a
-            .iter()
-            .position(|x| x == "--bootstrap")
-            .and_then(|i| a.get(i + 1).cloned())
-            .or_else(|| {
-                std::env::var("LAGBALANCE_BOOTSTRAP")
-                    .ok()
-                    .filter(|b| !b.is_empty())
-            }),
+        bootstrap: bootstrap_arg(&a),
         rates: list(&flag(&a, "--rates", "750,900,1150".to_string())?, "--rates")?,
         duration: Duration::from_secs(flag(&a, "--duration-s", 80u64)?),
         partitions: flag(&a, "--partitions", 30)?,
@@ -506,29 +491,13 @@ async fn bench(args: &Args, bootstrap: &str, logs: &Path) -> Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse()?;
-    let mut broker = None;
-    let bootstrap = match &args.bootstrap {
-        Some(b) => b.clone(),
-        None => {
-            let b = TestBroker::start_own().await?;
-            let addr = b.bootstrap.clone();
-            broker = Some(b);
-            addr
-        }
-    };
+    let broker = RunBroker::named_or_own(args.bootstrap.as_deref()).await?;
+    let bootstrap = broker.bootstrap.clone();
     eprintln!("broker: {bootstrap}");
-    let logs = std::env::temp_dir().join(unique("lagbalance-e2e-bench"));
-    std::fs::create_dir_all(&logs)?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let outcome = tokio::select! {
-        r = bench(&args, &bootstrap, &logs) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
-    };
+    let logs = unique_temp_dir("lagbalance-e2e-bench")?;
+    let outcome = until_interrupted(bench(&args, &bootstrap, &logs)).await?;
     eprintln!("logs in {}", logs.display());
-    if let Some(mut b) = broker.take() {
-        b.stop();
-    }
+    broker.stop();
     outcome.unwrap_or_else(|| {
         eprintln!("interrupted");
         Ok(())

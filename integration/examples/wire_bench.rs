@@ -14,11 +14,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lagbalance::fetcher::{FetchConfig, Fetcher, OffsetReset};
 use lagbalance::producer::{Acks, Producer, ProducerConfig};
 use lagbalance::records::{CompressionCodec, ProducerRecord};
 use lagbalance::{Client, ClientConfig};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{readback, unique, TestBroker};
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
@@ -140,14 +139,7 @@ async fn consume_ours(
 ) -> Result<Duration> {
     let started = Instant::now();
     let client = Client::new(ClientConfig::new(bootstrap))?;
-    let mut f = Fetcher::new(
-        client.clone(),
-        FetchConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            max_wait: Duration::from_millis(100),
-            ..Default::default()
-        },
-    );
+    let mut f = readback::from_earliest(&client, Duration::from_millis(100));
     for p in 0..partitions {
         f.assign(topic, p, Some(0));
     }

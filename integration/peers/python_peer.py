@@ -76,6 +76,30 @@ class Audit:
         return out
 
 
+def consume(args, audit, stopping, consumer, batch, commit_sync, after_batch=lambda: None):
+    """The poll loop of both clients, from `started` to a closed consumer. `batch()` polls once
+    and yields (topic, partition, offset) per record; each record costs --delay-ms before it
+    counts as consumed. After every batch the audit is flushed and `after_batch()` runs; every
+    --commit-interval-ms the owned partitions' processed offsets go to `commit_sync`."""
+    audit.event("started")
+    total, next_commit = 0, time.monotonic() + args.commit_interval_ms / 1000
+    while not stopping.is_set():
+        for topic, partition, offset in batch():
+            if args.delay_ms:
+                time.sleep(args.delay_ms / 1000)
+            audit.consumed(topic, partition, offset)
+            total += 1
+        audit.flush()
+        after_batch()
+        if time.monotonic() >= next_commit:
+            next_commit = time.monotonic() + args.commit_interval_ms / 1000
+            owned = [(tp.topic, tp.partition) for tp in consumer.assignment()]
+            commit_sync(audit.to_commit(owned))
+    log(args.name, f"closing after {total} records")
+    audit.event("stopping")
+    consumer.close()
+
+
 def run_kafka_python(args, audit, stopping):
     from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
     from kafka.errors import KafkaError
@@ -150,29 +174,23 @@ def run_kafka_python(args, audit, stopping):
             audit.to_commit(tps, forget=True)
 
     consumer.subscribe([args.topic], listener=Listener())
-    audit.event("started")
-    total, last_role, next_commit = 0, (False, -1), time.monotonic() + args.commit_interval_ms / 1000
-    while not stopping.is_set():
-        batches = consumer.poll(timeout_ms=int(POLL_S * 1000))
-        for records in batches.values():
+
+    def batch():
+        for records in consumer.poll(timeout_ms=int(POLL_S * 1000)).values():
             for r in records:
-                if args.delay_ms:
-                    time.sleep(args.delay_ms / 1000)
-                audit.consumed(r.topic, r.partition, r.offset)
-                total += 1
-        audit.flush()
+                yield r.topic, r.partition, r.offset
+
+    last_role = (False, -1)
+
+    def note_role():
+        nonlocal last_role
         now_role = (role["leader"], role["generation"])
         if now_role != last_role:
             last_role = now_role
             audit.line("role", leader=now_role[0], generation=now_role[1])
             audit.flush()
-        if time.monotonic() >= next_commit:
-            next_commit = time.monotonic() + args.commit_interval_ms / 1000
-            owned = [(tp.topic, tp.partition) for tp in consumer.assignment()]
-            commit_sync(audit.to_commit(owned))
-    log(args.name, f"closing after {total} records")
-    audit.event("stopping")
-    consumer.close()
+
+    consume(args, audit, stopping, consumer, batch, commit_sync, after_batch=note_role)
 
 
 def run_confluent(args, audit, stopping):
@@ -217,25 +235,15 @@ def run_confluent(args, audit, stopping):
         audit.to_commit(tps, forget=True)
 
     consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
-    audit.event("started")
-    total, next_commit = 0, time.monotonic() + args.commit_interval_ms / 1000
-    while not stopping.is_set():
+
+    def batch():
         for m in consumer.consume(num_messages=500, timeout=POLL_S):
             if m.error():
                 log(args.name, f"consume: {m.error()}")
                 continue
-            if args.delay_ms:
-                time.sleep(args.delay_ms / 1000)
-            audit.consumed(m.topic(), m.partition(), m.offset())
-            total += 1
-        audit.flush()
-        if time.monotonic() >= next_commit:
-            next_commit = time.monotonic() + args.commit_interval_ms / 1000
-            owned = [(tp.topic, tp.partition) for tp in consumer.assignment()]
-            commit_sync(audit.to_commit(owned))
-    log(args.name, f"closing after {total} records")
-    audit.event("stopping")
-    consumer.close()
+            yield m.topic(), m.partition(), m.offset()
+
+    consume(args, audit, stopping, consumer, batch, commit_sync)
 
 
 def main():

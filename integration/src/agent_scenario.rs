@@ -24,7 +24,7 @@ use crate::agents::Agent;
 use crate::audit;
 use crate::broker::BrokerKind;
 use crate::workers::{owned_by_audit, wait_balanced, Worker};
-use crate::{unique, TestBroker};
+use crate::{unique, unique_temp_dir, TestBroker};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -143,8 +143,7 @@ pub async fn run(s: &Scenario) -> Result<Outcome> {
     let topic = unique("agents");
     let group = unique("agents-g");
     client.create_topic(&topic, s.partitions, 1).await?;
-    let dir = std::env::temp_dir().join(unique("agent-e2e"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = unique_temp_dir("agent-e2e")?;
     let result = run_in(s, &broker, &client, &topic, &group, &dir).await;
     if result.is_err() {
         eprintln!("agent scenario logs kept in {}", dir.display());

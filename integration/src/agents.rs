@@ -1,9 +1,11 @@
 //! Sidecar agent processes (`lagbalance-agent`) for end-to-end tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result};
+
+use crate::workers::Process;
 
 /// The line an agent logs when it asked its app to rebalance (`agent/src/run.rs`).
 pub const ACTED: &str = "outlier: asked the app to rebalance";
@@ -12,7 +14,7 @@ pub const ACTED: &str = "outlier: asked the app to rebalance";
 pub struct Agent {
     pub name: String,
     pub log: PathBuf,
-    child: Option<Child>,
+    process: Process,
 }
 
 impl Agent {
@@ -28,21 +30,18 @@ impl Agent {
     ) -> Result<Agent> {
         let bin = crate::bin_path::binary("lagbalance-agent")?;
         let log = dir.join(format!("{name}-agent.log"));
-        let child = Command::new(bin)
-            .env("LAGBALANCE_BOOTSTRAP", bootstrap)
+        let mut cmd = Command::new(bin);
+        cmd.env("LAGBALANCE_BOOTSTRAP", bootstrap)
             .env("LAGBALANCE_GROUP", group)
             .env("LAGBALANCE_CONTROL_ADDR", control.to_string())
             .env("LAGBALANCE_HTTP_ADDR", "127.0.0.1:0")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting lagbalance-agent")?;
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let process =
+            Process::spawn_logged(name, cmd, &log).context("starting lagbalance-agent")?;
         Ok(Agent {
             name: name.to_owned(),
             log,
-            child: Some(child),
+            process,
         })
     }
 
@@ -65,15 +64,6 @@ impl Agent {
 
     /// SIGKILL: the agent vanishes without a word.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }

@@ -477,8 +477,6 @@ mod tests {
     }
 
     fn tempdir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(crate::unique("audit-test"));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::unique_temp_dir("audit-test").unwrap()
     }
 }

@@ -391,6 +391,14 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A fresh directory under the system's temporary directory, named [`unique`]ly after `prefix`,
+/// for a run's logs and audit files.
+pub fn unique_temp_dir(prefix: &str) -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

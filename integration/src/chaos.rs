@@ -29,7 +29,7 @@ use crate::agents::Agent;
 use crate::audit;
 use crate::audit::Line;
 use crate::workers::{is_leader, owned_by_audit, wait_balanced, Worker};
-use crate::{unique, TestBroker};
+use crate::{unique, unique_temp_dir, TestBroker};
 
 /// Which faults a run injects (each once per cycle), besides the forced rebalances.
 #[derive(Clone, Debug)]
@@ -427,8 +427,7 @@ pub async fn run(broker: &TestBroker, cfg: &ChaosConfig) -> Result<ChaosOutcome>
     let topic = unique("chaos");
     let group = unique("chaos-g");
     client.create_topic(&topic, cfg.partitions, 1).await?;
-    let dir = std::env::temp_dir().join(unique("chaos"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = unique_temp_dir("chaos")?;
     let mut run = Run {
         cfg,
         bootstrap: broker.bootstrap.clone(),
@@ -1012,9 +1011,7 @@ mod tests {
     }
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(unique("chaos-test"));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        unique_temp_dir("chaos-test").unwrap()
     }
 
     const A_CRASHES: &[&str] = &[

@@ -23,12 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use lagbalance::producer::{Producer, ProducerConfig};
-use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig};
 
 use crate::agents::{Agent, ACTED};
 use crate::audit;
+use crate::ledger::produce_paced;
 use crate::workers::Worker;
 
 /// Which kind of group consumes.
@@ -1023,55 +1022,17 @@ async fn produce(
     duration: Duration,
     ledger: Arc<Mutex<Ledger>>,
 ) -> Result<()> {
-    let producer = Producer::new(client, ProducerConfig::default())?;
-    let started = Instant::now();
-    let mut acks = tokio::task::JoinSet::new();
-    let mut i: u64 = 0;
-    while started.elapsed() < duration {
-        let due = started + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let r = ProducerRecord::new(&topic)
-            .partition((i % partitions as u64) as i32)
-            .value(i.to_be_bytes().to_vec());
-        let delivery = producer.send(r).await?;
-        let ledger = ledger.clone();
-        acks.spawn(async move {
-            let m = delivery.await?;
-            let mut l = ledger
-                .lock()
-                .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
-            let end = l.ends.entry(m.partition).or_insert(0);
-            *end = (*end).max(m.offset + 1);
-            l.acked.push((m.partition, m.offset));
-            anyhow::Ok(())
-        });
-        while let Some(done) = acks.try_join_next() {
-            done??;
-        }
-        i += 1;
-    }
-    producer.flush().await?;
-    while let Some(r) = acks.join_next().await {
-        r??;
-    }
-    producer.close().await?;
-    Ok(())
-}
-
-/// The value of `--name VALUE` in `args`, parsed, or `default` when absent.
-pub fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => {
-            let v = args
-                .get(i + 1)
-                .with_context(|| format!("{name} needs a value"))?;
-            v.parse().map_err(|e| anyhow::anyhow!("{name} {v}: {e}"))
-        }
-    }
+    let running = |elapsed: Duration| elapsed < duration;
+    produce_paced(client, &topic, partitions, rate, running, move |m| {
+        let mut l = ledger
+            .lock()
+            .map_err(|_| anyhow::anyhow!("ledger poisoned"))?;
+        let end = l.ends.entry(m.partition).or_insert(0);
+        *end = (*end).max(m.offset + 1);
+        l.acked.push((m.partition, m.offset));
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! A hand-written SVG line chart of lag over time (no plotting dependency), for the demo and the
-//! end-to-end benchmark. Same approach as `sim/src/svg.rs`, plus vertical event markers (agent
-//! triggers) and several panels stacked in one file.
+//! end-to-end benchmark. Same approach as `sim/src/svg.rs`, whose pieces it uses (escaping, axis
+//! tops and titles, legend), plus vertical event markers (agent triggers) and several panels
+//! stacked in one file.
 
 use std::fmt::Write;
+
+use lagbalance_sim::svg::{axis_titles, esc, legend_entry, nice_ceiling};
 
 /// One line.
 pub struct Series<'a> {
@@ -34,12 +37,6 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 200.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 46.0;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
 
 /// Panels stacked vertically in one SVG, sharing the x range and (if `same_y`) the y range, so
 /// two runs can be compared at a glance.
@@ -113,19 +110,8 @@ fn panel(s: &mut String, p: &Panel, y0: f64, xmax: f64, ymax: f64, x_label: &str
         );
         x += xstep;
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        y0 + H - 10.0,
-        esc(x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
-        top + ph / 2.0,
-        esc(y_label)
-    );
+    let x_at = (LEFT + pw / 2.0, y0 + H - 10.0);
+    axis_titles(s, x_at, top + ph / 2.0, x_label, y_label);
     for m in &p.markers {
         let x = px(m.x.clamp(0.0, xmax));
         let _ = writeln!(
@@ -154,27 +140,8 @@ fn panel(s: &mut String, p: &Panel, y0: f64, xmax: f64, ymax: f64, x_label: &str
             s,
             r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="{width}"/>"#
         );
-        let ly = top + 14.0 + 18.0 * i as f64;
-        let lx = LEFT + pw + 12.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
-            lx + 18.0,
-            lx + 24.0,
-            ly + 4.0,
-            esc(&se.name)
-        );
+        legend_entry(s, i, LEFT + pw, top, color, &se.name);
     }
-}
-
-fn nice_ceiling(v: f64) -> f64 {
-    let e = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if m * e >= v {
-            return m * e;
-        }
-    }
-    10.0 * e
 }
 
 fn format_num(v: f64) -> String {

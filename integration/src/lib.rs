@@ -9,12 +9,14 @@ pub mod bin_path;
 pub mod broker;
 pub mod chaos;
 pub mod e2e;
+pub mod e2e_cli;
 pub mod e2e_report;
 pub mod lagplot;
 pub mod lagrun;
 pub mod ledger;
 pub mod peers;
+pub mod readback;
 pub mod secure;
 pub mod workers;
 
-pub use broker::{unique, TestBroker};
+pub use broker::{unique, unique_temp_dir, TestBroker};

@@ -5,13 +5,13 @@
 //! once, and a test that needs a peer fails (never skips) when it cannot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::workers::{Audited, Process};
+use crate::workers::MemberProcess;
 
 /// The client library a peer runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,22 +64,7 @@ fn built(key: &str) -> Result<&'static str> {
 }
 
 /// A running peer process: `--audit` lines to `audit`, its client's logs to `log`.
-pub struct Peer {
-    pub name: String,
-    pub client: Client,
-    pub audit: PathBuf,
-    pub log: PathBuf,
-    process: Process,
-}
-
-impl Audited for Peer {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn audit(&self) -> &Path {
-        &self.audit
-    }
-}
+pub type Peer = MemberProcess<Client>;
 
 impl Peer {
     /// Start a peer; its audit and logs go to `dir/<name>.jsonl` and `dir/<name>.log`.
@@ -116,46 +101,8 @@ impl Peer {
                 c
             }
         };
-        let audit = dir.join(format!("{name}.jsonl"));
-        let log = dir.join(format!("{name}.log"));
-        let child = cmd
-            .args(["--bootstrap", bootstrap, "--group", group, "--topic", topic])
-            .args(["--name", name])
-            .arg("--audit")
-            .arg(&audit)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {client:?} peer {name}"))?;
-        Ok(Peer {
-            name: name.to_owned(),
-            client,
-            audit,
-            log,
-            process: Process::new(name, child),
-        })
-    }
-
-    /// The last `n` lines of its log, for failure messages.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-/// A peer is its process, like [`crate::workers::Worker`].
-impl std::ops::Deref for Peer {
-    type Target = Process;
-    fn deref(&self) -> &Process {
-        &self.process
-    }
-}
-
-impl std::ops::DerefMut for Peer {
-    fn deref_mut(&mut self) -> &mut Process {
-        &mut self.process
+        cmd.args(["--bootstrap", bootstrap, "--group", group, "--topic", topic]);
+        MemberProcess::start(cmd, client, name, extra, dir)
+            .with_context(|| format!("starting {client:?} peer {name}"))
     }
 }

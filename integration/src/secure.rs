@@ -5,13 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lagbalance::fetcher::{FetchConfig, Fetcher, OffsetReset};
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
 use lagbalance::wire::Connection;
 use lagbalance::{Client, ClientConfig};
 
-use crate::unique;
+use crate::{readback, unique};
 
 /// How long a round trip or a connection attempt may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -51,14 +50,7 @@ pub async fn produce_fetch_round_trip(client: &Client, n: usize) -> String {
         .await
         .expect("create topic");
     produce(client, &topic, n).await;
-    let mut fetcher = Fetcher::new(
-        client.clone(),
-        FetchConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            max_wait: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
+    let mut fetcher = readback::from_earliest(client, Duration::from_millis(200));
     fetcher.assign(&topic, 0, None);
     let mut got = Vec::new();
     let deadline = Instant::now() + DEADLINE;

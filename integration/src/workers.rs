@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// A group member that writes `--audit` lines (`assignor/examples/worker.rs`): a [`Worker`] or a
-/// [`crate::peers::Peer`]. What the audit-reading helpers below take, so they serve mixed groups.
+/// [`crate::peers::Peer`] (both a [`MemberProcess`]). What the audit-reading helpers below
+/// take, so they serve mixed groups.
 pub trait Audited {
     fn name(&self) -> &str;
     fn audit(&self) -> &Path;
@@ -27,6 +28,16 @@ impl Process {
             name: name.to_owned(),
             child: Some(child),
         }
+    }
+
+    /// Start `cmd` with no input, its output discarded and its stderr written to `log`.
+    pub fn spawn_logged(name: &str, mut cmd: Command, log: &Path) -> Result<Process> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?;
+        Ok(Process::new(name, child))
     }
 
     fn pid(&self) -> Option<u32> {
@@ -102,15 +113,17 @@ impl Drop for Process {
     }
 }
 
-/// A running worker process.
-pub struct Worker {
+/// A group member in its own process that writes `--audit` lines, run by client `C`: our
+/// [`Worker`] or a [`crate::peers::Peer`] from another client library.
+pub struct MemberProcess<C> {
     pub name: String,
+    pub client: C,
     pub audit: PathBuf,
     pub log: PathBuf,
     process: Process,
 }
 
-impl Audited for Worker {
+impl<C> Audited for MemberProcess<C> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -118,6 +131,63 @@ impl Audited for Worker {
         &self.audit
     }
 }
+
+impl<C> MemberProcess<C> {
+    /// Start `cmd` as member `name`: `cmd` names the broker, group and topic (`--bootstrap`,
+    /// `--group`, `--topic`); every member then takes `--name` and `--audit`, then `extra`. Its
+    /// audit and stderr go to `dir/<name>.jsonl` and `dir/<name>.log`.
+    pub(crate) fn start(
+        mut cmd: Command,
+        client: C,
+        name: &str,
+        extra: &[&str],
+        dir: &Path,
+    ) -> Result<MemberProcess<C>> {
+        let audit = dir.join(format!("{name}.jsonl"));
+        let log = dir.join(format!("{name}.log"));
+        cmd.args(["--name", name])
+            .arg("--audit")
+            .arg(&audit)
+            .args(extra);
+        let process = Process::spawn_logged(name, cmd, &log)?;
+        Ok(MemberProcess {
+            name: name.to_owned(),
+            client,
+            audit,
+            log,
+            process,
+        })
+    }
+
+    /// The last `n` lines of its log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// A member is its process: SIGTERM (a clean exit: revoke with commit, LeaveGroup unless
+/// static), SIGKILL (no LeaveGroup, no commit), SIGSTOP/SIGCONT.
+impl<C> std::ops::Deref for MemberProcess<C> {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl<C> std::ops::DerefMut for MemberProcess<C> {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// Our client (`assignor/examples/worker.rs`), the one a [`Worker`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lagbalance;
+
+/// A running worker process.
+pub type Worker = MemberProcess<Lagbalance>;
 
 impl Worker {
     /// Start a worker; its audit and stderr go to `dir/<name>.jsonl` and `dir/<name>.log`.
@@ -142,35 +212,10 @@ impl Worker {
         env: &[(&str, &str)],
         dir: &Path,
     ) -> Result<Worker> {
-        let bin = crate::bin_path::example("worker")?;
-        let audit = dir.join(format!("{name}.jsonl"));
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(bin)
-            .args([
-                "--bootstrap",
-                bootstrap,
-                "--group",
-                group,
-                "--topic",
-                topic,
-                "--name",
-                name,
-            ])
-            .arg("--audit")
-            .arg(&audit)
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting worker")?;
-        Ok(Worker {
-            name: name.to_owned(),
-            audit,
-            log,
-            process: Process::new(name, child),
-        })
+        let mut cmd = Command::new(crate::bin_path::example("worker")?);
+        cmd.args(["--bootstrap", bootstrap, "--group", group, "--topic", topic])
+            .envs(env.iter().copied());
+        MemberProcess::start(cmd, Lagbalance, name, extra, dir).context("starting worker")
     }
 
     /// SIGUSR1: the worker multiplies its per-record cost by its `--slow-factor`.
@@ -195,21 +240,6 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-/// A worker is its process: SIGTERM (a clean exit: revoke with commit, LeaveGroup unless
-/// static), SIGKILL (no LeaveGroup, no commit), SIGSTOP/SIGCONT.
-impl std::ops::Deref for Worker {
-    type Target = Process;
-    fn deref(&self) -> &Process {
-        &self.process
-    }
-}
-
-impl std::ops::DerefMut for Worker {
-    fn deref_mut(&mut self) -> &mut Process {
-        &mut self.process
     }
 }
 

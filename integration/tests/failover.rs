@@ -28,7 +28,7 @@ use lagbalance::{Client, ClientConfig};
 use lagbalance_integration::audit;
 use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::workers::{wait_balanced, Worker};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{unique, unique_temp_dir, TestBroker};
 use tokio::sync::watch;
 
 const PARTITIONS: i32 = 12;
@@ -243,8 +243,7 @@ async fn run_failover(assignor: &str) {
         .create_topic(&topic, PARTITIONS, REPLICATION)
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(unique("failover"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("failover").unwrap();
     // Kept when the test fails (or with LAGBALANCE_FAILOVER_KEEP_LOGS=1).
     eprintln!("{label}: worker logs and audits in {}", dir.display());
     let session = SESSION.as_millis().to_string();

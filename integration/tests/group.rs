@@ -13,7 +13,7 @@ use lagbalance::{Client, ClientConfig};
 use lagbalance_integration::audit;
 use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::workers::{is_leader, wait_balanced, Worker};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{unique, unique_temp_dir, TestBroker};
 
 const PARTITIONS: i32 = 12;
 
@@ -58,8 +58,7 @@ async fn run_membership_scenario(kind: BrokerKind, assignor: &str) {
     let topic = unique("members");
     let group = unique("g");
     client.create_topic(&topic, PARTITIONS, 1).await.unwrap();
-    let dir = std::env::temp_dir().join(unique("audit"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("audit").unwrap();
     let args = [
         "--assignor",
         assignor,

@@ -25,11 +25,11 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use lagbalance::admin::OffsetSpec;
-use lagbalance::fetcher::{FetchConfig, Fetcher, OffsetReset};
+use lagbalance::fetcher::Fetcher;
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{readback, unique, TestBroker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -372,14 +372,7 @@ async fn run(
         .list_offsets(&topic, &[], OffsetSpec::Latest)
         .await
         .expect("log end offsets");
-    let mut fetcher = Fetcher::new(
-        direct.clone(),
-        FetchConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            max_wait: Duration::from_millis(100),
-            ..Default::default()
-        },
-    );
+    let mut fetcher = readback::from_earliest(&direct, Duration::from_millis(100));
     for p in 0..PARTITIONS {
         fetcher.assign(&topic, p, Some(0));
     }

@@ -12,7 +12,7 @@ use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig};
 use lagbalance_integration::audit::Line;
 use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::peers::{Client as PeerClient, Peer};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{unique, unique_temp_dir, TestBroker};
 
 /// Every API the client sends, as negotiated with `broker`: never below what Kafka 4.0 kept.
 async fn negotiated(broker: &TestBroker) -> Vec<(ApiKey, i16, (i16, i16))> {
@@ -66,8 +66,7 @@ async fn a_kip_848_group_is_refused_with_a_clear_error() {
     let topic = unique("kip848");
     let group = unique("kip848-g");
     client.create_topic(&topic, 4, 1).await.unwrap();
-    let dir = std::env::temp_dir().join(unique("kip848"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("kip848").unwrap();
 
     // A Java member forms the group under the new protocol and owns every partition.
     let mut java = Peer::spawn(

@@ -41,7 +41,7 @@ use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::ledger::{produce_until, LiveLedger};
 use lagbalance_integration::peers::{self, Peer};
 use lagbalance_integration::workers::{is_leader, wait_balanced, Audited, Ownership, Worker};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{unique, unique_temp_dir, TestBroker};
 
 const PARTITIONS: i32 = 12;
 /// Records per second, round-robin over the partitions, from the first join to the last balance.
@@ -472,8 +472,7 @@ async fn setup(kind: BrokerKind, what: &str, bound: Duration) -> Setup {
     let topic = unique("mixed");
     let group = unique("g");
     client.create_topic(&topic, PARTITIONS, 1).await.unwrap();
-    let dir = std::env::temp_dir().join(unique("mixed-audit"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("mixed-audit").unwrap();
     let ledger = LiveLedger::default();
     let stop = Arc::new(AtomicBool::new(false));
     let producing = tokio::spawn(produce_until(

@@ -16,7 +16,7 @@ use lagbalance_integration::audit;
 use lagbalance_integration::ledger::produce_until;
 use lagbalance_integration::peers::{self, Peer};
 use lagbalance_integration::workers::{wait_balanced, Audited};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{unique, unique_temp_dir, TestBroker};
 
 const PARTITIONS: i32 = 6;
 
@@ -48,8 +48,7 @@ async fn java_kafka_python_and_confluent_share_a_cooperative_group() {
     let topic = unique("peers");
     let group = unique("g");
     client.create_topic(&topic, PARTITIONS, 1).await.unwrap();
-    let dir = std::env::temp_dir().join(unique("peers-audit"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("peers-audit").unwrap();
     let b = broker.bootstrap.as_str();
     let args = [
         "--session-timeout-ms",

@@ -30,7 +30,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use lagbalance::{Client, Error};
 use lagbalance_integration::broker::TansuOptions;
 use lagbalance_integration::secure::{client_config, connect, path, produce_fetch_round_trip};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{unique_temp_dir, TestBroker};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,8 +54,7 @@ impl Drop for Pki {
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(unique(&format!("lagbalance-pki-{name}")));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = unique_temp_dir(&format!("lagbalance-pki-{name}")).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params

@@ -9,7 +9,7 @@ use lagbalance::partitioner::partition_for_key;
 use lagbalance::producer::{Acks, Producer, ProducerConfig};
 use lagbalance::records::{CompressionCodec, ProducerRecord};
 use lagbalance::{Client, ClientConfig};
-use lagbalance_integration::{unique, TestBroker};
+use lagbalance_integration::{readback, unique, TestBroker};
 
 const RECORDS: usize = 100_000;
 const PARTITIONS: i32 = 12;
@@ -83,14 +83,7 @@ async fn produce_and_fetch_100k_keyed_records() {
         .unwrap();
     assert!(earliest.values().all(|o| *o == 0));
 
-    let mut fetcher = Fetcher::new(
-        client.clone(),
-        FetchConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            max_wait: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
+    let mut fetcher = readback::from_earliest(&client, Duration::from_millis(200));
     for p in 0..PARTITIONS {
         fetcher.assign(&topic, p, None);
     }

@@ -16,7 +16,7 @@ use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig};
 use lagbalance_integration::audit;
-use lagbalance_integration::unique;
+use lagbalance_integration::unique_temp_dir;
 use rdkafka::config::ClientConfig as RdConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::mocking::MockCluster;
@@ -218,8 +218,7 @@ async fn scenario(ours_first: bool) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let dir = std::env::temp_dir().join(unique("mixed"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = unique_temp_dir("mixed").unwrap();
     let (ours, ours_path) = AuditLog::new(&dir, "ours");
     let (theirs, theirs_path) = AuditLog::new(&dir, "rdkafka");
 

@@ -87,6 +87,32 @@ fn bounded_cell(runs: &[SeedRun]) -> String {
     format!("{bounded}/{}", runs.len())
 }
 
+/// The columns every results table starts with, as Markdown cells: max sustainable load,
+/// seeds bounded at the scenario's load, p50 / p99 / max lag and p99 latency.
+fn lag_cells(runs: &[SeedRun]) -> String {
+    [
+        sustainable_cell(runs),
+        bounded_cell(runs),
+        cell(runs, |d| d.lag_p50, 0),
+        cell(runs, |d| d.lag_p99, 0),
+        cell(runs, |d| d.lag_max, 0),
+        cell(runs, |d| d.latency_p99_s, 0),
+    ]
+    .join(" | ")
+}
+
+/// Total group lag over time (log scale), one line per named run.
+fn lag_chart<'a>(title: &str, runs: impl Iterator<Item = (&'a str, &'a RunResult)>) -> String {
+    let series: Vec<Series> = runs
+        .map(|(name, d)| Series {
+            name,
+            xs: &d.series_t,
+            ys: &d.series_lag,
+        })
+        .collect();
+    line_chart(title, "time (s)", "lag (records, log scale)", &series, true)
+}
+
 /// `seed 2 (limit 70 %, bounded again at 73, 74 %); …` for the seeds whose scan was not
 /// monotonic; empty when all were.
 fn non_monotonic(runs: &[SeedRun]) -> String {
@@ -409,19 +435,14 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         let runs = &r.runs;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.strategy.name(),
             if r.cooperative {
                 "cooperative"
             } else {
                 "eager"
             },
-            sustainable_cell(runs),
-            bounded_cell(runs),
-            cell(runs, |d| d.lag_p50, 0),
-            cell(runs, |d| d.lag_p99, 0),
-            cell(runs, |d| d.lag_max, 0),
-            cell(runs, |d| d.latency_p99_s, 0),
+            lag_cells(runs),
             cell(runs, |d| d.rebalances as f64, 0),
             cell(runs, |d| d.rounds as f64, 0),
             cell(runs, |d| d.moves as f64, 0),
@@ -482,28 +503,15 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
 fn plots(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let details: Vec<RunResult> = rep.rows.iter().map(|r| first_detail(&r.runs)).collect();
-    let series: Vec<Series> = rep
-        .rows
-        .iter()
-        .zip(&details)
-        .map(|(r, d)| Series {
-            name: r.strategy.name(),
-            xs: &d.series_t,
-            ys: &d.series_lag,
-        })
-        .collect();
     out.push((
         format!("{}-lag.svg", sc.name),
-        line_chart(
+        lag_chart(
             &format!(
                 "{}: total group lag at {:.0} % load",
                 sc.name,
                 sc.load * 100.0
             ),
-            "time (s)",
-            "lag (records, log scale)",
-            &series,
-            true,
+            rep.rows.iter().map(|r| r.strategy.name()).zip(&details),
         ),
     ));
     for strat in [Strategy::LagBalance, Strategy::CooperativeSticky] {
@@ -631,14 +639,9 @@ pub fn evaluate_producer(sc: &Scenario, seeds: &[u64]) -> ProducerReport {
         let runs = &r.runs;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             label(r),
-            sustainable_cell(runs),
-            bounded_cell(runs),
-            cell(runs, |d| d.lag_p50, 0),
-            cell(runs, |d| d.lag_p99, 0),
-            cell(runs, |d| d.lag_max, 0),
-            cell(runs, |d| d.latency_p99_s, 0),
+            lag_cells(runs),
             cell(runs, |d| d.peak_demand, 2),
             cell(runs, |d| d.redirected * 100.0, 1),
             cell(runs, |d| d.transitions as f64, 0),
@@ -659,24 +662,13 @@ pub fn evaluate_producer(sc: &Scenario, seeds: &[u64]) -> ProducerReport {
         n = sc.name
     );
     let first: Vec<RunResult> = rows.iter().map(|r| first_detail(&r.runs)).collect();
-    let series: Vec<Series> = first
-        .iter()
-        .map(|d| Series {
-            name: &d.strategy,
-            xs: &d.series_t,
-            ys: &d.series_lag,
-        })
-        .collect();
-    let svg = line_chart(
+    let svg = lag_chart(
         &format!(
             "{} with a dedicated producer: total group lag at {:.0} % load",
             sc.name,
             sc.load * 100.0
         ),
-        "time (s)",
-        "lag (records, log scale)",
-        &series,
-        true,
+        first.iter().map(|d| (d.strategy.as_str(), d)),
     );
     let svgs = vec![(format!("partitioner-{}-lag.svg", sc.name), svg)];
     ProducerReport {

@@ -1,10 +1,11 @@
 //! The strategies compared. `range`, `cooperative-sticky` and `lagbalance` are the real
 //! assignors from `lagbalance-assign`, unchanged; `round-robin` and `lag-only` are baselines
-//! written here.
+//! written here, eager like `range` and run through the same cooperative layer
+//! ([`EagerAssignor`]).
 
-use lagbalance_assign::cooperative::{finalize, resolve_owners};
+use lagbalance_assign::cooperative::EagerAssignor;
 use lagbalance_assign::lagbalance::{LagBalanceAssignor, LagBalanceSettings};
-use lagbalance_assign::model::{AssignError, Assignor, GroupView, IssuedPlan, Plan, Tp};
+use lagbalance_assign::model::{Assignor, GroupView, Plan, Tp};
 use lagbalance_assign::{CooperativeStickyAssignor, RangeAssignor};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,14 +55,12 @@ fn subscribers(view: &GroupView, topic: u32) -> Vec<usize> {
         .collect()
 }
 
-/// Run the cooperative adjustment and validation shared by every assignor.
-fn finish(
-    view: &GroupView,
-    previous: Option<&IssuedPlan>,
-    mut plan: Plan,
-) -> Result<Plan, AssignError> {
-    finalize(view, &resolve_owners(view, previous), &mut plan)?;
-    Ok(plan)
+/// One empty assignment list (and no user data) per member.
+fn empty_plan(members: usize) -> Plan {
+    Plan {
+        assignments: vec![Vec::new(); members],
+        user_data: vec![None; members],
+    }
 }
 
 /// Kafka's `RoundRobinAssignor` (eager): all partitions sorted by (topic, partition), dealt to
@@ -69,27 +68,14 @@ fn finish(
 #[derive(Debug, Default)]
 pub struct RoundRobinAssignor;
 
-impl Assignor for RoundRobinAssignor {
-    fn name(&self) -> &str {
-        "roundrobin"
-    }
+impl EagerAssignor for RoundRobinAssignor {
+    const NAME: &'static str = "roundrobin";
 
-    fn cooperative(&self) -> bool {
-        false
-    }
-
-    fn assign(
-        &mut self,
-        view: &GroupView,
-        previous: Option<&IssuedPlan>,
-    ) -> Result<Plan, AssignError> {
+    fn target(&self, view: &GroupView) -> Plan {
         let m = view.members.len();
-        let mut plan = Plan {
-            assignments: vec![Vec::new(); m],
-            user_data: vec![None; m],
-        };
+        let mut plan = empty_plan(m);
         if m == 0 {
-            return Ok(plan);
+            return plan;
         }
         let mut next = 0usize;
         for (t, topic) in view.topics.iter().enumerate() {
@@ -106,7 +92,7 @@ impl Assignor for RoundRobinAssignor {
                 next += 1;
             }
         }
-        finish(view, previous, plan)
+        plan
     }
 }
 
@@ -116,25 +102,11 @@ impl Assignor for RoundRobinAssignor {
 #[derive(Debug, Default)]
 pub struct LagOnlyAssignor;
 
-impl Assignor for LagOnlyAssignor {
-    fn name(&self) -> &str {
-        "lag-only"
-    }
+impl EagerAssignor for LagOnlyAssignor {
+    const NAME: &'static str = "lag-only";
 
-    fn cooperative(&self) -> bool {
-        false
-    }
-
-    fn assign(
-        &mut self,
-        view: &GroupView,
-        previous: Option<&IssuedPlan>,
-    ) -> Result<Plan, AssignError> {
-        let m = view.members.len();
-        let mut plan = Plan {
-            assignments: vec![Vec::new(); m],
-            user_data: vec![None; m],
-        };
+    fn target(&self, view: &GroupView) -> Plan {
+        let mut plan = empty_plan(view.members.len());
         let offsets = view.topic_offsets();
         for (t, topic) in view.topics.iter().enumerate() {
             let subs = subscribers(view, t as u32);
@@ -160,7 +132,7 @@ impl Assignor for LagOnlyAssignor {
         for list in &mut plan.assignments {
             list.sort();
         }
-        finish(view, previous, plan)
+        plan
     }
 }
 

@@ -13,7 +13,8 @@ const PALETTE: [&str; 12] = [
     "#bcbd22", "#17becf", "#393b79", "#637939",
 ];
 
-fn esc(s: &str) -> String {
+/// `s` as SVG text: `&`, `<` and `>` escaped.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -104,18 +105,12 @@ pub fn line_chart(
         );
         x += xstep;
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        left + pw / 2.0,
-        h - 12.0,
-        esc(x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+    axis_titles(
+        &mut s,
+        (left + pw / 2.0, h - 12.0),
         top + ph / 2.0,
-        esc(y_label)
+        x_label,
+        y_label,
     );
     for (i, se) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -136,22 +131,48 @@ pub fn line_chart(
             s,
             r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="1.6"/>"#
         );
-        let ly = top + 14.0 + 18.0 * i as f64;
-        let lx = left + pw + 12.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
-            lx + 18.0,
-            lx + 24.0,
-            ly + 4.0,
-            esc(se.name)
-        );
+        legend_entry(&mut s, i, left + pw, top, color, se.name);
     }
     s.push_str("</svg>\n");
     s
 }
 
-fn nice_ceiling(v: f64) -> f64 {
+/// The axis titles: `x_label` centred on `x_at`, `y_label` turned upright along the left edge,
+/// centred at height `y_middle`.
+pub fn axis_titles(s: &mut String, x_at: (f64, f64), y_middle: f64, x_label: &str, y_label: &str) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        x_at.0,
+        x_at.1,
+        esc(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18,{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+        y_middle,
+        esc(y_label)
+    );
+}
+
+/// The legend entry of the `i`-th series, in the right margin of a plot area that ends at
+/// `right` and starts at `top`: a short stroke in `color`, then `name`.
+pub fn legend_entry(s: &mut String, i: usize, right: f64, top: f64, color: &str, name: &str) {
+    let ly = top + 14.0 + 18.0 * i as f64;
+    let lx = right + 12.0;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+        lx + 18.0,
+        lx + 24.0,
+        ly + 4.0,
+        esc(name)
+    );
+}
+
+/// The smallest of 1, 2, 2.5, 5 and 10 times a power of ten that is at least `v`: a round top
+/// for an axis.
+pub fn nice_ceiling(v: f64) -> f64 {
     let e = 10f64.powf(v.log10().floor());
     for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
         if m * e >= v {

@@ -56,17 +56,24 @@ fn by_topic(parts: &[NamedPartition]) -> BTreeMap<&str, Vec<i32>> {
     m
 }
 
-/// Prefix the version and encode `body` at our version.
-fn versioned<T: Encodable>(body: &T) -> Result<Bytes> {
+/// Prefix `version` and encode `body` at it.
+fn versioned<T: Encodable>(body: &T, version: i16) -> Result<Bytes> {
     let mut buf = BytesMut::new();
-    buf.put_i16(CONSUMER_PROTOCOL_VERSION);
-    body.encode(&mut buf, CONSUMER_PROTOCOL_VERSION)
+    buf.put_i16(version);
+    body.encode(&mut buf, version)
         .map_err(|e| Error::Config(format!("cannot encode consumer protocol blob: {e}")))?;
     Ok(buf.freeze())
 }
 
 /// Encode a subscription at version 3, topics sorted, owned partitions sorted by (topic, id).
 pub fn encode_subscription(s: &Subscription) -> Result<Bytes> {
+    encode_subscription_at(s, CONSUMER_PROTOCOL_VERSION)
+}
+
+/// [`encode_subscription`] at `version` (0 to 3), as a client that writes that version does:
+/// v0 has no owned partitions, v1 no generation, v2 no rack. Tests use it to play older
+/// clients.
+pub(crate) fn encode_subscription_at(s: &Subscription, version: i16) -> Result<Bytes> {
     let mut topics = s.topics.clone();
     topics.sort();
     topics.dedup();
@@ -91,7 +98,7 @@ pub fn encode_subscription(s: &Subscription) -> Result<Bytes> {
                 .filter(|r| !r.is_empty())
                 .map(StrBytes::from_string),
         );
-    versioned(&body)
+    versioned(&body, version)
 }
 
 /// Split the int16 version off a blob; the version to parse the body with is capped at 3.
@@ -152,7 +159,7 @@ pub fn encode_assignment(a: &Assignment) -> Result<Bytes> {
                 .collect(),
         )
         .with_user_data(a.user_data.clone());
-    versioned(&body)
+    versioned(&body, CONSUMER_PROTOCOL_VERSION)
 }
 
 /// Decode an assignment of any version. An empty blob is an empty assignment (some brokers,

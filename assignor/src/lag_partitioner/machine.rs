@@ -170,18 +170,7 @@ impl LagStates {
         // would only pile their input onto partitions that are just as far behind.
         let known: Vec<i64> = lags.iter().flatten().copied().collect();
         if n > 1 && known.len() == n && known.iter().all(|l| *l > slow_lag) {
-            for (i, part) in self.parts.iter_mut().enumerate() {
-                if part.state != PartitionState::Good {
-                    out.push(Transition {
-                        partition: i as i32,
-                        from: part.state,
-                        to: PartitionState::Good,
-                        lag: lags[i],
-                    });
-                    *part = Part::good(now_ms);
-                }
-            }
-            return out;
+            return self.all_good(now_ms, |i| lags[i]);
         }
 
         let mut candidates: Vec<(i64, usize)> = Vec::new();
@@ -285,6 +274,11 @@ impl LagStates {
             return Vec::new();
         }
         self.failed_open = true;
+        self.all_good(now_ms, |_| None)
+    }
+
+    /// Every partition Good from `now_ms`; the changes, each with `lag(partition)`.
+    fn all_good(&mut self, now_ms: u64, lag: impl Fn(usize) -> Option<i64>) -> Vec<Transition> {
         let mut out = Vec::new();
         for (i, part) in self.parts.iter_mut().enumerate() {
             if part.state != PartitionState::Good {
@@ -292,7 +286,7 @@ impl LagStates {
                     partition: i as i32,
                     from: part.state,
                     to: PartitionState::Good,
-                    lag: None,
+                    lag: lag(i),
                 });
                 *part = Part::good(now_ms);
             }

@@ -43,8 +43,8 @@ use lagbalance_assign::{
 };
 
 use super::codec::{
-    decode_assignment, decode_subscription, encode_assignment, encode_subscription, Assignment,
-    Subscription,
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+    encode_subscription_at, Assignment, Subscription,
 };
 use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
@@ -873,42 +873,6 @@ enum Dialect {
     },
 }
 
-/// A subscription blob of consumer-protocol version `version` (0–3), as other clients write
-/// them: v0 has no owned partitions, v1 no generation, v2 no rack.
-fn subscription_blob_v(s: &Subscription, version: i16) -> Bytes {
-    use bytes::{BufMut, BytesMut};
-    use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedTp;
-    use kafka_protocol::messages::{ConsumerProtocolSubscription, TopicName};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (t, p) in &s.owned {
-        by_topic.entry(t.as_str()).or_default().push(*p);
-    }
-    let body = ConsumerProtocolSubscription::default()
-        .with_topics(
-            s.topics
-                .iter()
-                .map(|t| StrBytes::from_string(t.clone()))
-                .collect(),
-        )
-        .with_user_data(s.user_data.clone())
-        .with_owned_partitions(
-            by_topic
-                .into_iter()
-                .map(|(t, ps)| {
-                    OwnedTp::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        )
-        .with_generation_id(s.generation);
-    let mut buf = BytesMut::new();
-    buf.put_i16(version);
-    body.encode(&mut buf, version).unwrap();
-    buf.freeze()
-}
-
 impl Dialect {
     fn rewrite(&self, blob: &Bytes) -> Bytes {
         match self {
@@ -916,12 +880,12 @@ impl Dialect {
             Dialect::KafkaPython => {
                 let (_, mut s) = decode_subscription(blob).unwrap();
                 s.user_data = Some(Bytes::new());
-                subscription_blob_v(&s, 1)
+                encode_subscription_at(&s, 1).unwrap()
             }
             Dialect::KafkaPythonEager => {
                 let (_, mut s) = decode_subscription(blob).unwrap();
                 s.user_data = Some(Bytes::new());
-                subscription_blob_v(&s, 0)
+                encode_subscription_at(&s, 0).unwrap()
             }
             Dialect::Liar { extra, generation } => {
                 let (_, mut s) = decode_subscription(blob).unwrap();
