@@ -15,7 +15,7 @@ use super::translate::{failure, partition_counts, send_request};
 use super::{ConsumerConfig, GroupIdentity, MAX_DISTINCT_ERRORS};
 use crate::cluster::Client;
 use crate::error::BrokerCode;
-use crate::group::{GroupFatal, Input, Membership, Output, Request, Response};
+use crate::group::{GroupFatal, Input, JoinAnswer, Membership, Output, Request, Response};
 
 /// What the driver tells the consumer. Callbacks come as one batch from the machine and are
 /// acknowledged as a whole.
@@ -197,7 +197,7 @@ impl Driver {
 fn error_in(input: &Input) -> Option<BrokerCode> {
     let code = match input {
         Input::Response { response, .. } => match response {
-            Response::Join { error, .. }
+            Response::Join(JoinAnswer { error, .. })
             | Response::Sync { error, .. }
             | Response::Heartbeat { error }
             | Response::Leave { error }

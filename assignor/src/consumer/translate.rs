@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 
 use crate::cluster::{Client, Lane};
 use crate::error::{BrokerCode, Error, Result};
-use crate::group::machine::JoinedMember;
+use crate::group::machine::{JoinAnswer, JoinedMember};
 use crate::group::{Input, Request, Response};
 
 /// The machine's input for a failed request: a refusal (credentials, certificate, missing
@@ -141,7 +141,7 @@ pub(super) async fn send_request(
                     JoinGroupResponse::default().with_error_code(code)
                 })
                 .await?;
-            Ok(Response::Join {
+            Ok(Response::Join(JoinAnswer {
                 error: BrokerCode(resp.error_code),
                 generation: resp.generation_id,
                 protocol: resp.protocol_name.map(|p| p.to_string()),
@@ -156,7 +156,7 @@ pub(super) async fn send_request(
                         metadata: m.metadata,
                     })
                     .collect(),
-            })
+            }))
         }
         Request::Sync {
             generation,

@@ -119,6 +119,18 @@ pub struct JoinedMember {
     pub metadata: Bytes,
 }
 
+/// A JoinGroup answer: the generation, the protocol the broker chose, the leader and this
+/// member's id, and (for the leader only) every member's subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JoinAnswer {
+    pub error: BrokerCode,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub members: Vec<JoinedMember>,
+}
+
 /// A response, already decoded from the wire by the driver. `error` is the broker's error code
 /// ([`BrokerCode::NONE`] on success).
 #[derive(Clone, Debug, PartialEq)]
@@ -127,14 +139,7 @@ pub enum Response {
         node_id: i32,
         addr: String,
     },
-    Join {
-        error: BrokerCode,
-        generation: i32,
-        protocol: Option<String>,
-        leader: String,
-        member_id: String,
-        members: Vec<JoinedMember>,
-    },
+    Join(JoinAnswer),
     Sync {
         error: BrokerCode,
         assignment: Bytes,
@@ -1063,7 +1068,7 @@ impl Membership {
             _ => return,
         }
         // The coordinator answered a group request: the next failure starts a new backoff.
-        if let Response::Join { error, .. } | Response::Sync { error, .. } = &response {
+        if let Response::Join(JoinAnswer { error, .. }) | Response::Sync { error, .. } = &response {
             if error.is_ok() {
                 self.failures = 0;
             }
@@ -1089,14 +1094,7 @@ impl Membership {
                 tracing::debug!(%error, "FindCoordinator failed");
                 self.backoff();
             }
-            Response::Join {
-                error,
-                generation,
-                protocol,
-                leader,
-                member_id,
-                members,
-            } => self.on_join(error, generation, protocol, leader, member_id, members),
+            Response::Join(answer) => self.on_join(answer),
             Response::Sync { error, assignment } => self.on_sync(error, assignment),
             Response::Leave { .. } => self.finish_leave(),
             Response::Heartbeat { .. } => {}
@@ -1113,16 +1111,15 @@ impl Membership {
         self.out.push_back(Output::Fatal(why));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_join(
-        &mut self,
-        error: BrokerCode,
-        generation: i32,
-        protocol: Option<String>,
-        leader: String,
-        member_id: String,
-        members: Vec<JoinedMember>,
-    ) {
+    fn on_join(&mut self, answer: JoinAnswer) {
+        let JoinAnswer {
+            error,
+            generation,
+            protocol,
+            leader,
+            member_id,
+            members,
+        } = answer;
         if self.phase != Phase::Joining {
             return;
         }

@@ -4,7 +4,7 @@ pub mod machine;
 
 pub use codec::{Assignment, Subscription};
 pub use fatal::{FencedIn, GroupFatal};
-pub use machine::{Input, MemberConfig, Membership, Output, Phase, Request, Response};
+pub use machine::{Input, JoinAnswer, MemberConfig, Membership, Output, Phase, Request, Response};
 
 #[cfg(test)]
 mod machine_tests;

@@ -10,14 +10,14 @@ fn a_protocol_this_member_does_not_offer_is_fatal() {
     let (join, _) = only_send(&out, Api::Join);
     let out = solo.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: 1,
             protocol: Some("range".into()),
             leader: "m1".into(),
             member_id: "m1".into(),
             members: vec![],
-        },
+        }),
     );
     assert!(matches!(out.as_slice(), [Output::Fatal(_)]), "{out:?}");
     assert_eq!(solo.m.phase(), Phase::Closed);
@@ -56,14 +56,14 @@ fn a_group_whose_broker_assigns_is_fatal() {
     let (join, _) = only_send(&out, Api::Join);
     let out = solo.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: 2,
             protocol: Some("cooperative-sticky".into()),
             leader: String::new(),
             member_id: "m1".into(),
             members: vec![],
-        },
+        }),
     );
     let [Output::Fatal(why)] = out.as_slice() else {
         panic!("{out:?}")
@@ -84,14 +84,14 @@ fn a_kip848_group_is_reported_as_its_own_variant() {
     let (join, _) = only_send(&out, Api::Join);
     let out = solo.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: 2,
             protocol: Some("cooperative-sticky".into()),
             leader: String::new(),
             member_id: "m1".into(),
             members: vec![],
-        },
+        }),
     );
     let [Output::Fatal(fatal @ GroupFatal::Kip848Group { group, assignors })] = out.as_slice()
     else {
@@ -173,14 +173,14 @@ fn rebalance_in_progress_on_heartbeat_rejoins_only_when_stable() {
     let (join, _) = only_send(&out, Api::Join);
     let out = solo.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: 1,
             protocol: Some("cooperative-sticky".into()),
             leader: "l".into(),
             member_id: "m1".into(),
             members: vec![],
-        },
+        }),
     );
     let (sync, _) = only_send(&out, Api::Sync);
     solo.now = 3_000;

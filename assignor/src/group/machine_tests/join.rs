@@ -37,7 +37,7 @@ fn join_flow_adopts_member_id_and_rejoins_at_once() {
     assert_eq!(instance_id, &None);
     assert!(matches!(
         &sim.responses[1].2,
-        Response::Join { error, member_id, .. }
+        Response::Join(JoinAnswer { error, member_id, .. })
             if *error == code(ResponseError::MemberIdRequired) && member_id == "member-001"
     ));
     // Alone, it leads: metadata for the subscribed topics, then a Sync with the plan.

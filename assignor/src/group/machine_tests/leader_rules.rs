@@ -76,7 +76,7 @@ fn leader_rejects_an_invalid_plan() {
     .unwrap();
     let out = solo.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: 4,
             protocol: Some("greedy".into()),
@@ -94,7 +94,7 @@ fn leader_rejects_an_invalid_plan() {
                     metadata: other,
                 },
             ],
-        },
+        }),
     );
     let Output::LeaderInputsNeeded { id, .. } = out[0] else {
         panic!("{out:?}")
@@ -157,14 +157,14 @@ fn malformed_subscriptions_never_crash_the_leader() {
         ];
         let out = solo.respond(
             join,
-            Response::Join {
+            Response::Join(JoinAnswer {
                 error: BrokerCode::NONE,
                 generation: 1,
                 protocol: Some("cooperative-sticky".into()),
                 leader: "a".into(),
                 member_id: "a".into(),
                 members,
-            },
+            }),
         );
         let Output::LeaderInputsNeeded { id, topics } = &out[0] else {
             panic!("{out:?}")
@@ -220,12 +220,12 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
     let (gen, members) = sim.responses[responses_before..]
         .iter()
         .find_map(|(_, n, r)| match r {
-            Response::Join {
+            Response::Join(JoinAnswer {
                 error: BrokerCode::NONE,
                 generation,
                 members,
                 ..
-            } if *n == a && members.len() == 3 => Some((*generation, members.clone())),
+            }) if *n == a && members.len() == 3 => Some((*generation, members.clone())),
             _ => None,
         })
         .expect("the leader's JoinGroup answer with C in it");
@@ -277,14 +277,14 @@ fn stale_metadata_without_a_join_barrier_is_withheld_not_double_assigned() {
     let (join, _) = only_send(&out, Api::Join);
     let out = fresh.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: gen,
             protocol: Some("cooperative-sticky".into()),
             leader: a_id.clone(),
             member_id: a_id,
             members: members.clone(),
-        },
+        }),
     );
     let (_, sync) = fresh.leader_sync(&out, 4);
     let guarded = sync_assignments(&sync);
@@ -328,7 +328,7 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
     let claim = |owned: Vec<NamedPartition>| claim_of_t(owned, 4);
     let out = solo.respond(
         join,
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: 4,
             protocol: Some("cooperative-sticky".into()),
@@ -339,7 +339,7 @@ fn a_partition_two_members_claim_equally_is_given_to_nobody() {
                 member("y", claim(tps("t", 0..1))),
                 member("z", claim(tps("t", 0..2))),
             ],
-        },
+        }),
     );
     let Output::LeaderInputsNeeded { id, .. } = out[0] else {
         panic!("{out:?}")
@@ -386,14 +386,14 @@ fn a_member_missing_from_the_join_answer_keeps_its_partitions_for_a_session_time
         members.extend(others);
         let out = solo.respond(
             join,
-            Response::Join {
+            Response::Join(JoinAnswer {
                 error: BrokerCode::NONE,
                 generation,
                 protocol: Some("cooperative-sticky".into()),
                 leader: "a".into(),
                 member_id: "a".into(),
                 members,
-            },
+            }),
         );
         solo.answer_heartbeats(&out);
         let (sync, request) = solo.leader_sync(&out, 6);

@@ -48,7 +48,7 @@ use super::codec::{
 };
 use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
-    Input, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response,
+    Input, JoinAnswer, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response,
 };
 use crate::error::{BrokerCode, RefusalKind};
 
@@ -189,14 +189,14 @@ struct CMember {
 type Reply = (usize, u64, Response);
 
 fn join_error(error: BrokerCode, member_id: &str) -> Response {
-    Response::Join {
+    Response::Join(JoinAnswer {
         error,
         generation: -1,
         protocol: None,
         leader: String::new(),
         member_id: member_id.into(),
         members: Vec::new(),
-    }
+    })
 }
 
 /// Kafka's `GroupCoordinator` for one group, reduced to what members can observe; with
@@ -517,14 +517,14 @@ impl Coordinator {
         } else {
             Vec::new()
         };
-        Response::Join {
+        Response::Join(JoinAnswer {
             error: BrokerCode::NONE,
             generation: self.generation,
             protocol: Some(protocol),
             leader,
             member_id: mid.into(),
             members,
-        }
+        })
     }
 
     /// Enter PreparingRebalance: pending syncs of the old generation are told to rejoin.
@@ -1007,9 +1007,9 @@ impl Sim {
                     decode_assignment(assignment).map(|a| a.partitions)
                 );
             }
-            if let Response::Join {
+            if let Response::Join(JoinAnswer {
                 error, generation, ..
-            } = r
+            }) = r
             {
                 eprintln!("t={t} node {i} join answer {error} gen {generation}");
             }
@@ -1563,14 +1563,14 @@ impl Solo {
 
 /// A JoinGroup answer making `m1` a follower of `leader` in `generation`.
 fn follower_join_ok(generation: i32) -> Response {
-    Response::Join {
+    Response::Join(JoinAnswer {
         error: BrokerCode::NONE,
         generation,
         protocol: Some("cooperative-sticky".into()),
         leader: "leader".into(),
         member_id: "m1".into(),
         members: vec![],
-    }
+    })
 }
 
 /// A subscription to `t` claiming `owned` as of `generation`.

@@ -142,13 +142,15 @@ fn stale_responses_are_ignored() {
     let out = solo.respond(find2, coordinator);
     let (join2, _) = only_send(&out, Api::Join);
     assert_ne!(join1, join2);
-    let ok = |gen| Response::Join {
-        error: BrokerCode::NONE,
-        generation: gen,
-        protocol: Some("cooperative-sticky".into()),
-        leader: "l".into(),
-        member_id: "m1".into(),
-        members: vec![],
+    let ok = |gen| {
+        Response::Join(JoinAnswer {
+            error: BrokerCode::NONE,
+            generation: gen,
+            protocol: Some("cooperative-sticky".into()),
+            leader: "l".into(),
+            member_id: "m1".into(),
+            members: vec![],
+        })
     };
     // A late answer to the abandoned JoinGroup changes nothing.
     assert!(solo.respond(join1, ok(7)).is_empty());
