@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lagbalance::security::SecurityConfig;
-use lagbalance::settings::{self, SettingError};
+use lagbalance::settings::{SettingError, SettingSource};
 
 /// What the agent asks its consumer to do when its member is the elected outlier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,48 +163,25 @@ impl Source<'_> {
             allowed: allowed.into(),
         }
     }
+}
 
-    /// The shared parser's error, with the flag that sets the variable added.
-    fn flagged(e: SettingError) -> ConfigError {
+/// The shared parser's error, with the flag that sets the variable added.
+impl From<SettingError> for ConfigError {
+    fn from(e: SettingError) -> Self {
         ConfigError {
-            flag: Self::spec(&e.var).flag.into(),
+            flag: Source::spec(&e.var).flag.into(),
             var: e.var,
             value: e.value,
             allowed: e.allowed,
         }
     }
+}
 
-    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
-        settings::required(var, &self.raw(var).unwrap_or_default()).map_err(Self::flagged)
-    }
+impl SettingSource for Source<'_> {
+    type Error = ConfigError;
 
-    fn string(&self, var: &'static str) -> String {
+    fn text(&self, var: &'static str) -> String {
         self.raw(var).unwrap_or_default()
-    }
-
-    fn duration(
-        &self,
-        var: &'static str,
-        min: Duration,
-        max: Duration,
-    ) -> Result<Duration, ConfigError> {
-        settings::duration(var, &self.string(var), min, max).map_err(Self::flagged)
-    }
-
-    fn number(&self, var: &'static str, min: f64, max: f64) -> Result<f64, ConfigError> {
-        settings::number(var, &self.string(var), min, max, true).map_err(Self::flagged)
-    }
-
-    fn integer(&self, var: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
-        settings::integer(var, &self.string(var), min, max).map_err(Self::flagged)
-    }
-
-    fn boolean(&self, var: &'static str) -> Result<bool, ConfigError> {
-        settings::boolean(var, &self.string(var)).map_err(Self::flagged)
-    }
-
-    fn addr(&self, var: &'static str, loopback_only: bool) -> Result<SocketAddr, ConfigError> {
-        settings::socket_addr(var, &self.string(var), loopback_only).map_err(Self::flagged)
     }
 }
 
@@ -264,14 +241,14 @@ impl Config {
     }
 
     fn from_source(src: &Source<'_>) -> Result<Config, ConfigError> {
-        let mode = match src.string("LAGBALANCE_MODE").trim() {
+        let mode = match src.text("LAGBALANCE_MODE").trim() {
             "leave" => Mode::Leave,
             "rejoin" => Mode::Rejoin,
             other => return Err(src.err("LAGBALANCE_MODE", other, "one of: leave, rejoin")),
         };
         let dry_run = src.boolean("LAGBALANCE_DRY_RUN")?;
         let cpu_limit = {
-            let v = src.string("LAGBALANCE_CPU_LIMIT");
+            let v = src.text("LAGBALANCE_CPU_LIMIT");
             if v.trim().is_empty() {
                 None
             } else {
@@ -295,7 +272,7 @@ impl Config {
         let cpu_limit = match cpu_limit {
             Some(c) => Some(c),
             None => {
-                let v = src.string("LAGBALANCE_CPU_LIMIT_MILLICORES");
+                let v = src.text("LAGBALANCE_CPU_LIMIT_MILLICORES");
                 if v.trim().is_empty() {
                     None
                 } else {
@@ -312,7 +289,7 @@ impl Config {
                 }
             }
         };
-        let log = src.string("LAGBALANCE_LOG");
+        let log = src.text("LAGBALANCE_LOG");
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(src.err(
                 "LAGBALANCE_LOG",
@@ -320,7 +297,7 @@ impl Config {
                 "a tracing filter such as info, warn or lagbalance_agent=debug",
             ));
         }
-        let token = src.string("LAGBALANCE_CONTROL_TOKEN");
+        let token = src.text("LAGBALANCE_CONTROL_TOKEN");
         Ok(Config {
             bootstrap: src.required("LAGBALANCE_BOOTSTRAP")?,
             security: security(src)?,
@@ -332,8 +309,8 @@ impl Config {
             )?,
             mode,
             lag_floor: src.integer("LAGBALANCE_LAG_FLOOR", 0, i64::MAX as u64)?,
-            lag_ratio: src.number("LAGBALANCE_LAG_RATIO", 1.0, 1e6)?,
-            zscore: src.number("LAGBALANCE_ZSCORE", 0.0, 1e6)?,
+            lag_ratio: src.number("LAGBALANCE_LAG_RATIO", 1.0, 1e6, true)?,
+            zscore: src.number("LAGBALANCE_ZSCORE", 0.0, 1e6, true)?,
             sustain: src.integer("LAGBALANCE_SUSTAIN", 1, 1000)? as u32,
             drain_ok: src.duration(
                 "LAGBALANCE_DRAIN_OK",
@@ -356,10 +333,10 @@ impl Config {
                 Duration::ZERO,
                 Duration::from_secs(86400),
             )?,
-            control_addr: src.addr("LAGBALANCE_CONTROL_ADDR", true)?,
+            control_addr: src.socket_addr("LAGBALANCE_CONTROL_ADDR", true)?,
             control_token: (!token.is_empty()).then_some(token),
-            http_addr: src.addr("LAGBALANCE_HTTP_ADDR", false)?,
-            cgroup_dir: src.string("LAGBALANCE_CGROUP_DIR"),
+            http_addr: src.socket_addr("LAGBALANCE_HTTP_ADDR", false)?,
+            cgroup_dir: src.text("LAGBALANCE_CGROUP_DIR"),
             cpu_limit,
             dry_run,
             log,
@@ -385,7 +362,7 @@ const PASSWORD_FILE: &str = "LAGBALANCE_SASL_PASSWORD_FILE";
 fn security(src: &Source<'_>) -> Result<SecurityConfig, ConfigError> {
     let mut sec = SecurityConfig::new();
     for (var, key) in SECURITY_VARS {
-        let value = src.string(var);
+        let value = src.text(var);
         if value.trim().is_empty() {
             continue;
         }
@@ -398,9 +375,9 @@ fn security(src: &Source<'_>) -> Result<SecurityConfig, ConfigError> {
             src.err(var, shown, e.to_string())
         })?;
     }
-    let file = src.string(PASSWORD_FILE);
+    let file = src.text(PASSWORD_FILE);
     if !file.trim().is_empty() {
-        if !src.string("LAGBALANCE_SASL_PASSWORD").trim().is_empty() {
+        if !src.text("LAGBALANCE_SASL_PASSWORD").trim().is_empty() {
             return Err(src.err(
                 PASSWORD_FILE,
                 &file,

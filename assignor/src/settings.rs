@@ -159,6 +159,55 @@ pub fn boolean(var: &str, value: &str) -> Result<bool, SettingError> {
     }
 }
 
+/// A set of settings read by variable name: the typed readers above over whatever resolves a
+/// variable to its text (flag, environment, default). A binary implements [`SettingSource::text`]
+/// and picks its error type; every reader is then the same code for every binary.
+pub trait SettingSource {
+    type Error: From<SettingError>;
+
+    /// The text of `var` after flags, environment and defaults; empty when unset.
+    fn text(&self, var: &'static str) -> String;
+
+    fn required(&self, var: &'static str) -> Result<String, Self::Error> {
+        Ok(required(var, &self.text(var))?)
+    }
+
+    fn duration(
+        &self,
+        var: &'static str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, Self::Error> {
+        Ok(duration(var, &self.text(var), min, max)?)
+    }
+
+    fn number(
+        &self,
+        var: &'static str,
+        min: f64,
+        max: f64,
+        min_inclusive: bool,
+    ) -> Result<f64, Self::Error> {
+        Ok(number(var, &self.text(var), min, max, min_inclusive)?)
+    }
+
+    fn integer(&self, var: &'static str, min: u64, max: u64) -> Result<u64, Self::Error> {
+        Ok(integer(var, &self.text(var), min, max)?)
+    }
+
+    fn boolean(&self, var: &'static str) -> Result<bool, Self::Error> {
+        Ok(boolean(var, &self.text(var))?)
+    }
+
+    fn socket_addr(
+        &self,
+        var: &'static str,
+        loopback_only: bool,
+    ) -> Result<SocketAddr, Self::Error> {
+        Ok(socket_addr(var, &self.text(var), loopback_only)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

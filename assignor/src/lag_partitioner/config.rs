@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::machine::MachineSettings;
-use crate::settings;
+use crate::settings::SettingSource;
 
 /// One setting: its variable, default and meaning (the table in `docs/partitioner.md` lists
 /// the same; a test keeps them in step).
@@ -211,8 +211,10 @@ struct Source<'a> {
     vars: &'a BTreeMap<String, String>,
 }
 
-impl Source<'_> {
-    fn raw(&self, var: &'static str) -> String {
+impl SettingSource for Source<'_> {
+    type Error = ConfigError;
+
+    fn text(&self, var: &'static str) -> String {
         self.vars
             .get(var)
             .cloned()
@@ -223,37 +225,6 @@ impl Source<'_> {
                     .and_then(|s| s.default.map(str::to_owned))
             })
             .unwrap_or_default()
-    }
-
-    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
-        settings::required(var, &self.raw(var))
-    }
-
-    fn duration(
-        &self,
-        var: &'static str,
-        min: Duration,
-        max: Duration,
-    ) -> Result<Duration, ConfigError> {
-        settings::duration(var, &self.raw(var), min, max)
-    }
-
-    fn number(
-        &self,
-        var: &'static str,
-        min: f64,
-        max: f64,
-        min_inclusive: bool,
-    ) -> Result<f64, ConfigError> {
-        settings::number(var, &self.raw(var), min, max, min_inclusive)
-    }
-
-    fn integer(&self, var: &'static str, min: u64, max: u64) -> Result<u64, ConfigError> {
-        settings::integer(var, &self.raw(var), min, max)
-    }
-
-    fn boolean(&self, var: &'static str) -> Result<bool, ConfigError> {
-        settings::boolean(var, &self.raw(var))
     }
 }
 
