@@ -13,7 +13,6 @@ use lagbalance::records::ProducerRecord;
 use lagbalance::Client;
 use lagbalance::NamedPartition;
 
-
 /// Acknowledged offsets per partition, readable while records are still being produced.
 pub type LiveLedger = Arc<Mutex<BTreeMap<NamedPartition, BTreeSet<i64>>>>;
 
