@@ -133,12 +133,26 @@ impl Report {
     }
 
     pub fn max_lag_after(&self, t: f64) -> i64 {
+        self.max_lag_in(t, f64::INFINITY)
+    }
+
+    /// The highest total lag sampled at `from` ≤ t < `to`.
+    pub fn max_lag_in(&self, from: f64, to: f64) -> i64 {
         self.samples
             .iter()
-            .filter(|s| s.t >= t)
+            .filter(|s| s.t >= from && s.t < to)
             .map(|s| s.total_lag)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Whether the lag keeps growing: the second half's peak is more than 1.5× the first
+    /// half's. A bounded lag under an on/off controller is a sawtooth whose peaks stay level,
+    /// so a least-squares trend over half a run depends on where the teeth fall; a lag that
+    /// grows at a steady rate peaks about twice as high in the second half.
+    pub fn lag_keeps_growing(&self) -> bool {
+        let half = self.elapsed.as_secs_f64() / 2.0;
+        2 * self.max_lag_in(half, f64::INFINITY) > 3 * self.max_lag_in(0.0, half)
     }
 
     pub fn final_lag(&self) -> i64 {
