@@ -4,12 +4,15 @@
 //! ```text
 //! cargo run --release -p lagbalance-integration --example wire_bench -- \
 //!     [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12] [--rounds 3]
+//!     [--idempotence on|off]
 //! ```
 //! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own broker (Apache Kafka by default). Each round
 //! produces N keyed records with each client into one topic (2N in all), then each client reads
 //! the whole topic from the beginning; the medians and the ratio ours ÷ rdkafka are printed as
-//! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches. Every
-//! timing starts before the client is created, so connecting and metadata count for both.
+//! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches and the same
+//! `enable.idempotence` (on by default, as in Kafka's own clients since 3.0; librdkafka's own
+//! default is off). Every timing starts before the client is created, so connecting and
+//! metadata count for both.
 
 use std::time::{Duration, Instant};
 
@@ -29,11 +32,20 @@ struct Args {
     value_size: usize,
     partitions: i32,
     rounds: usize,
+    idempotence: bool,
+}
+
+/// What one producer writes or one consumer reads back.
+struct Workload<'a> {
+    bootstrap: &'a str,
+    topic: &'a str,
+    partitions: i32,
+    idempotence: bool,
 }
 
 const USAGE: &str = "\
 usage: wire_bench [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12]
-                  [--rounds 3]
+                  [--rounds 3] [--idempotence on|off]
 
 Produce and consume throughput of lagbalance next to rdkafka on the same broker and topic.
 Without --bootstrap (or LAGBALANCE_BOOTSTRAP) it starts its own broker.
@@ -47,6 +59,7 @@ fn parse_args() -> Result<Args> {
         value_size: 100,
         partitions: 12,
         rounds: 3,
+        idempotence: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     if lagbalance::settings::wants_help(&args) {
@@ -62,16 +75,23 @@ fn parse_args() -> Result<Args> {
             "--value-size" => a.value_size = val()?.parse()?,
             "--partitions" => a.partitions = val()?.parse()?,
             "--rounds" => a.rounds = val()?.parse()?,
+            "--idempotence" => {
+                a.idempotence = match val()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => bail!("--idempotence: '{v}' is not on or off"),
+                }
+            }
             other => bail!("unknown flag {other}\n\n{USAGE}"),
         }
     }
     Ok(a)
 }
 
-async fn produce_ours(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+async fn produce_ours(w: &Workload<'_>, n: usize, value: &[u8]) -> Result<Duration> {
     // A fresh client, like the fresh rdkafka producer: connection set-up counts for both.
     let started = Instant::now();
-    let client = Client::new(ClientConfig::new(bootstrap))?;
+    let client = Client::new(ClientConfig::new(w.bootstrap))?;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -79,12 +99,13 @@ async fn produce_ours(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> R
             compression: CompressionCodec::Lz4,
             linger: Duration::from_millis(5),
             batch_size: 64 * 1024,
+            enable_idempotence: Some(w.idempotence),
             ..Default::default()
         },
     )?;
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {
-        let r = ProducerRecord::new(topic)
+        let r = ProducerRecord::new(w.topic)
             .key(format!("ours-{i}"))
             .value(bytes::Bytes::copy_from_slice(value));
         pending.push(producer.send(r).await?);
@@ -98,10 +119,11 @@ async fn produce_ours(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> R
     Ok(took)
 }
 
-fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Result<Duration> {
+fn produce_rdkafka(w: &Workload<'_>, n: usize, value: &[u8]) -> Result<Duration> {
     let started = Instant::now();
     let producer: BaseProducer = RdConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", w.bootstrap)
+        .set("enable.idempotence", w.idempotence.to_string())
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
@@ -110,7 +132,7 @@ fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Resu
         .create()?;
     for i in 0..n {
         let key = format!("rd-{i}");
-        let mut record = BaseRecord::to(topic).key(&key).payload(value);
+        let mut record = BaseRecord::to(w.topic).key(&key).payload(value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -131,17 +153,12 @@ fn produce_rdkafka(bootstrap: &str, topic: &str, n: usize, value: &[u8]) -> Resu
     Ok(started.elapsed())
 }
 
-async fn consume_ours(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    total: usize,
-) -> Result<Duration> {
+async fn consume_ours(w: &Workload<'_>, total: usize) -> Result<Duration> {
     let started = Instant::now();
-    let client = Client::new(ClientConfig::new(bootstrap))?;
+    let client = Client::new(ClientConfig::new(w.bootstrap))?;
     let mut f = readback::from_earliest(&client, Duration::from_millis(100));
-    for p in 0..partitions {
-        f.assign(topic, p, Some(0));
+    for p in 0..w.partitions {
+        f.assign(w.topic, p, Some(0));
     }
     let mut n = 0;
     while n < total {
@@ -153,21 +170,16 @@ async fn consume_ours(
     Ok(started.elapsed())
 }
 
-fn consume_rdkafka(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    total: usize,
-) -> Result<Duration> {
+fn consume_rdkafka(w: &Workload<'_>, total: usize) -> Result<Duration> {
     let started = Instant::now();
     let consumer: BaseConsumer = RdConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", w.bootstrap)
         .set("group.id", unique("bench"))
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    for p in 0..w.partitions {
+        tpl.add_partition_offset(w.topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     let mut n = 0;
@@ -206,26 +218,26 @@ async fn main() -> Result<()> {
     for round in 0..args.rounds {
         let topic = unique("bench");
         client.create_topic(&topic, args.partitions, 1).await?;
+        let w = Workload {
+            bootstrap: &bootstrap,
+            topic: &topic,
+            partitions: args.partitions,
+            idempotence: args.idempotence,
+        };
         // Alternate who goes first so neither always meets a warm (or cold) broker.
         let (po, pr) = if round % 2 == 0 {
-            let po = produce_ours(&bootstrap, &topic, n, &value).await?;
-            (po, produce_rdkafka(&bootstrap, &topic, n, &value)?)
+            let po = produce_ours(&w, n, &value).await?;
+            (po, produce_rdkafka(&w, n, &value)?)
         } else {
-            let pr = produce_rdkafka(&bootstrap, &topic, n, &value)?;
-            (produce_ours(&bootstrap, &topic, n, &value).await?, pr)
+            let pr = produce_rdkafka(&w, n, &value)?;
+            (produce_ours(&w, n, &value).await?, pr)
         };
         let (co, cr) = if round % 2 == 0 {
-            let co = consume_ours(&bootstrap, &topic, args.partitions, 2 * n).await?;
-            (
-                co,
-                consume_rdkafka(&bootstrap, &topic, args.partitions, 2 * n)?,
-            )
+            let co = consume_ours(&w, 2 * n).await?;
+            (co, consume_rdkafka(&w, 2 * n)?)
         } else {
-            let cr = consume_rdkafka(&bootstrap, &topic, args.partitions, 2 * n)?;
-            (
-                consume_ours(&bootstrap, &topic, args.partitions, 2 * n).await?,
-                cr,
-            )
+            let cr = consume_rdkafka(&w, 2 * n)?;
+            (consume_ours(&w, 2 * n).await?, cr)
         };
         eprintln!(
             "round {round}: produce ours {po:?} rdkafka {pr:?}; consume ours {co:?} rdkafka {cr:?}"
@@ -238,8 +250,12 @@ async fn main() -> Result<()> {
     let (po, pr, co, cr) = (median(p_ours), median(p_rd), median(c_ours), median(c_rd));
     let mb = |rate: f64| rate * args.value_size as f64 / 1e6;
     println!(
-        "| {} records × {} B, {} partitions, median of {} rounds | lagbalance | rdkafka | ratio |",
-        n, args.value_size, args.partitions, args.rounds
+        "| {} records × {} B, {} partitions, idempotence {}, median of {} rounds | lagbalance | rdkafka | ratio |",
+        n,
+        args.value_size,
+        args.partitions,
+        if args.idempotence { "on" } else { "off" },
+        args.rounds
     );
     println!("|---|---:|---:|---:|");
     println!(
