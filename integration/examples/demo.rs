@@ -261,13 +261,13 @@ fn write_outputs(args: &Args, results: &[RunResult]) -> Result<()> {
     ));
     md.push_str(&table.markdown());
     md.push_str(
-        "\n\"paused / moved\": partitions revoked or lost between an agent's trigger and the \
-         point where ownership then held still for 8 s, against partitions whose owner differs \
-         between those two instants (a cooperative move pauses only what moves: 1.0). \
-         \"trigger → stable\": from the agent's log line `outlier: asked the app to rebalance` \
-         to the last ownership change before those 8 quiet seconds. \"not consumed at stop\": \
-         records still unconsumed when the run stopped waiting (the drain limit), not losses \
-         of a finished run.\n\n",
+        "\nEach group forms evenly before input begins. \"moves\": partitions whose owner \
+         differs between a start — input beginning (the members' own measurements at work), \
+         then each agent trigger — and the point where every partition was owned and ownership \
+         then held still for 8 s; \"paused ÷ moved\": partitions revoked or lost in that span \
+         against those moved (a cooperative move pauses only what moves: 1.00); \"stable \
+         after\": start → that point. \"unconsumed\": records still unconsumed when the run \
+         stopped waiting (the drain limit), not losses of a finished run.\n\n",
     );
     md.push_str("![group and member lag over time](demo-lag.svg)\n");
     std::fs::write(args.out.join("demo.md"), md)?;

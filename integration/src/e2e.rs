@@ -292,44 +292,74 @@ pub fn slope(pts: &[(f64, f64)]) -> Option<f64> {
     (sxx > 0.0).then(|| sxy / sxx)
 }
 
-/// One capacity-driven rebalance: what an agent's trigger led to.
+/// What set a capacity-driven rebalance going.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Input began: the group formed (evenly, with no measurements) before any record was
+    /// produced, so whatever moves now moves because the members measured themselves.
+    InputBegan,
+    /// An agent asked its member to rebalance.
+    Agent(String),
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::InputBegan => f.write_str("input began"),
+            Cause::Agent(member) => write!(f, "agent {member}"),
+        }
+    }
+}
+
+/// One capacity-driven rebalance: what input starting, or an agent's trigger, led to.
 #[derive(Clone, Debug)]
-pub struct TriggeredRebalance {
-    /// Seconds since producing began.
-    pub trigger_t: f64,
-    pub member: String,
-    /// First ownership change after the trigger (seconds after it), if any.
+pub struct Rebalance {
+    /// When it was set going, in seconds since producing began.
+    pub start_t: f64,
+    pub cause: Cause,
+    /// First ownership change after the start (seconds after it), if any.
     pub first_change_after: Option<f64>,
-    /// Trigger → the first change after which every partition had an owner and ownership then
+    /// Start → the first change after which every partition had an owner and ownership then
     /// held still for `quiet` inside the window (seconds), if ownership changed at all.
     pub stable_after: Option<f64>,
-    /// Partitions whose owner differs between the trigger and the stable point.
+    /// Partitions whose owner differs between the start and the stable point.
     pub moved: usize,
-    /// Partitions revoked or lost (processing paused) between the trigger and the stable point.
+    /// Partitions revoked or lost (processing paused) between the start and the stable point.
     pub paused: usize,
-    /// Ownership callbacks (assigned/revoked/lost) in that span.
+    /// Partition callbacks (assigned / revoked / lost) in that span.
     pub callbacks: usize,
 }
 
-/// For every agent trigger, the rebalance it caused: window = until the next trigger or the
-/// end of the run; stable = every partition owned and ownership unchanged for `quiet`
-/// afterwards (a cooperative move leaves revoked partitions unowned until the next round:
-/// that gap is part of the rebalance, not a stable state).
-pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<TriggeredRebalance> {
+/// The rebalance after input began, then one for every agent trigger: window = until the next
+/// start or the end of the run; stable = every partition owned and ownership unchanged for
+/// `quiet` afterwards (a cooperative move leaves revoked partitions unowned until the next
+/// round: that gap is part of the rebalance, not a stable state). Empty for a group without
+/// ownership events (in-process consumers).
+pub fn capacity_rebalances(r: &RunResult, quiet: Duration) -> Vec<Rebalance> {
+    if r.events.is_empty() {
+        return Vec::new();
+    }
     let mut events = r.events.clone();
     events.sort_by_key(|e| e.ts_ms);
     let end_ms = r.start_ms + (r.samples.last().map_or(0.0, |s| s.t) * 1000.0) as u64;
     let quiet_ms = quiet.as_millis() as u64;
+    let starts: Vec<(u64, Cause)> = std::iter::once((r.start_ms, Cause::InputBegan))
+        .chain(
+            r.triggers
+                .iter()
+                .map(|t| (t.ts_ms, Cause::Agent(t.member.clone()))),
+        )
+        .collect();
     let mut out = Vec::new();
-    for (i, tr) in r.triggers.iter().enumerate() {
-        let window_end = r
-            .triggers
+    for (i, (start_ms, cause)) in starts.iter().enumerate() {
+        let start_ms = *start_ms;
+        let window_end = starts
             .get(i + 1)
-            .map_or(end_ms, |n| n.ts_ms)
-            .max(tr.ts_ms);
+            .map_or(end_ms, |n| n.0)
+            .max(start_ms);
         let after: Vec<&OwnershipEvent> = events
             .iter()
-            .filter(|e| e.ts_ms > tr.ts_ms && e.ts_ms <= window_end)
+            .filter(|e| e.ts_ms > start_ms && e.ts_ms <= window_end)
             .collect();
         // The end of the first burst of changes: every partition owned, and the next change (or
         // the window's end) is at least `quiet` later.
@@ -344,7 +374,7 @@ pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<Triggere
             }
         }
         let until = stable_at.unwrap_or(window_end);
-        let before = owners_at(&events, tr.ts_ms);
+        let before = owners_at(&events, start_ms);
         let then = owners_at(&events, until);
         let all: BTreeSet<i32> = before.keys().chain(then.keys()).copied().collect();
         let moved = all.iter().filter(|p| before.get(p) != then.get(p)).count();
@@ -354,11 +384,11 @@ pub fn rebalances_after_triggers(r: &RunResult, quiet: Duration) -> Vec<Triggere
             .filter(|e| e.change != Change::Assigned)
             .flat_map(|e| e.partitions.iter().copied())
             .collect();
-        out.push(TriggeredRebalance {
-            trigger_t: r.t_of(tr.ts_ms),
-            member: tr.member.clone(),
-            first_change_after: after.first().map(|e| (e.ts_ms - tr.ts_ms) as f64 / 1000.0),
-            stable_after: stable_at.map(|s| (s - tr.ts_ms) as f64 / 1000.0),
+        out.push(Rebalance {
+            start_t: r.t_of(start_ms),
+            cause: cause.clone(),
+            first_change_after: after.first().map(|e| (e.ts_ms - start_ms) as f64 / 1000.0),
+            stable_after: stable_at.map(|s| (s - start_ms) as f64 / 1000.0),
             moved,
             paused: paused.len(),
             callbacks: span.len(),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::e2e::{rebalances_after_triggers, RunResult};
+use crate::e2e::{capacity_rebalances, RunResult};
 use crate::lagplot::{chart, Marker, Panel, Series};
 
 /// A table: a header row and rows of cells.
@@ -79,7 +79,7 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
         v.extend(runs.iter().map(|r| f(r)));
         v
     };
-    let rebalances = |r: &RunResult| rebalances_after_triggers(r, quiet);
+    let rebalances = |r: &RunResult| capacity_rebalances(r, quiet);
     let rows = vec![
         row("input (records/s)", &|_| format!("{rate:.0}")),
         row("records produced", &|r| r.produced.to_string()),
@@ -113,41 +113,55 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
                     .join(" ")
             }
         }),
-        row("per trigger: partitions paused / moved", &|r| {
+        row("moves: after input began, per trigger", &|r| {
             let v = rebalances(r);
             if v.is_empty() {
-                "-".into()
-            } else {
-                v.iter()
-                    .map(|b| format!("{}/{}", b.paused, b.moved))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                return "-".into();
             }
+            v.iter()
+                .map(|b| b.moved.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
         }),
-        row("per trigger: trigger → stable (s)", &|r| {
+        row("  paused ÷ moved", &|r| {
             let v = rebalances(r);
             if v.is_empty() {
-                "-".into()
-            } else {
-                v.iter()
-                    .map(|b| match (b.stable_after, b.callbacks) {
-                        (_, 0) => "no change".into(),
-                        (Some(s), _) => format!("{s:.1}"),
-                        (None, _) => "not stable".into(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                return "-".into();
             }
+            v.iter()
+                .map(|b| match b.moved {
+                    0 if b.paused == 0 => "-".into(),
+                    0 => format!("{}/0", b.paused),
+                    m => format!("{:.2}", b.paused as f64 / m as f64),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
         }),
-        row("ownership audit", &|r| match &r.audit {
-            None => "n/a (in-process)".into(),
+        row("  stable after (s)", &|r| {
+            let v = rebalances(r);
+            if v.is_empty() {
+                return "-".into();
+            }
+            v.iter()
+                .map(|b| match (b.stable_after, b.callbacks) {
+                    (_, 0) => "no move".into(),
+                    (Some(s), _) => format!("{s:.1}"),
+                    (None, _) => "never".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        row("audit: overlaps, unowned reads", &|r| match &r.audit {
+            None => "n/a".into(),
             Some(a) => format!(
-                "{} overlaps, {} unowned reads, {} redelivered, {} not consumed at stop",
+                "{}, {}",
                 a.overlaps.len(),
-                a.unowned_consumption.len(),
-                a.duplicates,
-                a.missing.len()
+                a.unowned_consumption.len()
             ),
+        }),
+        row("audit: redelivered, unconsumed", &|r| match &r.audit {
+            None => "n/a".into(),
+            Some(a) => format!("{}, {}", a.duplicates, a.missing.len()),
         }),
     ];
     Table { header, rows }
