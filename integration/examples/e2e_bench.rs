@@ -349,8 +349,7 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
                 if b.callbacks == 0 {
                     "no move".into()
                 } else {
-                    b.stable_after
-                        .map_or("never".into(), |s| format!("{s:.1}"))
+                    b.stable_after.map_or("never".into(), |s| format!("{s:.1}"))
                 },
                 b.paused,
                 b.moved,

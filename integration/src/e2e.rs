@@ -353,10 +353,7 @@ pub fn capacity_rebalances(r: &RunResult, quiet: Duration) -> Vec<Rebalance> {
     let mut out = Vec::new();
     for (i, (start_ms, cause)) in starts.iter().enumerate() {
         let start_ms = *start_ms;
-        let window_end = starts
-            .get(i + 1)
-            .map_or(end_ms, |n| n.0)
-            .max(start_ms);
+        let window_end = starts.get(i + 1).map_or(end_ms, |n| n.0).max(start_ms);
         let after: Vec<&OwnershipEvent> = events
             .iter()
             .filter(|e| e.ts_ms > start_ms && e.ts_ms <= window_end)
@@ -1009,15 +1006,7 @@ fn start_group(p: &RunParams, group: &str, topic: &str) -> Result<Group> {
                 if let Some(filter) = &p.worker_log {
                     env.push(("RUST_LOG", filter.as_str()));
                 }
-                let w = Worker::spawn_with_env(
-                    &p.bootstrap,
-                    group,
-                    topic,
-                    &m.name,
-                    &args,
-                    &env,
-                    &p.dir,
-                )?;
+                let w = Worker::spawn(&p.bootstrap, group, topic, &m.name, &args, &env, &p.dir)?;
                 audits.push(AuditTail {
                     tail: Tail::new(&w.audit),
                     member: m.name.clone(),
@@ -1110,17 +1099,59 @@ mod tests {
             partitions: 5,
             ..Default::default()
         };
-        let rb = rebalances_after_triggers(&r, Duration::from_secs(8));
-        assert_eq!(rb.len(), 1);
-        assert_eq!((rb[0].moved, rb[0].paused), (2, 2));
-        assert_eq!(rb[0].stable_after, Some(4.0));
-        assert_eq!(rb[0].first_change_after, Some(1.0));
+        let rb = capacity_rebalances(&r, Duration::from_secs(8));
+        assert_eq!(rb.len(), 2);
+        // Nothing moved between input start and the trigger.
+        assert_eq!(rb[0].cause, Cause::InputBegan);
+        assert_eq!((rb[0].moved, rb[0].paused, rb[0].callbacks), (0, 0, 0));
+        assert_eq!(rb[1].cause, Cause::Agent("c".into()));
+        assert_eq!((rb[1].moved, rb[1].paused), (2, 2));
+        assert_eq!(rb[1].stable_after, Some(4.0));
+        assert_eq!(rb[1].first_change_after, Some(1.0));
         // Revoked partitions left unowned longer than `quiet` are not a stable assignment.
         let mut late = r;
         late.events[3].ts_ms = 30_000;
-        let rb = rebalances_after_triggers(&late, Duration::from_secs(8));
-        assert_eq!(rb[0].stable_after, Some(20.0));
-        assert_eq!((rb[0].moved, rb[0].paused), (2, 2));
+        let rb = capacity_rebalances(&late, Duration::from_secs(8));
+        assert_eq!(rb[1].stable_after, Some(20.0));
+        assert_eq!((rb[1].moved, rb[1].paused), (2, 2));
+    }
+
+    #[test]
+    fn what_moves_after_input_began_is_measured_without_a_trigger() {
+        let r = RunResult {
+            start_ms: 1_000,
+            samples: vec![Sample {
+                t: 60.0,
+                ..Default::default()
+            }],
+            events: vec![
+                ev(0, "a", Change::Assigned, &[0, 1]),
+                ev(0, "c", Change::Assigned, &[2, 3]),
+                // The leader moves 3 from c to a from the members' measurements alone.
+                ev(13_000, "c", Change::Revoked, &[3]),
+                ev(16_000, "a", Change::Assigned, &[3]),
+            ],
+            partitions: 4,
+            ..Default::default()
+        };
+        let rb = capacity_rebalances(&r, Duration::from_secs(8));
+        assert_eq!(rb.len(), 1);
+        assert_eq!(rb[0].cause, Cause::InputBegan);
+        assert_eq!((rb[0].moved, rb[0].paused), (1, 1));
+        assert_eq!(rb[0].first_change_after, Some(12.0));
+        assert_eq!(rb[0].stable_after, Some(15.0));
+    }
+
+    #[test]
+    fn a_group_without_ownership_events_has_no_rebalances_to_report() {
+        let r = RunResult {
+            triggers: vec![Trigger {
+                ts_ms: 10_000,
+                member: "a".into(),
+            }],
+            ..Default::default()
+        };
+        assert!(capacity_rebalances(&r, Duration::from_secs(8)).is_empty());
     }
 
     #[test]
@@ -1137,8 +1168,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let rb = rebalances_after_triggers(&r, Duration::from_secs(8));
-        assert_eq!((rb[0].moved, rb[0].paused), (0, 0));
-        assert_eq!(rb[0].stable_after, None);
+        let rb = capacity_rebalances(&r, Duration::from_secs(8));
+        assert_eq!((rb[1].moved, rb[1].paused), (0, 0));
+        assert_eq!(rb[1].stable_after, None);
     }
 }

@@ -153,11 +153,7 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
         }),
         row("audit: overlaps, unowned reads", &|r| match &r.audit {
             None => "n/a".into(),
-            Some(a) => format!(
-                "{}, {}",
-                a.overlaps.len(),
-                a.unowned_consumption.len()
-            ),
+            Some(a) => format!("{}, {}", a.overlaps.len(), a.unowned_consumption.len()),
         }),
         row("audit: redelivered, unconsumed", &|r| match &r.audit {
             None => "n/a".into(),
