@@ -202,7 +202,7 @@ async fn run_in(
         ];
         let mut env = vec![("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0")];
         env.extend(security.iter().map(|(k, v)| (*k, v.as_str())));
-        workers.push(Worker::spawn_with_env(
+        workers.push(Worker::spawn(
             &bootstrap, group, topic, name, &args, &env, dir,
         )?);
     }

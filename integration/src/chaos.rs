@@ -499,7 +499,7 @@ impl Run<'_> {
         if let Some(log) = &self.cfg.worker_log {
             env.push(("RUST_LOG", log.as_str()));
         }
-        let worker = Worker::spawn_with_env(
+        let worker = Worker::spawn(
             &self.bootstrap,
             &self.group,
             &self.topic,

@@ -190,20 +190,9 @@ pub struct Lagbalance;
 pub type Worker = MemberProcess<Lagbalance>;
 
 impl Worker {
-    /// Start a worker; its audit and stderr go to `dir/<name>.jsonl` and `dir/<name>.log`.
+    /// Start a worker with extra environment variables (e.g. `LAGBALANCE_CONTROL_ADDR`); its
+    /// audit and stderr go to `dir/<name>.jsonl` and `dir/<name>.log`.
     pub fn spawn(
-        bootstrap: &str,
-        group: &str,
-        topic: &str,
-        name: &str,
-        extra: &[&str],
-        dir: &Path,
-    ) -> Result<Worker> {
-        Self::spawn_with_env(bootstrap, group, topic, name, extra, &[], dir)
-    }
-
-    /// [`Worker::spawn`] with extra environment variables (e.g. `LAGBALANCE_CONTROL_ADDR`).
-    pub fn spawn_with_env(
         bootstrap: &str,
         group: &str,
         topic: &str,

@@ -265,8 +265,7 @@ async fn run_failover(assignor: &str) {
         .unwrap_or_else(|_| "warn,lagbalance::group=info".to_owned());
     let env = [("RUST_LOG", filter.as_str())];
     let spawn = |name: &str| {
-        Worker::spawn_with_env(&broker.bootstrap, &group, &topic, name, &args, &env, &dir)
-            .expect("worker")
+        Worker::spawn(&broker.bootstrap, &group, &topic, name, &args, &env, &dir).expect("worker")
     };
 
     // FindCoordinator creates `__consumer_offsets` on a new cluster, and its partition then

@@ -76,15 +76,15 @@ async fn run_membership_scenario(kind: BrokerKind, assignor: &str) {
     // cooperative-sticky must reach an even split by count; lagbalance balances measured load
     // instead (all equal here, but it keeps partitions put unless moving gains ≥ 5 %).
     let even = assignor == "cooperative-sticky";
-    let mut a = Worker::spawn(&broker.bootstrap, &group, &topic, "a", &args, &dir).unwrap();
+    let mut a = Worker::spawn(&broker.bootstrap, &group, &topic, "a", &args, &[], &dir).unwrap();
     wait_balanced(&[&a], PARTITIONS, even, settle, limit)
         .await
         .expect("a alone");
-    let mut b = Worker::spawn(&broker.bootstrap, &group, &topic, "b", &args, &dir).unwrap();
+    let mut b = Worker::spawn(&broker.bootstrap, &group, &topic, "b", &args, &[], &dir).unwrap();
     wait_balanced(&[&a, &b], PARTITIONS, even, settle, limit)
         .await
         .expect("a + b");
-    let mut c = Worker::spawn(&broker.bootstrap, &group, &topic, "c", &args, &dir).unwrap();
+    let mut c = Worker::spawn(&broker.bootstrap, &group, &topic, "c", &args, &[], &dir).unwrap();
     let _three = wait_balanced(&[&a, &b, &c], PARTITIONS, even, settle, limit)
         .await
         .expect("a + b + c");

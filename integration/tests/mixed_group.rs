@@ -135,7 +135,7 @@ impl Scene {
             extra.extend(["--assignor".to_owned(), a.to_owned()]);
         }
         let filter = worker_log_filter();
-        let w = Worker::spawn_with_env(
+        let w = Worker::spawn(
             &self.bootstrap,
             &self.group,
             &self.topic,
