@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use lagbalance_sim::svg::{axis_titles, esc, legend_entry, nice_ceiling};
+use lagbalance_sim::svg::{axis_titles, esc, legend_entry, nice_ceiling, PALETTE};
 
 /// One line.
 pub struct Series<'a> {
@@ -26,10 +26,6 @@ pub struct Panel<'a> {
     pub series: Vec<Series<'a>>,
     pub markers: Vec<Marker>,
 }
-
-const PALETTE: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-];
 
 const W: f64 = 900.0;
 const H: f64 = 340.0;

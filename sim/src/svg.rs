@@ -8,7 +8,8 @@ pub struct Series<'a> {
     pub ys: &'a [f64],
 }
 
-const PALETTE: [&str; 12] = [
+/// Line colours, in the order series are drawn.
+pub const PALETTE: [&str; 12] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf", "#393b79", "#637939",
 ];
