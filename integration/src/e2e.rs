@@ -12,7 +12,7 @@
 //! partition (from the workers' audit files or the rdkafka rebalance callbacks).
 //!
 //! Everything the figures need is kept: samples, ownership changes with wall-clock times, and
-//! agent triggers (from the agents' JSON logs). [`rebalances_after_triggers`] and friends turn
+//! agent triggers (from the agents' JSON logs). [`capacity_rebalances`] and friends turn
 //! them into the benchmark's numbers. Every wait is bounded.
 
 use std::collections::{BTreeMap, BTreeSet};
