@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::e2e::{capacity_rebalances, RunResult};
+use crate::e2e::{capacity_rebalances, Rebalance, RunResult};
 use crate::lagplot::{chart, Marker, Panel, Series};
 
 /// A table: a header row and rows of cells.
@@ -79,7 +79,14 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
         v.extend(runs.iter().map(|r| f(r)));
         v
     };
-    let rebalances = |r: &RunResult| capacity_rebalances(r, quiet);
+    // One cell per capacity-driven rebalance of the run, space-separated; "-" for none.
+    let per_rebalance = |r: &RunResult, cell: &dyn Fn(&Rebalance) -> String| {
+        let v = capacity_rebalances(r, quiet);
+        if v.is_empty() {
+            return "-".to_string();
+        }
+        v.iter().map(cell).collect::<Vec<_>>().join(" ")
+    };
     let rows = vec![
         row("input (records/s)", &|_| format!("{rate:.0}")),
         row("records produced", &|r| r.produced.to_string()),
@@ -114,42 +121,21 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
             }
         }),
         row("moves: after input began, per trigger", &|r| {
-            let v = rebalances(r);
-            if v.is_empty() {
-                return "-".into();
-            }
-            v.iter()
-                .map(|b| b.moved.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
+            per_rebalance(r, &|b| b.moved.to_string())
         }),
         row("  paused ÷ moved", &|r| {
-            let v = rebalances(r);
-            if v.is_empty() {
-                return "-".into();
-            }
-            v.iter()
-                .map(|b| match b.moved {
-                    0 if b.paused == 0 => "-".into(),
-                    0 => format!("{}/0", b.paused),
-                    m => format!("{:.2}", b.paused as f64 / m as f64),
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
+            per_rebalance(r, &|b| match b.moved {
+                0 if b.paused == 0 => "-".into(),
+                0 => format!("{}/0", b.paused),
+                m => format!("{:.2}", b.paused as f64 / m as f64),
+            })
         }),
         row("  stable after (s)", &|r| {
-            let v = rebalances(r);
-            if v.is_empty() {
-                return "-".into();
-            }
-            v.iter()
-                .map(|b| match (b.stable_after, b.callbacks) {
-                    (_, 0) => "no move".into(),
-                    (Some(s), _) => format!("{s:.1}"),
-                    (None, _) => "never".into(),
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
+            per_rebalance(r, &|b| match (b.stable_after, b.callbacks) {
+                (_, 0) => "no move".into(),
+                (Some(s), _) => format!("{s:.1}"),
+                (None, _) => "never".into(),
+            })
         }),
         row("audit: overlaps, unowned reads", &|r| match &r.audit {
             None => "n/a".into(),
