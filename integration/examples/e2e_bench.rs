@@ -36,7 +36,9 @@ use lagbalance_integration::e2e::{
 use lagbalance_integration::e2e_cli::{
     bootstrap_arg, exit_with_help_if_asked, flag, until_interrupted, RunBroker,
 };
-use lagbalance_integration::e2e_report::{comparison, steady_window};
+use lagbalance_integration::e2e_report::{
+    comparison, one_decimal, paused_per_moved, steady_window, time_to_stable,
+};
 use lagbalance_integration::lagplot::{chart, Marker, Panel, Series};
 use lagbalance_integration::unique_temp_dir;
 
@@ -194,10 +196,6 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn f1(x: Option<f64>) -> String {
-    x.map_or("-".into(), |v| format!("{v:.1}"))
-}
-
 fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String {
     let mut md = String::new();
     md.push_str("# End-to-end results: lagbalance vs rdkafka cooperative-sticky\n\n");
@@ -255,8 +253,8 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
             "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
             r.rate,
             r.result.label,
-            f1(r.consumed()),
-            f1(r.trend()),
+            one_decimal(r.consumed()),
+            one_decimal(r.trend()),
             r.result.lag_at_end_of_input(),
             r.result.peak_lag(),
             if r.sustained(args.bounded_pct) {
@@ -345,19 +343,11 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
                 r.rate,
                 b.cause,
                 b.start_t,
-                f1(b.first_change_after),
-                if b.callbacks == 0 {
-                    "no move".into()
-                } else {
-                    b.stable_after.map_or("never".into(), |s| format!("{s:.1}"))
-                },
+                one_decimal(b.first_change_after),
+                time_to_stable(&b),
                 b.paused,
                 b.moved,
-                if b.moved > 0 {
-                    format!("{:.2}", b.paused as f64 / b.moved as f64)
-                } else {
-                    "-".into()
-                },
+                paused_per_moved(&b),
                 b.callbacks
             ));
         }

@@ -65,8 +65,29 @@ pub fn steady_window(r: &RunResult) -> (f64, f64) {
     (r.produce_s / 2.0, r.produce_s)
 }
 
-fn f1(x: Option<f64>) -> String {
+/// A figure as a table cell: one decimal, "-" when unknown.
+pub fn one_decimal(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+/// A rebalance's partitions paused ÷ moved as a table cell: "-" when nothing paused or moved,
+/// `N/0` when partitions paused but none changed owner.
+pub fn paused_per_moved(b: &Rebalance) -> String {
+    match b.moved {
+        0 if b.paused == 0 => "-".into(),
+        0 => format!("{}/0", b.paused),
+        m => format!("{:.2}", b.paused as f64 / m as f64),
+    }
+}
+
+/// A rebalance's start → stable time as a table cell: "no move" when no partition callback
+/// ran, "never" when ownership did not hold still within its window.
+pub fn time_to_stable(b: &Rebalance) -> String {
+    match (b.stable_after, b.callbacks) {
+        (_, 0) => "no move".into(),
+        (Some(s), _) => format!("{s:.1}"),
+        (None, _) => "never".into(),
+    }
 }
 
 /// Runs side by side (one column each): throughput, lag, partitions, triggers and what they
@@ -92,11 +113,11 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
         row("records produced", &|r| r.produced.to_string()),
         row("consumed/s, 2nd half of input", &|r| {
             let (a, b) = steady_window(r);
-            f1(r.consumed_rate(a, b))
+            one_decimal(r.consumed_rate(a, b))
         }),
         row("group lag trend, 2nd half (records/s)", &|r| {
             let (a, b) = steady_window(r);
-            f1(r.lag_slope(a, b))
+            one_decimal(r.lag_slope(a, b))
         }),
         row("group lag when input stopped", &|r| {
             r.lag_at_end_of_input().to_string()
@@ -124,19 +145,9 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
             per_rebalance(r, &|b| b.moved.to_string())
         }),
         row("  paused ÷ moved", &|r| {
-            per_rebalance(r, &|b| match b.moved {
-                0 if b.paused == 0 => "-".into(),
-                0 => format!("{}/0", b.paused),
-                m => format!("{:.2}", b.paused as f64 / m as f64),
-            })
+            per_rebalance(r, &paused_per_moved)
         }),
-        row("  stable after (s)", &|r| {
-            per_rebalance(r, &|b| match (b.stable_after, b.callbacks) {
-                (_, 0) => "no move".into(),
-                (Some(s), _) => format!("{s:.1}"),
-                (None, _) => "never".into(),
-            })
-        }),
+        row("  stable after (s)", &|r| per_rebalance(r, &time_to_stable)),
         row("audit: overlaps, unowned reads", &|r| match &r.audit {
             None => "n/a".into(),
             Some(a) => format!("{}, {}", a.overlaps.len(), a.unowned_consumption.len()),
