@@ -152,7 +152,7 @@ impl Report {
     /// grows at a steady rate peaks about twice as high in the second half.
     pub fn lag_keeps_growing(&self) -> bool {
         let half = self.elapsed.as_secs_f64() / 2.0;
-        2 * self.max_lag_in(half, f64::INFINITY) > 3 * self.max_lag_in(0.0, half)
+        2 * self.max_lag_after(half) > 3 * self.max_lag_in(0.0, half)
     }
 
     pub fn final_lag(&self) -> i64 {
