@@ -730,8 +730,7 @@ impl Membership {
             // are lost (no commit — our generation is gone). The driver runs the callback
             // before it fetches again, i.e. at the next poll; we rejoin then too.
             if !self.owned.is_empty() {
-                let lost: Vec<NamedPartition> =
-                    std::mem::take(&mut self.owned).into_iter().collect();
+                let lost = self.take_owned();
                 self.out.push_back(Output::Lost { partitions: lost });
                 self.awaiting_callbacks = true;
             }
@@ -792,11 +791,10 @@ impl Membership {
         }
         if self.generation < 0 || self.member_id.is_empty() {
             self.owned_generation = -1;
-            let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
+            let lost = self.take_owned();
             self.out.push_back(Output::Lost { partitions: lost });
         } else if !self.cooperative() {
-            let revoked: Vec<NamedPartition> =
-                std::mem::take(&mut self.owned).into_iter().collect();
+            let revoked = self.take_owned();
             self.out.push_back(Output::Revoke {
                 partitions: revoked,
                 commit: self.config.auto_commit,
@@ -949,8 +947,7 @@ impl Membership {
             return;
         }
         if !self.owned.is_empty() {
-            let revoked: Vec<NamedPartition> =
-                std::mem::take(&mut self.owned).into_iter().collect();
+            let revoked = self.take_owned();
             self.out.push_back(Output::Revoke {
                 partitions: revoked,
                 commit: self.config.auto_commit,
@@ -1104,7 +1101,7 @@ impl Membership {
     fn fatal(&mut self, why: GroupFatal) {
         tracing::error!(group = %self.config.group_id, %why, "fatal group error");
         if !self.owned.is_empty() {
-            let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
+            let lost = self.take_owned();
             self.out.push_back(Output::Lost { partitions: lost });
         }
         self.phase = Phase::Closed;
@@ -1439,9 +1436,14 @@ impl Membership {
         }
     }
 
+    /// Every partition we own, now owned no more (in order), for a revoke or lost callback.
+    fn take_owned(&mut self) -> Vec<NamedPartition> {
+        std::mem::take(&mut self.owned).into_iter().collect()
+    }
+
     /// Give up every partition without a commit: someone else may own them already.
     fn lose_owned(&mut self) {
-        let lost: Vec<NamedPartition> = std::mem::take(&mut self.owned).into_iter().collect();
+        let lost = self.take_owned();
         self.out.push_back(Output::Lost { partitions: lost });
         self.awaiting_callbacks = true;
         self.owned_generation = -1;
