@@ -6,7 +6,8 @@
 //! `sleep` sleeps the accumulated cost once per batch (an I/O-bound consumer).
 //! `--audit` writes JSON lines: one per ownership change
 //! `{"ts_ms":..,"member":..,"event":"assigned|revoked|lost","partitions":[[topic,p],..]}` and
-//! one per record `{"ts_ms":..,"member":..,"event":"consumed","topic":..,"partition":..,"offset":..}`,
+//! one per record `{"ts_ms":..,"handed_ms":..,"member":..,"event":"consumed","topic":..,"partition":..,"offset":..}`
+//! (`handed_ms`: when `poll` returned the record, `ts_ms`: when its work was done),
 //! and `started` / `stopping` lines when it starts and when it begins a clean shutdown,
 //! so `integration`'s audit checker can prove no double ownership and no loss. Lines are flushed
 //! after every batch and around every callback, before offsets are committed.
@@ -303,6 +304,7 @@ async fn main() {
                 continue;
             }
         };
+        let handed_ms = now_ms() as u64;
         let records = match batch {
             Ok(r) => r,
             Err(e) if e.is_retriable() => {
@@ -320,8 +322,8 @@ async fn main() {
                 spin(cost);
             }
             audit.line(serde_json::json!({
-                "ts_ms": now_ms() as u64, "member": args.name, "event": "consumed",
-                "topic": r.topic, "partition": r.partition, "offset": r.offset,
+                "ts_ms": now_ms() as u64, "handed_ms": handed_ms, "member": args.name,
+                "event": "consumed", "topic": r.topic, "partition": r.partition, "offset": r.offset,
             }));
         }
         if args.sleep_cost && !records.is_empty() {

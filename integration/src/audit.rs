@@ -32,6 +32,18 @@ pub struct Line {
     /// `role` lines: the generation the member was in.
     #[serde(default)]
     pub generation: Option<i32>,
+    /// `consumed` lines: when `poll` handed the record to the application.
+    #[serde(default)]
+    pub handed_ms: Option<u64>,
+}
+
+impl Line {
+    /// When a consumed record reached the application, the instant its ownership is judged
+    /// at: a process frozen while it worked on a batch finishes (and logs) those records after
+    /// waking, but they were handed out while the partition was its own (older logs: `ts_ms`).
+    pub fn handed_at(&self) -> u64 {
+        self.handed_ms.unwrap_or(self.ts_ms)
+    }
 }
 
 /// One member's ownership of one partition, `[start, end]` in ms.
@@ -47,7 +59,7 @@ pub struct Interval {
 pub struct Report {
     /// `(partition, first owner, second owner, overlap start ms, overlap end ms)`.
     pub overlaps: Vec<(NamedPartition, String, String, u64, u64)>,
-    /// Records consumed by a member that did not own the partition then.
+    /// Records handed to a member that did not own the partition then.
     pub unowned_consumption: Vec<(String, NamedPartition, i64, u64)>,
     /// Produced offsets nobody consumed.
     pub missing: Vec<(NamedPartition, i64)>,
@@ -152,14 +164,15 @@ pub fn check(
                     }
                 }
                 "consumed" => {
+                    let handed = line.handed_at();
                     let (Some(t), Some(p), Some(o)) = (line.topic, line.partition, line.offset)
                     else {
                         continue;
                     };
                     let tp = (t, p);
-                    r.last_consumed.insert(tp.clone(), line.ts_ms);
+                    r.last_consumed.insert(tp.clone(), handed);
                     *consumed.entry((tp.clone(), o)).or_default() += 1;
-                    consumption.push((member, tp, o, line.ts_ms));
+                    consumption.push((member, tp, o, handed));
                 }
                 _ => {}
             }
@@ -425,6 +438,49 @@ mod tests {
         );
         let r = check(&[a, b], &produced(2)).unwrap();
         assert!(r.is_clean(), "{r:?}");
+    }
+
+    #[test]
+    fn a_record_handed_out_before_a_freeze_counts_at_its_hand_out() {
+        // a got offset 0 at ts 2 and was frozen before finishing it; b took over at 10 and read
+        // it again; a woke, logged offset 0 at 30 and learned it had lost the partition.
+        let d = tempdir();
+        let a_lines = |handed: &str| {
+            [
+                r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#.to_string(),
+                format!(
+                    r#"{{"ts_ms":30,{handed}"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}}"#
+                ),
+                r#"{"ts_ms":30,"member":"a","event":"lost","partitions":[["t",0]]}"#.to_string(),
+            ]
+        };
+        let b = write(
+            &d,
+            "b",
+            &[
+                r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+                r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+                r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+            ],
+        );
+        let handed = a_lines(r#""handed_ms":2,"#);
+        let a = write(
+            &d,
+            "a",
+            &handed.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let r = check(&[a, b.clone()], &produced(2)).unwrap();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(r.duplicates, 1);
+        // Without the hand-out time the same log reads as a serving records it no longer owned.
+        let done_only = a_lines("");
+        let a = write(
+            &d,
+            "a",
+            &done_only.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let r = check(&[a, b], &produced(2)).unwrap();
+        assert_eq!(r.overlaps.len(), 1, "{r:?}");
     }
 
     #[test]

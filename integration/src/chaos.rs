@@ -272,17 +272,18 @@ pub fn attribute_duplicates(
                     }
                 }
                 "consumed" => {
+                    let handed = l.handed_at();
                     let (Some(t), Some(p), Some(o)) = (l.topic, l.partition, l.offset) else {
                         continue;
                     };
                     let tp = (t, p);
                     if let Some(o) = open.get_mut(&tp) {
-                        o.1 = l.ts_ms;
+                        o.1 = handed;
                     }
                     consumed
                         .entry((tp, o))
                         .or_default()
-                        .push((l.ts_ms, member.clone()));
+                        .push((handed, member.clone()));
                 }
                 _ => {}
             }
@@ -1036,6 +1037,26 @@ mod tests {
         // Not killed: the same log is a member that kept ownership and was redelivered anyway.
         let r = attribute_duplicates(&files, &BTreeSet::new(), Duration::from_secs(1)).unwrap();
         assert_eq!(r.unattributed.len(), 1, "{r:?}");
+    }
+
+    #[test]
+    fn a_record_finished_after_a_freeze_is_the_frozen_members_redelivery() {
+        // a was handed offset 1 at 5000 and frozen before finishing it; b took over at 9000 and
+        // read it again; a woke, finished it at 9500 and learned it had lost the partition.
+        let d = dir();
+        let a = [
+            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":9500,"handed_ms":5000,"member":"a","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+            r#"{"ts_ms":9500,"member":"a","event":"lost","partitions":[["t",0]]}"#,
+        ];
+        let files = [write(&d, "a", &a), write(&d, "b", B_TAKES_OVER)];
+        let r = attribute_duplicates(&files, &BTreeSet::new(), Duration::from_secs(1)).unwrap();
+        assert!(r.unattributed.is_empty(), "{r:?}");
+        assert_eq!(r.attributed.len(), 1);
+        assert_eq!(
+            (r.attributed[0].first.as_str(), r.attributed[0].end),
+            ("a", Some(End::Lost))
+        );
     }
 
     #[test]

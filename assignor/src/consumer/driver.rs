@@ -34,6 +34,23 @@ pub(super) enum ToGroup {
 /// State the driver publishes for the consumer to read.
 pub(super) struct Shared {
     pub(super) identity: Mutex<GroupIdentity>,
+    /// [`Membership::owned_valid_until`] as an instant: no record may be handed to the
+    /// application after it. Published after the step's events are sent, so a consumer that
+    /// reads it and then drains its events has seen every callback that came before it.
+    hand_out_until: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    pub(super) fn new(identity: GroupIdentity) -> Shared {
+        Shared {
+            identity: Mutex::new(identity),
+            hand_out_until: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn hand_out_until(&self) -> Option<Instant> {
+        self.hand_out_until.lock().ok().and_then(|t| *t)
+    }
 }
 
 /// The background task's state.
@@ -146,6 +163,17 @@ impl Driver {
             if !callbacks.is_empty() {
                 let _ = self.events.send(Event::Callbacks(callbacks));
             }
+            self.publish_hand_out_until();
+        }
+    }
+
+    fn publish_hand_out_until(&self) {
+        let until = self
+            .machine
+            .owned_valid_until()
+            .map(|ms| self.epoch + Duration::from_millis(ms));
+        if let Ok(mut t) = self.shared.hand_out_until.lock() {
+            *t = until;
         }
     }
 

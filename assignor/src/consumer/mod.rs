@@ -24,7 +24,7 @@ mod meter;
 mod translate;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lagbalance_assign::{MemberStats, NamedPartition};
@@ -142,13 +142,11 @@ impl Consumer {
         let client = Client::new(config.client.clone())?;
         let (to_group, rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            identity: Mutex::new(GroupIdentity {
-                generation: -1,
-                instance_id: config.group.instance_id.clone(),
-                ..Default::default()
-            }),
-        });
+        let shared = Arc::new(Shared::new(GroupIdentity {
+            generation: -1,
+            instance_id: config.group.instance_id.clone(),
+            ..Default::default()
+        }));
         let driver = Driver::new(
             client.clone(),
             &config,
@@ -312,12 +310,17 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             self.send(Input::Polled);
+            // Read before draining the events: see `Shared::hand_out_until`.
+            let hand_out_until = self.shared.hand_out_until();
             self.run_callbacks().await?;
             self.serve_control();
             self.position_new_partitions().await;
             self.maybe_auto_commit().await;
             self.maybe_publish_stats();
-            if !self.buffer.is_empty() {
+            // Past it our session may have expired (say the process was frozen): hand out
+            // nothing until the driver has heard from the coordinator or given the partitions up.
+            let owned_for_sure = hand_out_until.is_none_or(|t| Instant::now() < t);
+            if !self.buffer.is_empty() && owned_for_sure {
                 return Ok(self.hand_out());
             }
             let now = Instant::now();
@@ -325,7 +328,7 @@ impl Consumer {
                 self.meter.caught_up();
                 return Ok(Vec::new());
             }
-            let fetchable = self.owned.len() > self.unpositioned.len();
+            let fetchable = owned_for_sure && self.owned.len() > self.unpositioned.len();
             if !fetchable {
                 // Nothing to fetch: wait for the group (bounded, so timers keep running).
                 let wait = (deadline - now).min(Duration::from_millis(100));

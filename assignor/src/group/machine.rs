@@ -672,13 +672,24 @@ impl Membership {
         self.contact_at + self.config.session_timeout_ms - margin
     }
 
+    /// Until when the partitions we own are ours for sure: past it the coordinator may have
+    /// expired our session and handed them on, so no record of them may reach the application
+    /// (the consumer checks this before every hand-out; a process frozen past it must not
+    /// serve its buffer on waking). `None` when nothing bounds it: we own nothing, or a
+    /// JoinGroup or SyncGroup is in flight, which keeps the session alive on the coordinator.
+    pub fn owned_valid_until(&self) -> Option<u64> {
+        let rebalancing = matches!(self.pending, Some((_, Pending::Join | Pending::Sync)));
+        (!self.owned.is_empty() && !rebalancing).then(|| self.session_deadline())
+    }
+
     /// Give up our partitions once our session may have expired (librdkafka does the same;
     /// Java waits for a fencing error). The coordinator may already have handed them to
-    /// someone else; consuming on would break the one-owner rule. A JoinGroup or SyncGroup in
-    /// flight keeps the session alive on the coordinator, so the clock only runs between them.
+    /// someone else; consuming on would break the one-owner rule.
     fn check_session(&mut self) {
-        let rebalancing = matches!(self.pending, Some((_, Pending::Join | Pending::Sync)));
-        if self.owned.is_empty() || rebalancing || self.now < self.session_deadline() {
+        if self
+            .owned_valid_until()
+            .is_none_or(|until| self.now < until)
+        {
             return;
         }
         tracing::warn!(group = %self.config.group_id, "no contact with the coordinator for the session timeout; partitions lost");

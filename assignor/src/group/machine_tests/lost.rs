@@ -187,6 +187,26 @@ fn unknown_member_id_on_sync_and_heartbeat_loses_partitions() {
 }
 
 #[test]
+fn a_join_in_flight_keeps_the_partitions_past_the_session_deadline() {
+    // The coordinator does not expire a member whose JoinGroup it holds, so neither do we:
+    // a cooperative member keeps consuming while the group rebalances, however long it takes.
+    let mut sim = solo_sim();
+    let mark = sim.mark(0);
+    assert!(sim.nodes[0].m.owned_valid_until().is_some());
+    sim.nodes[0].swallow_next.push(Api::Join);
+    sim.input(0, Input::RequestRejoin("test".into()));
+    sim.advance(1);
+    assert_eq!(sim.sends_of(0, mark, Api::Join).len(), 1);
+    assert_eq!(sim.nodes[0].m.owned_valid_until(), None);
+    sim.advance(9_000);
+    assert_eq!(
+        sim.owned(0),
+        set(tps("t", 0..4)),
+        "still ours: the join holds the session"
+    );
+}
+
+#[test]
 fn session_timeout_without_a_successful_heartbeat_gives_up_the_partitions() {
     // session 10 s, heartbeat 3 s. The coordinator may expel us 10 s after it last heard from
     // us; we stop one heartbeat interval earlier (librdkafka does the same; Java waits for a
@@ -204,6 +224,11 @@ fn session_timeout_without_a_successful_heartbeat_gives_up_the_partitions() {
         sim.owned(0),
         set(tps("t", 0..4)),
         "still ours before the deadline"
+    );
+    assert_eq!(
+        sim.nodes[0].m.owned_valid_until(),
+        Some(start + 7_000),
+        "the consumer hands out no record past the same deadline"
     );
     assert_eq!(
         sim.nodes[0].m.coordinator(),
@@ -229,6 +254,7 @@ fn session_timeout_without_a_successful_heartbeat_gives_up_the_partitions() {
         "lost, not revoked: no commit"
     );
     assert!(sim.nodes[0].commits.is_empty());
+    assert_eq!(sim.nodes[0].m.owned_valid_until(), None, "nothing owned");
     assert!(
         sim.sends_of(0, mark, Api::Find).is_empty(),
         "not before the backoff"
