@@ -56,6 +56,31 @@ fn by_topic(parts: &[NamedPartition]) -> BTreeMap<&str, Vec<i32>> {
     m
 }
 
+/// `parts` in wire form: one entry per topic, made by `entry` from the topic name and its
+/// partitions ([`by_topic`]: sorted, deduplicated). The subscription's owned list and the
+/// assignment's list have entry types of their own but the same layout.
+fn to_wire<T>(parts: &[NamedPartition], entry: impl Fn(TopicName, Vec<i32>) -> T) -> Vec<T> {
+    by_topic(parts)
+        .into_iter()
+        .map(|(t, ps)| entry(TopicName(StrBytes::from_string(t.to_owned())), ps))
+        .collect()
+}
+
+/// The inverse of [`to_wire`]: per-topic entries, split by `topic_and_partitions`, back to
+/// `(topic, partition)` pairs in the order they came.
+fn from_wire<T>(
+    entries: Vec<T>,
+    topic_and_partitions: impl Fn(T) -> (TopicName, Vec<i32>),
+) -> Vec<NamedPartition> {
+    let mut out = Vec::new();
+    for e in entries {
+        let (topic, partitions) = topic_and_partitions(e);
+        let topic = topic.0.to_string();
+        out.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
+    }
+    out
+}
+
 /// Prefix `version` and encode `body` at it.
 fn versioned<T: Encodable>(body: &T, version: i16) -> Result<Bytes> {
     let mut buf = BytesMut::new();
@@ -80,16 +105,9 @@ pub(crate) fn encode_subscription_at(s: &Subscription, version: i16) -> Result<B
     let body = ConsumerProtocolSubscription::default()
         .with_topics(topics.into_iter().map(StrBytes::from_string).collect())
         .with_user_data(s.user_data.clone())
-        .with_owned_partitions(
-            by_topic(&s.owned)
-                .into_iter()
-                .map(|(t, ps)| {
-                    OwnedTp::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        )
+        .with_owned_partitions(to_wire(&s.owned, |topic, ps| {
+            OwnedTp::default().with_topic(topic).with_partitions(ps)
+        }))
         .with_generation_id(s.generation)
         // Empty rack = no rack: written as null, so the encoding is canonical.
         .with_rack_id(
@@ -128,11 +146,7 @@ pub fn decode_subscription(blob: &[u8]) -> Result<(i16, Subscription)> {
     let (version, layout, mut body) = split_version(blob, "subscription")?;
     let s = ConsumerProtocolSubscription::decode(&mut body, layout)
         .map_err(|e| Error::malformed(format!("subscription v{version}"), e))?;
-    let mut owned = Vec::new();
-    for tp in s.owned_partitions {
-        let topic = tp.topic.0.to_string();
-        owned.extend(tp.partitions.into_iter().map(|p| (topic.clone(), p)));
-    }
+    let owned = from_wire(s.owned_partitions, |tp| (tp.topic, tp.partitions));
     Ok((
         version,
         Subscription {
@@ -148,16 +162,9 @@ pub fn decode_subscription(blob: &[u8]) -> Result<(i16, Subscription)> {
 /// Encode an assignment at version 3.
 pub fn encode_assignment(a: &Assignment) -> Result<Bytes> {
     let body = ConsumerProtocolAssignment::default()
-        .with_assigned_partitions(
-            by_topic(&a.partitions)
-                .into_iter()
-                .map(|(t, ps)| {
-                    AssignedTp::default()
-                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
-                        .with_partitions(ps)
-                })
-                .collect(),
-        )
+        .with_assigned_partitions(to_wire(&a.partitions, |topic, ps| {
+            AssignedTp::default().with_topic(topic).with_partitions(ps)
+        }))
         .with_user_data(a.user_data.clone());
     versioned(&body, CONSUMER_PROTOCOL_VERSION)
 }
@@ -171,13 +178,8 @@ pub fn decode_assignment(blob: &[u8]) -> Result<Assignment> {
     let (version, layout, mut body) = split_version(blob, "assignment")?;
     let a = ConsumerProtocolAssignment::decode(&mut body, layout)
         .map_err(|e| Error::malformed(format!("assignment v{version}"), e))?;
-    let mut partitions = Vec::new();
-    for tp in a.assigned_partitions {
-        let topic = tp.topic.0.to_string();
-        partitions.extend(tp.partitions.into_iter().map(|p| (topic.clone(), p)));
-    }
     Ok(Assignment {
-        partitions,
+        partitions: from_wire(a.assigned_partitions, |tp| (tp.topic, tp.partitions)),
         user_data: a.user_data,
     })
 }
