@@ -1119,6 +1119,15 @@ impl Membership {
         self.out.push_back(Output::Fatal(why));
     }
 
+    /// FENCED_INSTANCE_ID in answer to `request`: another member took over our
+    /// `group.instance.id`, which stops this one for good.
+    fn fenced(&mut self, request: FencedIn) {
+        self.fatal(GroupFatal::FencedInstanceId {
+            group: self.config.group_id.clone(),
+            request,
+        });
+    }
+
     fn on_join(&mut self, answer: JoinAnswer) {
         let JoinAnswer {
             error,
@@ -1214,10 +1223,7 @@ impl Membership {
         } else if is_coordinator_error(error) {
             self.lose_coordinator("JoinGroup: coordinator moved or not ready");
         } else if error.is(ResponseError::FencedInstanceId) {
-            self.fatal(GroupFatal::FencedInstanceId {
-                group: self.config.group_id.clone(),
-                request: FencedIn::Join,
-            });
+            self.fenced(FencedIn::Join);
         } else if error.is(ResponseError::InconsistentGroupProtocol)
             || error.is(ResponseError::GroupAuthorizationFailed)
             || error.is(ResponseError::InvalidSessionTimeout)
@@ -1328,10 +1334,7 @@ impl Membership {
             } else if is_coordinator_error(error) {
                 self.lose_coordinator("SyncGroup: coordinator moved or not ready");
             } else if error.is(ResponseError::FencedInstanceId) {
-                self.fatal(GroupFatal::FencedInstanceId {
-                    group: self.config.group_id.clone(),
-                    request: FencedIn::Sync,
-                });
+                self.fenced(FencedIn::Sync);
             } else {
                 self.backoff();
             }
@@ -1485,10 +1488,7 @@ impl Membership {
         } else if is_coordinator_error(error) {
             self.lose_coordinator("heartbeat: coordinator moved or not ready");
         } else if error.is(ResponseError::FencedInstanceId) {
-            self.fatal(GroupFatal::FencedInstanceId {
-                group: self.config.group_id.clone(),
-                request: FencedIn::Heartbeat,
-            });
+            self.fenced(FencedIn::Heartbeat);
         }
     }
 
