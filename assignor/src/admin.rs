@@ -97,6 +97,12 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
+/// The error code of one partition in an answer: `Ok` for none, else the broker error,
+/// named by `what` and the partition (`commit g t/3`).
+fn check_partition_code(what: &str, topic: &TopicName, partition: i32, code: i16) -> Result<()> {
+    check_code(|| format!("{what} {}/{partition}", topic.0.as_str()), code)
+}
+
 impl Client {
     /// Create a topic and wait until the metadata shows all its partitions with leaders.
     pub async fn create_topic(&self, name: &str, partitions: i32, replication: i16) -> Result<()> {
@@ -231,19 +237,11 @@ impl Client {
                 })
                 .await?;
             check_code(|| format!("fetch offsets of {group}"), resp.error_code)?;
+            let what = format!("fetch offset of {group}");
             let mut out = OffsetMap::new();
             for t in &resp.topics {
                 for p in &t.partitions {
-                    check_code(
-                        || {
-                            format!(
-                                "fetch offset of {group} {}/{}",
-                                t.name.0.as_str(),
-                                p.partition_index
-                            )
-                        },
-                        p.error_code,
-                    )?;
+                    check_partition_code(&what, &t.name, p.partition_index, p.error_code)?;
                     if let Some(o) = lag::offset(p.committed_offset) {
                         out.insert((t.name.0.to_string(), p.partition_index), o);
                     }
@@ -299,12 +297,10 @@ impl Client {
                 req
             })
             .await?;
+        let what = format!("commit {group}");
         for t in &resp.topics {
             for p in &t.partitions {
-                check_code(
-                    || format!("commit {group} {}/{}", t.name.0.as_str(), p.partition_index),
-                    p.error_code,
-                )?;
+                check_partition_code(&what, &t.name, p.partition_index, p.error_code)?;
             }
         }
         Ok(())
@@ -406,10 +402,7 @@ async fn list_offsets_on(
     let mut out = HashMap::new();
     for t in &resp.topics {
         for p in &t.partitions {
-            check_code(
-                || format!("list offsets {}/{}", t.name.0.as_str(), p.partition_index),
-                p.error_code,
-            )?;
+            check_partition_code("list offsets", &t.name, p.partition_index, p.error_code)?;
             out.insert(p.partition_index, p.offset);
         }
     }
