@@ -12,13 +12,14 @@ use kafka_protocol::messages::{
     ApiKey, FindCoordinatorRequest, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, SyncGroupRequest, SyncGroupResponse,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Request as KafkaRequest, StrBytes};
 use kafka_protocol::ResponseError;
 
 use crate::cluster::{Client, Lane};
 use crate::error::{BrokerCode, Error, Result};
 use crate::group::machine::{JoinAnswer, JoinedMember};
 use crate::group::{Input, Request, Response};
+use crate::wire::Connection;
 
 /// The machine's input for a failed request: a refusal (credentials, certificate, missing
 /// ACL) stops the member, since repeating cannot help; anything else is retried.
@@ -51,6 +52,20 @@ fn error_offset(version: i16) -> usize {
     } else {
         0
     }
+}
+
+/// Send a JoinGroup, SyncGroup or Heartbeat at `version`. An error answer whose other fields
+/// do not decode still counts: its error code is read at [`error_offset`] and `with_code`
+/// makes the answer carrying it (see [`Connection::send_salvaging_error`]).
+async fn send_group_request<R: KafkaRequest>(
+    conn: &Connection,
+    req: &R,
+    version: i16,
+    timeout: Duration,
+    with_code: impl FnOnce(i16) -> R::Response,
+) -> Result<R::Response> {
+    conn.send_salvaging_error(req, version, timeout, error_offset(version), with_code)
+        .await
 }
 
 fn s(v: &str) -> StrBytes {
@@ -136,11 +151,10 @@ pub(super) async fn send_request(
             if version >= 8 {
                 req.reason = Some(s(&reason));
             }
-            let resp = conn
-                .send_salvaging_error(&req, version, join_timeout, error_offset(version), |code| {
-                    JoinGroupResponse::default().with_error_code(code)
-                })
-                .await?;
+            let resp = send_group_request(&conn, &req, version, join_timeout, |code| {
+                JoinGroupResponse::default().with_error_code(code)
+            })
+            .await?;
             Ok(Response::Join(JoinAnswer {
                 error: BrokerCode(resp.error_code),
                 generation: resp.generation_id,
@@ -187,11 +201,10 @@ pub(super) async fn send_request(
                 req.protocol_type = Some(s("consumer"));
                 req.protocol_name = Some(s(&protocol));
             }
-            let resp = conn
-                .send_salvaging_error(&req, version, join_timeout, error_offset(version), |code| {
-                    SyncGroupResponse::default().with_error_code(code)
-                })
-                .await?;
+            let resp = send_group_request(&conn, &req, version, join_timeout, |code| {
+                SyncGroupResponse::default().with_error_code(code)
+            })
+            .await?;
             Ok(Response::Sync {
                 error: BrokerCode(resp.error_code),
                 assignment: resp.assignment,
@@ -211,11 +224,10 @@ pub(super) async fn send_request(
                 req.group_instance_id = instance_id.map(|i| s(&i));
             }
             let timeout = client.config().connection.request_timeout;
-            let resp = conn
-                .send_salvaging_error(&req, version, timeout, error_offset(version), |code| {
-                    HeartbeatResponse::default().with_error_code(code)
-                })
-                .await?;
+            let resp = send_group_request(&conn, &req, version, timeout, |code| {
+                HeartbeatResponse::default().with_error_code(code)
+            })
+            .await?;
             Ok(Response::Heartbeat {
                 error: BrokerCode(resp.error_code),
             })
