@@ -227,6 +227,9 @@ pub fn parse_flags(args: &[String]) -> Result<BTreeMap<&'static str, String>, Co
     Ok(out)
 }
 
+/// Upper bound of the day-scale durations: the drain horizon, the cooldown and the EWMA window.
+const DAY: Duration = Duration::from_secs(86400);
+
 impl Config {
     /// Validate settings from `env` (only `LAGBALANCE_*` entries matter) and `args` (flags).
     pub fn from_sources(
@@ -312,27 +315,15 @@ impl Config {
             lag_ratio: src.number("LAGBALANCE_LAG_RATIO", 1.0, 1e6, true)?,
             zscore: src.number("LAGBALANCE_ZSCORE", 0.0, 1e6, true)?,
             sustain: src.integer("LAGBALANCE_SUSTAIN", 1, 1000)? as u32,
-            drain_ok: src.duration(
-                "LAGBALANCE_DRAIN_OK",
-                Duration::ZERO,
-                Duration::from_secs(86400),
-            )?,
-            cooldown: src.duration(
-                "LAGBALANCE_COOLDOWN",
-                Duration::ZERO,
-                Duration::from_secs(86400),
-            )?,
+            drain_ok: src.duration("LAGBALANCE_DRAIN_OK", Duration::ZERO, DAY)?,
+            cooldown: src.duration("LAGBALANCE_COOLDOWN", Duration::ZERO, DAY)?,
             budget_per_hour: src.integer("LAGBALANCE_BUDGET_PER_HOUR", 0, 3600)? as u32,
             leave_cooldown: src.duration(
                 "LAGBALANCE_LEAVE_COOLDOWN",
                 Duration::ZERO,
                 Duration::from_secs(600),
             )?,
-            ewma_window: src.duration(
-                "LAGBALANCE_EWMA_WINDOW",
-                Duration::ZERO,
-                Duration::from_secs(86400),
-            )?,
+            ewma_window: src.duration("LAGBALANCE_EWMA_WINDOW", Duration::ZERO, DAY)?,
             control_addr: src.socket_addr("LAGBALANCE_CONTROL_ADDR", true)?,
             control_token: (!token.is_empty()).then_some(token),
             http_addr: src.socket_addr("LAGBALANCE_HTTP_ADDR", false)?,
