@@ -161,11 +161,7 @@ pub fn render(s: &AgentState) -> String {
             "Records behind the log end per partition.",
         );
         for p in &v.partitions {
-            let owner = p
-                .owner
-                .and_then(|i| v.members.get(i))
-                .map(|m| m.info.member_id.as_str())
-                .unwrap_or("");
+            let owner = v.owner_id(p).unwrap_or("");
             let part = p.tp.1.to_string();
             o.line(
                 "lagbalance_agent_partition_lag",

@@ -201,11 +201,7 @@ pub fn table(group: &str, view: &GroupLagView, scores: &[Score], partitions: boo
     if partitions {
         out.push_str("\nTOPIC  PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  MEMBER\n");
         for p in &view.partitions {
-            let owner = p
-                .owner
-                .and_then(|i| view.members.get(i))
-                .map(|m| m.info.member_id.as_str())
-                .unwrap_or("-");
+            let owner = view.owner_id(p).unwrap_or("-");
             let _ = writeln!(
                 out,
                 "{}  {}  {}  {}  {}  {}",

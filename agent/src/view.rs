@@ -213,6 +213,13 @@ impl GroupLagView {
     pub fn member(&self, member_id: &str) -> Option<&MemberLag> {
         self.members.iter().find(|m| m.info.member_id == member_id)
     }
+    /// Member id of the owner of `p`, a partition of this view; `None` if nobody is known to
+    /// own it.
+    pub fn owner_id(&self, p: &PartitionLag) -> Option<&str> {
+        p.owner
+            .and_then(|i| self.members.get(i))
+            .map(|m| m.info.member_id.as_str())
+    }
     /// Lag of every known partition, owned or not.
     pub fn total_lag(&self) -> i64 {
         self.members
