@@ -177,6 +177,19 @@ pub enum Change {
     Lost,
 }
 
+impl Change {
+    /// Bring a member's `owned` set up to date with this change of `partitions`.
+    fn apply(self, owned: &mut BTreeSet<i32>, partitions: &[i32]) {
+        for p in partitions {
+            if self == Change::Assigned {
+                owned.insert(*p);
+            } else {
+                owned.remove(p);
+            }
+        }
+    }
+}
+
 /// An ownership change a member reported (wall clock, ms since the epoch).
 #[derive(Clone, Debug)]
 pub struct OwnershipEvent {
@@ -464,14 +477,24 @@ struct MemberState {
     actions: usize,
 }
 
-/// A worker's audit file, read incrementally (consumed lines are counted, not parsed).
-struct AuditTail {
+/// A file one member's process writes (its worker's audit or its agent's log), read
+/// incrementally.
+struct MemberTail {
     tail: Tail,
     member: String,
 }
 
-impl AuditTail {
-    fn poll(&mut self, state: &mut MemberState, events: &mut Vec<OwnershipEvent>) {
+impl MemberTail {
+    fn new(path: &Path, member: &str) -> MemberTail {
+        MemberTail {
+            tail: Tail::new(path),
+            member: member.to_owned(),
+        }
+    }
+
+    /// New lines of a worker's audit: ownership changes (consumed lines are counted, not
+    /// parsed).
+    fn poll_audit(&mut self, state: &mut MemberState, events: &mut Vec<OwnershipEvent>) {
         for line in self.tail.lines() {
             if line.contains("\"event\":\"consumed\"") {
                 state.consumed += 1;
@@ -496,13 +519,7 @@ impl AuditTail {
             if partitions.is_empty() {
                 continue;
             }
-            for p in &partitions {
-                if change == Change::Assigned {
-                    state.owned.insert(*p);
-                } else {
-                    state.owned.remove(p);
-                }
-            }
+            change.apply(&mut state.owned, &partitions);
             events.push(OwnershipEvent {
                 ts_ms: v["ts_ms"].as_u64().unwrap_or_else(now_ms),
                 member: self.member.clone(),
@@ -511,16 +528,9 @@ impl AuditTail {
             });
         }
     }
-}
 
-/// An agent's JSON log, read incrementally for its triggers.
-struct AgentTail {
-    tail: Tail,
-    member: String,
-}
-
-impl AgentTail {
-    fn poll(&mut self, state: &mut MemberState, triggers: &mut Vec<Trigger>) {
+    /// New lines of an agent's JSON log: its triggers.
+    fn poll_agent_log(&mut self, state: &mut MemberState, triggers: &mut Vec<Trigger>) {
         for line in self.tail.lines() {
             if !line.contains(ACTED) {
                 continue;
@@ -606,13 +616,7 @@ impl RdContext {
             return;
         }
         if let Ok(mut owned) = self.0.owned.lock() {
-            for p in &partitions {
-                if change == Change::Assigned {
-                    owned.insert(*p);
-                } else {
-                    owned.remove(p);
-                }
-            }
+            change.apply(&mut owned, &partitions);
         }
         if let Ok(mut ev) = self.0.events.lock() {
             ev.push(OwnershipEvent {
@@ -691,9 +695,9 @@ fn spawn_rdkafka(
 enum Group {
     Workers {
         workers: Vec<Worker>,
-        audits: Vec<AuditTail>,
+        audits: Vec<MemberTail>,
         agents: Vec<Agent>,
-        agent_logs: Vec<AgentTail>,
+        agent_logs: Vec<MemberTail>,
     },
     Rdkafka {
         members: Vec<RdMember>,
@@ -714,11 +718,11 @@ impl Group {
                 audits, agent_logs, ..
             } => {
                 for (a, s) in audits.iter_mut().zip(states.iter_mut()) {
-                    a.poll(s, events);
+                    a.poll_audit(s, events);
                 }
                 for a in agent_logs.iter_mut() {
                     if let Some(i) = audits.iter().position(|x| x.member == a.member) {
-                        a.poll(&mut states[i], triggers);
+                        a.poll_agent_log(&mut states[i], triggers);
                     }
                 }
             }
@@ -852,10 +856,7 @@ pub async fn run(p: &RunParams, progress: &mut dyn FnMut(Progress<'_>)) -> Resul
                     .map(|(k, v)| (k.as_str(), v.clone()))
                     .collect();
                 let a = Agent::spawn(&p.bootstrap, &group_id, control, &w.name, &env, &p.dir)?;
-                agent_logs.push(AgentTail {
-                    tail: Tail::new(&a.log),
-                    member: w.name.clone(),
-                });
+                agent_logs.push(MemberTail::new(&a.log, &w.name));
                 agents.push(a);
             }
         }
@@ -1007,10 +1008,7 @@ fn start_group(p: &RunParams, group: &str, topic: &str) -> Result<Group> {
                     env.push(("RUST_LOG", filter.as_str()));
                 }
                 let w = Worker::spawn(&p.bootstrap, group, topic, &m.name, &args, &env, &p.dir)?;
-                audits.push(AuditTail {
-                    tail: Tail::new(&w.audit),
-                    member: m.name.clone(),
-                });
+                audits.push(MemberTail::new(&w.audit, &m.name));
                 workers.push(w);
             }
             Ok(Group::Workers {
