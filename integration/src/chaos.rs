@@ -540,6 +540,36 @@ impl Run<'_> {
             .map(|_| ())
     }
 
+    /// The usual wait after members came or went: [`Self::settled`] for 2 s, within 90 s.
+    /// `what` names the wait in the error.
+    async fn settle(&self, what: &'static str) -> Result<()> {
+        self.settled(Duration::from_secs(2), Duration::from_secs(90))
+            .await
+            .context(what)
+    }
+
+    /// After members started: learn their control addresses, then [`Self::settle`].
+    async fn settle_newcomers(&mut self, what: &'static str) -> Result<()> {
+        self.learn_controls().await?;
+        self.settle(what).await
+    }
+
+    /// Start a static member with instance id `id` and [`Self::settle_newcomers`]; its index in
+    /// `live`.
+    async fn start_static(&mut self, id: &str, what: &'static str) -> Result<usize> {
+        self.spawn("s", Some(id))?;
+        self.settle_newcomers(what).await?;
+        Ok(self.live.len() - 1)
+    }
+
+    /// How many partitions live member `i` owns by its audit.
+    fn owned_count(&self, i: usize) -> usize {
+        owned_by_audit(&[&self.live[i].worker])
+            .values()
+            .map(|s| s.len())
+            .sum()
+    }
+
     /// Fail clearly when a worker exited that the run did not stop (e.g. a signal from outside).
     fn check_alive(&mut self) -> Result<()> {
         for m in self.live.iter_mut() {
@@ -703,10 +733,8 @@ impl Run<'_> {
             },
             if in_flight { "some" } else { "no" },
         ));
-        self.learn_controls().await?;
-        self.settled(Duration::from_secs(2), Duration::from_secs(90))
+        self.settle_newcomers("settling after kill -9 mid-rebalance")
             .await
-            .context("settling after kill -9 mid-rebalance")
     }
 
     /// SIGSTOP a non-leader until the others own every partition (its session expired), then
@@ -759,9 +787,7 @@ impl Run<'_> {
             took_over.as_secs_f64(),
             lost.1.len()
         ));
-        self.settled(Duration::from_secs(2), Duration::from_secs(90))
-            .await
-            .context("settling after SIGSTOP/SIGCONT")
+        self.settle("settling after SIGSTOP/SIGCONT").await
     }
 
     /// A static member (`group.instance.id`) joins, is killed with SIGKILL and restarted under
@@ -772,12 +798,9 @@ impl Run<'_> {
     async fn static_restart(&mut self) -> Result<()> {
         self.cycle_static += 1;
         let id = format!("chaos-static-{}", self.cycle_static);
-        self.spawn("s", Some(&id))?;
-        self.learn_controls().await?;
-        self.settled(Duration::from_secs(2), Duration::from_secs(90))
-            .await
-            .context("the static member never settled in")?;
-        let i = self.live.len() - 1;
+        let i = self
+            .start_static(&id, "the static member never settled in")
+            .await?;
         if self.leader() == Some(i) && !self.kafka {
             bail!("the static member leads; killing a leader wedges tansu 0.6.0");
         }
@@ -790,22 +813,13 @@ impl Run<'_> {
         .await
         .context("the group never went quiet before the static restart")?;
         let generation = self.max_generation();
-        let before: usize = owned_by_audit(&[&self.live[i].worker])
-            .values()
-            .map(|s| s.len())
-            .sum();
+        let before = self.owned_count(i);
         let m = self.kill(i);
         let t = Instant::now();
-        self.spawn("s", Some(&id))?;
-        self.learn_controls().await?;
-        self.settled(Duration::from_secs(2), Duration::from_secs(90))
-            .await
-            .context("settling after the static member restarted")?;
-        let new = self.live.len() - 1;
-        let after: usize = owned_by_audit(&[&self.live[new].worker])
-            .values()
-            .map(|s| s.len())
-            .sum();
+        let new = self
+            .start_static(&id, "settling after the static member restarted")
+            .await?;
+        let after = self.owned_count(new);
         let took = t.elapsed();
         let generation_after = self.max_generation();
         // KIP-345: the broker hands a static member that comes back within its session its
@@ -821,9 +835,7 @@ impl Run<'_> {
             .worker
             .terminate(Duration::from_secs(30))
             .context("the restarted static member exits cleanly")?;
-        self.settled(Duration::from_secs(2), Duration::from_secs(90))
-            .await
-            .context("settling after the static member left")?;
+        self.settle("settling after the static member left").await?;
         self.faults.push(format!(
             "kill -9 static {} (instance {id}, {before} partitions, generation {generation}), restarted as {new_name}: settled after {:.1} s with {after} partitions in generation {generation_after}, then left cleanly",
             m.worker.name,
@@ -896,10 +908,8 @@ impl Run<'_> {
         for _ in 0..3 {
             self.spawn("w", None)?;
         }
-        self.learn_controls().await?;
-        self.settled(Duration::from_secs(2), Duration::from_secs(90))
-            .await
-            .context("the first three workers never settled")?;
+        self.settle_newcomers("the first three workers never settled")
+            .await?;
         if self.cfg.faults.agent_restart {
             self.start_agent().await?;
         }
