@@ -923,19 +923,7 @@ impl<'a> Sim<'a> {
         }
         let un = self.util_n.max(1) as f64;
         self.result.util_mean = self.util_acc.iter().map(|a| a / un).collect();
-        let max = self
-            .result
-            .util_mean
-            .iter()
-            .cloned()
-            .fold(f64::MIN, f64::max);
-        let min = self
-            .result
-            .util_mean
-            .iter()
-            .cloned()
-            .fold(f64::MAX, f64::min);
-        self.result.util_spread_pp = (max - min) * 100.0;
+        self.result.util_spread_pp = spread(&self.result.util_mean) * 100.0;
         let mut worst = 0;
         for (i, &t0) in self.trigger_times.iter().enumerate() {
             let c = self.trigger_times[i..]
@@ -967,6 +955,13 @@ impl<'a> Sim<'a> {
 /// Lag counts as bounded when its least-squares slope over the last quarter of the run is at
 /// most this fraction of the input rate (i.e. at most 0.5 % of arriving records pile up).
 pub const BOUNDED_SLOPE: f64 = 0.005;
+
+/// Largest minus smallest of `xs` (−∞ for none).
+fn spread(xs: &[f64]) -> f64 {
+    let max = xs.iter().cloned().fold(f64::MIN, f64::max);
+    let min = xs.iter().cloned().fold(f64::MAX, f64::min);
+    max - min
+}
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
