@@ -4,15 +4,17 @@
 //! ```text
 //! cargo run --release -p lagbalance-integration --example wire_bench -- \
 //!     [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12] [--rounds 3]
-//!     [--idempotence on|off]
+//!     [--warmup 1] [--idempotence on|off]
 //! ```
 //! Without `--bootstrap` (or `LAGBALANCE_BOOTSTRAP`) it starts its own broker (Apache Kafka by default). Each round
 //! produces N keyed records with each client into one topic (2N in all), then each client reads
 //! the whole topic from the beginning; the medians and the ratio ours ÷ rdkafka are printed as
-//! a markdown table. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches and the same
+//! a markdown table. `--warmup` rounds (default 1) run first and do not count: a fresh broker's
+//! JVM is several times slower in its first seconds. Both producers use acks=all, lz4, linger 5 ms, 64 KiB batches and the same
 //! `enable.idempotence` (on by default, as in Kafka's own clients since 3.0; librdkafka's own
 //! default is off). Every timing starts before the client is created, so connecting and
-//! metadata count for both.
+//! metadata count for both. `--warmup` rounds (default 1) run first and do not count: a fresh
+//! broker's JVM is several times slower in its first seconds.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,7 @@ struct Args {
     value_size: usize,
     partitions: i32,
     rounds: usize,
+    warmup: usize,
     idempotence: bool,
 }
 
@@ -45,10 +48,11 @@ struct Workload<'a> {
 
 const USAGE: &str = "\
 usage: wire_bench [--bootstrap HOST:PORT] [--records 200000] [--value-size 100] [--partitions 12]
-                  [--rounds 3] [--idempotence on|off]
+                  [--rounds 3] [--warmup 1] [--idempotence on|off]
 
 Produce and consume throughput of lagbalance next to rdkafka on the same broker and topic.
-Without --bootstrap (or LAGBALANCE_BOOTSTRAP) it starts its own broker.
+Without --bootstrap (or LAGBALANCE_BOOTSTRAP) it starts its own broker. The --warmup rounds
+run first and do not count.
   -h, --help    print this and exit
 ";
 
@@ -59,6 +63,7 @@ fn parse_args() -> Result<Args> {
         value_size: 100,
         partitions: 12,
         rounds: 3,
+        warmup: 1,
         idempotence: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,6 +80,7 @@ fn parse_args() -> Result<Args> {
             "--value-size" => a.value_size = val()?.parse()?,
             "--partitions" => a.partitions = val()?.parse()?,
             "--rounds" => a.rounds = val()?.parse()?,
+            "--warmup" => a.warmup = val()?.parse()?,
             "--idempotence" => {
                 a.idempotence = match val()?.as_str() {
                     "on" => true,
@@ -200,6 +206,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One round's four timings.
+struct Timings {
+    produce_ours: Duration,
+    produce_rdkafka: Duration,
+    consume_ours: Duration,
+    consume_rdkafka: Duration,
+}
+
+/// Each client produces `records` into a fresh topic, then each reads the whole topic back.
+async fn run_round(
+    client: &Client,
+    bootstrap: &str,
+    args: &Args,
+    round: usize,
+    value: &[u8],
+) -> Result<Timings> {
+    let n = args.records;
+    let topic = unique("bench");
+    client.create_topic(&topic, args.partitions, 1).await?;
+    let w = Workload {
+        bootstrap,
+        topic: &topic,
+        partitions: args.partitions,
+        idempotence: args.idempotence,
+    };
+    // Alternate who goes first so neither always meets a warm (or cold) broker.
+    let (produce_ours, produce_rdkafka) = if round % 2 == 0 {
+        let po = self::produce_ours(&w, n, value).await?;
+        (po, self::produce_rdkafka(&w, n, value)?)
+    } else {
+        let pr = self::produce_rdkafka(&w, n, value)?;
+        (self::produce_ours(&w, n, value).await?, pr)
+    };
+    let (consume_ours, consume_rdkafka) = if round % 2 == 0 {
+        let co = self::consume_ours(&w, 2 * n).await?;
+        (co, self::consume_rdkafka(&w, 2 * n)?)
+    } else {
+        let cr = self::consume_rdkafka(&w, 2 * n)?;
+        (self::consume_ours(&w, 2 * n).await?, cr)
+    };
+    Ok(Timings {
+        produce_ours,
+        produce_rdkafka,
+        consume_ours,
+        consume_rdkafka,
+    })
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = parse_args()?;
@@ -215,37 +269,25 @@ async fn main() -> Result<()> {
     let value = vec![b'x'; args.value_size];
     let n = args.records;
     let (mut p_ours, mut p_rd, mut c_ours, mut c_rd) = (vec![], vec![], vec![], vec![]);
-    for round in 0..args.rounds {
-        let topic = unique("bench");
-        client.create_topic(&topic, args.partitions, 1).await?;
-        let w = Workload {
-            bootstrap: &bootstrap,
-            topic: &topic,
-            partitions: args.partitions,
-            idempotence: args.idempotence,
-        };
-        // Alternate who goes first so neither always meets a warm (or cold) broker.
-        let (po, pr) = if round % 2 == 0 {
-            let po = produce_ours(&w, n, &value).await?;
-            (po, produce_rdkafka(&w, n, &value)?)
-        } else {
-            let pr = produce_rdkafka(&w, n, &value)?;
-            (produce_ours(&w, n, &value).await?, pr)
-        };
-        let (co, cr) = if round % 2 == 0 {
-            let co = consume_ours(&w, 2 * n).await?;
-            (co, consume_rdkafka(&w, 2 * n)?)
-        } else {
-            let cr = consume_rdkafka(&w, 2 * n)?;
-            (consume_ours(&w, 2 * n).await?, cr)
+    // The warm-up rounds give the broker's JVM its JIT and page cache before anything counts.
+    for round in 0..args.warmup + args.rounds {
+        let t = run_round(&client, &bootstrap, &args, round, &value).await?;
+        let label = match round.checked_sub(args.warmup) {
+            None => format!("warm-up {round}"),
+            Some(r) => format!("round {r}"),
         };
         eprintln!(
-            "round {round}: produce ours {po:?} rdkafka {pr:?}; consume ours {co:?} rdkafka {cr:?}"
+            "{label}: produce ours {:?} rdkafka {:?} (ratio {:.2}); consume ours {:?} rdkafka {:?} (ratio {:.2})",
+            t.produce_ours, t.produce_rdkafka, t.produce_rdkafka.as_secs_f64() / t.produce_ours.as_secs_f64(),
+            t.consume_ours, t.consume_rdkafka, t.consume_rdkafka.as_secs_f64() / t.consume_ours.as_secs_f64(),
         );
-        p_ours.push(n as f64 / po.as_secs_f64());
-        p_rd.push(n as f64 / pr.as_secs_f64());
-        c_ours.push(2.0 * n as f64 / co.as_secs_f64());
-        c_rd.push(2.0 * n as f64 / cr.as_secs_f64());
+        if round < args.warmup {
+            continue;
+        }
+        p_ours.push(n as f64 / t.produce_ours.as_secs_f64());
+        p_rd.push(n as f64 / t.produce_rdkafka.as_secs_f64());
+        c_ours.push(2.0 * n as f64 / t.consume_ours.as_secs_f64());
+        c_rd.push(2.0 * n as f64 / t.consume_rdkafka.as_secs_f64());
     }
     let (po, pr, co, cr) = (median(p_ours), median(p_rd), median(c_ours), median(c_rd));
     let mb = |rate: f64| rate * args.value_size as f64 / 1e6;
