@@ -427,18 +427,36 @@ mod tests {
                 r#"{"ts_ms":20,"member":"a","event":"lost","partitions":[["t",0]]}"#,
             ],
         );
-        let b = write(
-            &d,
-            "b",
-            &[
-                r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
-                r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
-                r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0"#,
-            ],
-        );
+        let b = write(&d, "b", B_TAKES_OVER_AT_10);
         let r = check(&[a, b], &produced(2)).unwrap();
         assert!(r.is_clean(), "{r:?}");
     }
+
+    #[test]
+    fn only_a_half_written_last_line_is_ignored() {
+        // A worker killed mid-write leaves half a line at the end of its log; anywhere else a
+        // broken line is an error, not something to skip.
+        let d = tempdir();
+        let lines = [
+            r#"{"ts_ms":1,"member":"a","event":"assigned","partitions":[["t",0]]}"#,
+            r#"{"ts_ms":2,"member":"a","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+            r#"{"ts_ms":3,"member":"a","event":"consumed","topic":"t","partition":0,"offset":1"#,
+        ];
+        let a = write(&d, "a", &lines);
+        let r = check(&[a], &produced(2)).unwrap();
+        assert_eq!(r.consumed, 1);
+        assert_eq!(r.missing, vec![(("t".to_string(), 0), 1)]);
+        let broken_inside = [lines[0], lines[2], lines[1]];
+        let a = write(&d, "a2", &broken_inside);
+        assert!(check(&[a], &produced(2)).is_err());
+    }
+
+    /// b owns t-0 from ts 10 and reads offsets 1 and 0 (the second a redelivery).
+    const B_TAKES_OVER_AT_10: &[&str] = &[
+        r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
+        r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
+        r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0}"#,
+    ];
 
     #[test]
     fn a_record_handed_out_before_a_freeze_counts_at_its_hand_out() {
@@ -454,15 +472,7 @@ mod tests {
                 r#"{"ts_ms":30,"member":"a","event":"lost","partitions":[["t",0]]}"#.to_string(),
             ]
         };
-        let b = write(
-            &d,
-            "b",
-            &[
-                r#"{"ts_ms":10,"member":"b","event":"assigned","partitions":[["t",0]]}"#,
-                r#"{"ts_ms":11,"member":"b","event":"consumed","topic":"t","partition":0,"offset":0}"#,
-                r#"{"ts_ms":12,"member":"b","event":"consumed","topic":"t","partition":0,"offset":1}"#,
-            ],
-        );
+        let b = write(&d, "b", B_TAKES_OVER_AT_10);
         let handed = a_lines(r#""handed_ms":2,"#);
         let a = write(
             &d,
