@@ -319,11 +319,11 @@ impl Consumer {
             self.maybe_publish_stats();
             // Past it our session may have expired (say the process was frozen): hand out
             // nothing until the driver has heard from the coordinator or given the partitions up.
-            let owned_for_sure = hand_out_until.is_none_or(|t| Instant::now() < t);
+            let now = Instant::now();
+            let owned_for_sure = hand_out_until.is_none_or(|t| now < t);
             if !self.buffer.is_empty() && owned_for_sure {
                 return Ok(self.hand_out());
             }
-            let now = Instant::now();
             if now >= deadline {
                 self.meter.caught_up();
                 return Ok(Vec::new());

@@ -484,11 +484,11 @@ impl Membership {
         } else if self.keepalive_due() {
             at(self.next_heartbeat);
         }
-        if !self.owned.is_empty() {
-            at(self.session_deadline());
-            if self.poll_timer_runs() {
-                at(self.last_poll + self.config.max_poll_interval_ms);
-            }
+        if let Some(until) = self.owned_valid_until() {
+            at(until);
+        }
+        if !self.owned.is_empty() && self.poll_timer_runs() {
+            at(self.last_poll + self.config.max_poll_interval_ms);
         }
         t
     }
