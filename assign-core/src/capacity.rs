@@ -118,6 +118,17 @@ pub fn utilisation(stats: &MemberStats) -> Option<f64> {
     }
 }
 
+/// Utilisation from which a member counts as saturated even when nothing was left waiting at
+/// its last hand-out (a consumer that fetches everything available and then works for seconds
+/// finds the next batch waiting, but its sample is not "backlogged").
+pub const SATURATED_UTILISATION: f64 = 0.9;
+
+/// Whether a sample says the member cannot take more work: it was backlogged, or busy for at
+/// least [`SATURATED_UTILISATION`] of the window.
+pub fn saturated(stats: &MemberStats) -> bool {
+    stats.backlogged || utilisation(stats).is_some_and(|u| u >= SATURATED_UTILISATION)
+}
+
 /// One member's running capacity estimate. Owned by the member (its assignor instance), fed
 /// with its own [`MemberStats`], published through its user data.
 #[derive(Clone, Debug)]

@@ -171,7 +171,7 @@ impl Consumer {
             next_auto_commit: Instant::now() + config.auto_commit_interval,
             fatal: None,
             control: None,
-            meter: Meter::new(),
+            meter: Meter::new(Instant::now()),
             config,
         })
     }
@@ -300,9 +300,9 @@ impl Consumer {
 
     /// Records for the application, waiting at most `timeout`. Rebalance callbacks run here.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
-        self.meter.poll_entered();
+        self.meter.poll_entered(Instant::now());
         let out = self.poll_inner(timeout).await;
-        self.meter.poll_returned();
+        self.meter.poll_returned(Instant::now());
         out
     }
 
@@ -369,7 +369,7 @@ impl Consumer {
         }
         let backlogged =
             !self.buffer.is_empty() || self.fetcher.assigned().any(|(_, st)| st.lag() > Some(0));
-        self.meter.handed_out(&out, backlogged);
+        self.meter.handed_out(Instant::now(), &out, backlogged);
         out
     }
 
@@ -572,11 +572,11 @@ impl Consumer {
     fn measure(&mut self) -> MemberStats {
         let lag = self.lag();
         let cpu = self.control.as_ref().and_then(AgentLink::cpu);
-        self.meter.take_stats(&lag, cpu)
+        self.meter.take_stats(Instant::now(), &lag, cpu)
     }
 
     fn maybe_publish_stats(&mut self) {
-        if self.meter.due() {
+        if self.meter.due(Instant::now()) {
             let stats = self.measure();
             self.send(Input::Stats(stats));
         }

@@ -26,6 +26,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use lagbalance_assign::capacity::saturated;
 use lagbalance_assign::leader::{self, Leader, Retired, Round};
 use lagbalance_assign::{Assignor, GroupView, MemberStats, NamedPartition, PartitionLoad};
 
@@ -40,6 +41,14 @@ use crate::error::{BrokerCode, RefusalKind};
 /// recomputed and sent only if the assignor says the news matters
 /// ([`Assignor::user_data_worth_sending`]), so a short age costs no rebalances.
 pub const USER_DATA_MAX_AGE_MS: u64 = 5_000;
+
+/// A member rejoins with capacity news of its own at most this often (see
+/// `rejoin_on_capacity_news`): a storm guard of the member's, whatever the agent does.
+pub const CAPACITY_REJOIN_MIN_INTERVAL_MS: u64 = 30_000;
+
+/// In a cooperative group the first heartbeat after a SyncGroup comes a quarter interval
+/// later, and this many more follow a quarter interval apart before the cadence resumes.
+const SYNC_PROBES: u8 = 1;
 
 /// Settings of the membership, named after the Java consumer's.
 #[derive(Clone, Debug)]
@@ -320,6 +329,10 @@ pub struct Membership {
     user_data: Vec<Option<Bytes>>,
     user_data_at: Option<u64>,
     refresh_user_data: bool,
+    /// When we last rejoined with capacity news of our own.
+    capacity_rejoin_at: Option<u64>,
+    /// Early heartbeats still to send after the last SyncGroup (see `on_sync`).
+    sync_probes: u8,
     /// Follower: our repeated JoinGroup came back in the generation we already had — the
     /// REBALANCE_IN_PROGRESS that sent us was a member expelled without a new generation
     /// (see `on_join`); the leader must hear of it.
@@ -404,6 +417,8 @@ impl Membership {
             user_data: Vec::new(),
             user_data_at: None,
             refresh_user_data: true,
+            capacity_rejoin_at: None,
+            sync_probes: 0,
             nudge_leader: false,
             rejoin_reason: None,
             last_join: None,
@@ -514,7 +529,10 @@ impl Membership {
                 self.refresh_user_data = true;
                 self.request_rejoin(reason)
             }
-            Input::Stats(s) => self.stats = s,
+            Input::Stats(s) => {
+                self.stats = s;
+                self.rejoin_on_capacity_news();
+            }
             Input::LeaveAndRejoin {
                 cooldown_ms,
                 reason,
@@ -586,6 +604,42 @@ impl Membership {
             }
             Phase::Closed | Phase::Leaving => {}
             _ => self.request_rejoin("subscription changed".into()),
+        }
+    }
+
+    /// A member that cannot take more work (its latest sample was saturated) and whose capacity
+    /// estimate moved enough for the group's assignor to care rejoins at once with the news:
+    /// the leader can then move work off it seconds after it fell behind, instead of at the
+    /// next round someone else happens to start. A member with spare capacity never starts a
+    /// round this way (moving work to it helps nobody who is keeping up), and the interval
+    /// bounds the rounds one member can start however noisy its samples are.
+    fn rejoin_on_capacity_news(&mut self) {
+        if self.phase != Phase::Stable || !saturated(&self.stats) {
+            return;
+        }
+        if self
+            .capacity_rejoin_at
+            .is_some_and(|at| self.now < at + CAPACITY_REJOIN_MIN_INTERVAL_MS)
+        {
+            return;
+        }
+        let Some(i) = self
+            .assignors
+            .iter()
+            .position(|a| Some(a.name()) == self.protocol.as_deref())
+        else {
+            return;
+        };
+        let fresh = self.assignors[i].subscription_user_data(&self.stats);
+        let worth = match (self.user_data.get(i).and_then(Option::as_ref), &fresh) {
+            (Some(sent), Some(fresh)) => self.assignors[i].user_data_worth_sending(sent, fresh),
+            (None, None) => false,
+            _ => true,
+        };
+        if worth {
+            self.capacity_rejoin_at = Some(self.now);
+            self.refresh_user_data = true;
+            self.request_rejoin("saturated, with a new capacity estimate".into());
         }
     }
 
@@ -759,6 +813,10 @@ impl Membership {
     /// while the group churned was expelled after a session timeout — its partitions given
     /// away while it still consumed them, and its next JoinGroup accepted as a newcomer's
     /// under the same id, without a fencing error. The answer only refreshes our contact time.
+    fn probe_interval(&self) -> u64 {
+        self.config.heartbeat_interval_ms / 4
+    }
+
     fn keepalive_due(&self) -> bool {
         self.phase == Phase::Joining && !self.member_id.is_empty()
     }
@@ -779,7 +837,12 @@ impl Membership {
         self.heartbeat_generation = self.generation;
         self.heartbeat_keepalive = keepalive;
         self.heartbeat_sent_at = self.now;
-        self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+        self.next_heartbeat = if self.sync_probes > 0 {
+            self.sync_probes -= 1;
+            self.now + self.probe_interval()
+        } else {
+            self.now + self.config.heartbeat_interval_ms
+        };
         self.out.push_back(Output::Send {
             id,
             request: Request::Heartbeat {
@@ -1388,6 +1451,14 @@ impl Membership {
         self.owned = assigned;
         self.owned_generation = self.generation;
         self.owned_leader = self.leader.clone();
+        if self.cooperative() {
+            // A cooperative round that moves partitions has a follow-up: the members that
+            // revoke rejoin as soon as their application has let go, the others hear of it at
+            // their next heartbeat. Early heartbeats (a quarter and a half interval after the
+            // sync) let them hear within about a second instead of up to an interval later.
+            self.sync_probes = SYNC_PROBES;
+            self.next_heartbeat = self.next_heartbeat.min(self.now + self.probe_interval());
+        }
         let foreign = self
             .owned
             .iter()

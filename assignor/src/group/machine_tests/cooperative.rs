@@ -167,3 +167,22 @@ fn ownership_audit_holds_under_churn_with_and_without_a_join_barrier() {
         }
     }
 }
+
+/// After a cooperative SyncGroup a member heartbeats a quarter and a half interval later, so a
+/// follow-up round that a revoking member starts reaches it within about a second; then the
+/// cadence is the interval again.
+#[test]
+fn heartbeats_come_early_after_a_cooperative_sync_then_at_the_interval() {
+    let mut s = Solo::new(config(), sticky());
+    s.stable_follower(&tps("t", 0..2));
+    let mut beats = Vec::new();
+    for t in (0..=7_000).step_by(50) {
+        s.now = t;
+        let out = s.input(Input::Tick);
+        if !sends(&out, Api::Heartbeat).is_empty() {
+            beats.push(t);
+            s.answer_heartbeats(&out);
+        }
+    }
+    assert_eq!(beats, vec![750, 1_500, 4_500]);
+}

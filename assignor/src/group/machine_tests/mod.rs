@@ -49,6 +49,7 @@ use super::codec::{
 use super::fatal::{FencedIn, GroupFatal};
 use super::machine::{
     Input, JoinAnswer, JoinedMember, MemberConfig, Membership, Output, Phase, Request, Response,
+    CAPACITY_REJOIN_MIN_INTERVAL_MS,
 };
 use crate::error::{BrokerCode, RefusalKind};
 

@@ -161,7 +161,8 @@ fn late_answers_after_close_fatal_or_leave_start_nothing() {
     for rejoin in [false, true] {
         let mut solo = Solo::new(config(), sticky());
         solo.stable_follower(&tps("t", 0..2));
-        solo.now = 1_000;
+        // Before the first heartbeat after the sync (a quarter interval).
+        solo.now = 500;
         let input = if rejoin {
             Input::LeaveAndRejoin {
                 cooldown_ms: 50_000,

@@ -95,20 +95,22 @@ fn request_rejoin_sends_fresh_user_data() {
     };
     let before = user_data(&sim, b);
     let gen = sim.coord.generation;
+    // Keeping up, so the news alone starts no round (a backlogged member's would).
     let stats = MemberStats {
         processed_rate: 1234.0,
-        backlogged: true,
+        busy_fraction: Some(0.5),
         measured_at_ms: sim.now,
         ..MemberStats::default()
     };
-    sim.input(b, Input::Stats(stats));
     let mark = sim.mark(b);
+    sim.input(b, Input::Stats(stats));
+    assert!(sim.sends_of(b, mark, Api::Join).is_empty());
     sim.input(b, Input::RequestRejoin("capacity changed".into()));
     let joins = sim.sends_of(b, mark, Api::Join);
     assert!(matches!(&joins[0].1, Request::Join { reason, .. } if reason == "capacity changed"));
     let after = user_data(&sim, b);
     assert_eq!(after.observed_rate, 1234.0);
-    assert!(after.backlogged);
+    assert_eq!(after.capacity, Some(2468.0));
     assert!(after.seq > before.seq);
     // The follower's metadata changed, so the coordinator really rebalances (it answers a
     // follower rejoining with identical metadata with the current generation, no new plan).
@@ -317,4 +319,78 @@ fn a_repeated_join_answered_in_the_same_generation_rejoins_with_fresh_bytes() {
         )),
         "{after:?}"
     );
+}
+
+/// A member that falls behind tells the group at once: its first backlogged sample with a
+/// capacity estimate the leader has not seen starts a round with the news, and a second
+/// within `CAPACITY_REJOIN_MIN_INTERVAL_MS` does not, however different.
+#[test]
+fn a_backlogged_member_with_capacity_news_rejoins_at_once_and_not_again_soon() {
+    let mut sim = Sim::new(true, &[("t", 4)]);
+    let _a = sim.join(config(), lagbalance_then_sticky(), &["t"]);
+    let b = sim.join(config(), lagbalance_then_sticky(), &["t"]);
+    sim.settle(60_000);
+    let gen = sim.coord.generation;
+    let backlogged = |rate: f64, at: u64| MemberStats {
+        processed_rate: rate,
+        backlogged: true,
+        busy_fraction: Some(1.0),
+        measured_at_ms: at,
+        ..MemberStats::default()
+    };
+    let mark = sim.mark(b);
+    sim.input(b, Input::Stats(backlogged(250.0, sim.now)));
+    let joins = sim.sends_of(b, mark, Api::Join);
+    assert!(
+        matches!(&joins[0].1, Request::Join { reason, .. } if reason.contains("saturated")),
+        "{joins:?}"
+    );
+    let sub = join_subscription(&joins[0].1, 0);
+    let sent = MemberUserData::decode(&sub.user_data.unwrap()).unwrap();
+    assert_eq!(sent.capacity, Some(250.0));
+    sim.settle(10_000);
+    assert!(sim.coord.generation > gen);
+
+    // Halved again 10 s later: news, but too soon for another round of our own.
+    let mark = sim.mark(b);
+    sim.input(b, Input::Stats(backlogged(100.0, sim.now)));
+    assert!(sim.sends_of(b, mark, Api::Join).is_empty());
+    // Past the interval the same kind of news starts a round again.
+    sim.advance(CAPACITY_REJOIN_MIN_INTERVAL_MS);
+    let mark = sim.mark(b);
+    sim.input(b, Input::Stats(backlogged(40.0, sim.now)));
+    assert_eq!(sim.sends_of(b, mark, Api::Join).len(), 1);
+}
+
+/// A member keeping up never starts a round for its capacity, however much the estimate
+/// moved: moving work to it helps nobody. One busy nearly all the time does, backlogged or not.
+#[test]
+fn only_a_saturated_member_rejoins_for_capacity_news() {
+    let mut sim = Sim::new(true, &[("t", 4)]);
+    let _a = sim.join(config(), lagbalance_then_sticky(), &["t"]);
+    let b = sim.join(config(), lagbalance_then_sticky(), &["t"]);
+    sim.settle(60_000);
+    let mark = sim.mark(b);
+    sim.input(
+        b,
+        Input::Stats(MemberStats {
+            processed_rate: 100.0,
+            busy_fraction: Some(0.5),
+            measured_at_ms: sim.now,
+            ..MemberStats::default()
+        }),
+    );
+    assert!(sim.sends_of(b, mark, Api::Join).is_empty());
+    assert_eq!(sim.nodes[b].m.phase(), Phase::Stable);
+    let mark = sim.mark(b);
+    sim.input(
+        b,
+        Input::Stats(MemberStats {
+            processed_rate: 100.0,
+            busy_fraction: Some(0.95),
+            measured_at_ms: sim.now + 5_000,
+            ..MemberStats::default()
+        }),
+    );
+    assert_eq!(sim.sends_of(b, mark, Api::Join).len(), 1);
 }
