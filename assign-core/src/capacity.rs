@@ -22,6 +22,7 @@
 //! slower hardware get less, and utilisations converge to equal.
 
 use crate::model::MemberStats;
+use crate::userdata::MemberUserData;
 
 /// Tuning of [`CapacityEstimator`]. The defaults suit samples taken every few seconds to
 /// minutes.
@@ -127,6 +128,15 @@ pub const SATURATED_UTILISATION: f64 = 0.9;
 /// least [`SATURATED_UTILISATION`] of the window.
 pub fn saturated(stats: &MemberStats) -> bool {
     stats.backlogged || utilisation(stats).is_some_and(|u| u >= SATURATED_UTILISATION)
+}
+
+/// The same rule read by the leader from a member's user data: backlogged, or processing at
+/// least [`SATURATED_UTILISATION`] of its own capacity estimate.
+pub fn reports_saturation(data: &MemberUserData) -> bool {
+    data.backlogged
+        || data
+            .capacity
+            .is_some_and(|c| c > 0.0 && data.observed_rate >= SATURATED_UTILISATION * c)
 }
 
 /// One member's running capacity estimate. Owned by the member (its assignor instance), fed

@@ -36,7 +36,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use bytes::Bytes;
 
-use crate::capacity::{CapacityEstimator, CapacitySettings};
+use crate::capacity::{reports_saturation, CapacityEstimator, CapacitySettings};
 use crate::cooperative::{finalize, resolve_owners, sticky_hints};
 use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberStats, Plan, Tp};
 use crate::userdata::MemberUserData;
@@ -75,7 +75,8 @@ pub struct LagBalanceSettings {
     /// distance of the best objective found are made. Default 0.01 (1 %).
     pub balance_tolerance: f64,
     /// Owned partitions move for balance only if, with none moved, some member's projected
-    /// utilisation would exceed this, some member has not measured its capacity yet, or the
+    /// utilisation would exceed this, some member reports itself saturated (backlogged, or
+    /// processing 90 % of its capacity), some member has not measured its capacity yet, or the
     /// members' partition counts differ by more than one (a newcomer gets its share). Below it
     /// every member keeps up, and a move would only pause partitions for a smaller number on a
     /// dashboard: an even group at 60 % load stays as cooperative-sticky leaves it. Default 0.9.
@@ -290,7 +291,11 @@ impl Assignor for LagBalanceAssignor {
         let best = work.objective();
         let significant =
             sticky_objective - best > self.settings.min_improvement * sticky_objective;
+        // The leader's projection alone is not enough: its rate sample may predate a surge
+        // (input that began a few seconds ago read as a quarter of its rate), while the
+        // saturated member's own report is current.
         let everyone_keeps_up = work.measured.iter().all(|&m| m)
+            && !work.saturated.iter().any(|&s| s)
             && sticky_objective <= self.settings.balance_above_utilisation
             && counts_within_one(&sticky_target, work.m);
         let rebalanced = moved_for_balance > 0 && significant && !everyone_keeps_up;
@@ -601,6 +606,9 @@ struct Work {
     /// Whether `cap[m]` is the member's own measured estimate and the loads are measured
     /// rates: only then is a utilisation above 1 a fact ("cannot keep up"), not a scale.
     measured: Vec<bool>,
+    /// The member's own latest report says it cannot take more work
+    /// ([`crate::capacity::reports_saturation`]).
+    saturated: Vec<bool>,
     max_parts: usize,
     /// Members with identical subscriptions form a class; heaps are per class so "least
     /// loaded member that can take this topic" is a heap peek, not a scan.
@@ -668,6 +676,7 @@ impl Work {
             load: vec![0.0; n],
             cap: vec![1.0; m],
             measured: vec![false; m],
+            saturated: vec![false; m],
             max_parts: settings
                 .max_partitions_per_member
                 .map_or(usize::MAX, |c| c.max(1)),
@@ -720,6 +729,7 @@ impl Work {
         for (i, d) in decoded.iter().enumerate() {
             let own = d.as_ref().and_then(|d| d.capacity);
             self.measured[i] = own.is_some();
+            self.saturated[i] = d.as_ref().is_some_and(reports_saturation);
             self.cap[i] = own.unwrap_or(median).clamp(median / f, median * f);
         }
 
@@ -1306,6 +1316,18 @@ mod tests {
         }
     }
 
+    /// `a` owns all four partitions of `t`, each carrying `rate`; `b`, as fast, owns none.
+    fn four_on_a(rate: f64) -> GroupView {
+        view(
+            &[("t", 4)],
+            vec![
+                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], ud(100.0)),
+                mv("b", &[0], &[], ud(100.0)),
+            ],
+            Some(vec![rate; 4]),
+        )
+    }
+
     fn counts(plan: &Plan) -> Vec<usize> {
         plan.assignments.iter().map(Vec::len).collect()
     }
@@ -1523,6 +1545,14 @@ mod tests {
         let mut a = LagBalanceAssignor::default();
         a.assign(&group([433.0, 310.0, 420.0]), None).unwrap();
         assert!(a.last_report().rebalanced, "{:?}", a.last_report());
+        // …or reports itself saturated, whatever the leader's projection says.
+        let mut v = group([433.0, 359.0, 420.0]);
+        let mut busy = MemberUserData::decode(v.members[1].user_data.as_ref().unwrap()).unwrap();
+        busy.observed_rate = 340.0;
+        v.members[1].user_data = Some(busy.encode());
+        let mut a = LagBalanceAssignor::default();
+        a.assign(&v, None).unwrap();
+        assert!(a.last_report().rebalanced, "{:?}", a.last_report());
         // Unequal hosts that all keep up (at most 75 %) stay as they are too…
         let mut a = LagBalanceAssignor::default();
         a.assign(&group([800.0, 600.0, 400.0]), None).unwrap();
@@ -1538,15 +1568,7 @@ mod tests {
     #[test]
     fn an_overloaded_member_is_relieved_inside_the_window() {
         let mut a = LagBalanceAssignor::default();
-        let rates = Some(vec![10.0; 4]);
-        let mut v = view(
-            &[("t", 4)],
-            vec![
-                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], ud(100.0)),
-                mv("b", &[0], &[], ud(100.0)),
-            ],
-            rates,
-        );
+        let mut v = four_on_a(10.0);
         let plan = a.assign(&v, None).unwrap();
         adopt(&mut v, &plan);
         v.now_ms += 1_000;
@@ -1564,14 +1586,7 @@ mod tests {
         assert!(plan.assignments[1].len() < 2);
         // A member that is merely less utilised than another, not overloaded, stays pinned.
         let mut a2 = LagBalanceAssignor::default();
-        let mut v2 = view(
-            &[("t", 4)],
-            vec![
-                mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], ud(100.0)),
-                mv("b", &[0], &[], ud(100.0)),
-            ],
-            Some(vec![10.0; 4]),
-        );
+        let mut v2 = four_on_a(10.0);
         let plan = a2.assign(&v2, None).unwrap();
         adopt(&mut v2, &plan);
         v2.now_ms += 1_000;
@@ -1953,14 +1968,7 @@ mod tests {
         // In the follow-up round the two moving partitions turn out to carry `moving_rate`
         // each and the two that stayed almost nothing.
         let follow_up = |moving_rate: f64| {
-            let mut v = view(
-                &[("t", 4)],
-                vec![
-                    mv("a", &[0], &[(0, 0), (0, 1), (0, 2), (0, 3)], ud(100.0)),
-                    mv("b", &[0], &[], ud(100.0)),
-                ],
-                Some(vec![40.0; 4]),
-            );
+            let mut v = four_on_a(40.0);
             let mut a = LagBalanceAssignor::default();
             let plan = a.assign(&v, None).unwrap();
             let given: Vec<Tp> = v.members[0]

@@ -247,15 +247,16 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
          the input is ≤ {}% of the rate.\n\n",
         args.bounded_pct
     ));
-    md.push_str("| input/s | group | consumed/s (2nd half) | lag trend/s (2nd half) | lag when input stopped | peak lag | sustained |\n|---:|---|---:|---:|---:|---:|---|\n");
+    md.push_str("| input/s | group | consumed/s (2nd half) | lag trend/s (2nd half) | lag when input stopped | p99 lag while producing | peak lag | sustained |\n|---:|---|---:|---:|---:|---:|---:|---|\n");
     for r in rows {
         md.push_str(&format!(
-            "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.rate,
             r.result.label,
             one_decimal(r.consumed()),
             one_decimal(r.trend()),
             r.result.lag_at_end_of_input(),
+            r.result.p99_lag(),
             r.result.peak_lag(),
             if r.sustained(args.bounded_pct) {
                 "yes"

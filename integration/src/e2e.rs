@@ -267,6 +267,22 @@ impl RunResult {
         self.samples.iter().map(|s| s.group_lag).max().unwrap_or(0)
     }
 
+    /// 99th percentile (nearest rank) of the group lag sampled while producing.
+    pub fn p99_lag(&self) -> i64 {
+        let mut lags: Vec<i64> = self
+            .samples
+            .iter()
+            .filter(|s| s.t <= self.produce_s + 0.5)
+            .map(|s| s.group_lag)
+            .collect();
+        if lags.is_empty() {
+            return 0;
+        }
+        lags.sort_unstable();
+        let rank = (0.99 * lags.len() as f64).ceil() as usize;
+        lags[rank.clamp(1, lags.len()) - 1]
+    }
+
     /// Group lag at the last sample taken while producing.
     pub fn lag_at_end_of_input(&self) -> i64 {
         self.samples
@@ -1073,6 +1089,29 @@ mod tests {
             change,
             partitions: ps.to_vec(),
         }
+    }
+
+    /// p99 is the nearest-rank percentile of the samples taken while producing: a spike
+    /// after input stopped does not count, one sample in a hundred during input does.
+    #[test]
+    fn p99_lag_counts_only_samples_taken_while_producing() {
+        let sample = |t: f64, group_lag: i64| Sample {
+            t,
+            group_lag,
+            ..Default::default()
+        };
+        let mut samples: Vec<Sample> = (0..100).map(|i| sample(i as f64, 10)).collect();
+        samples[7].group_lag = 5_000;
+        samples[8].group_lag = 900;
+        samples.push(sample(101.0, 99_999));
+        let r = RunResult {
+            samples,
+            produce_s: 99.5,
+            ..Default::default()
+        };
+        assert_eq!(r.p99_lag(), 900);
+        assert_eq!(r.peak_lag(), 99_999);
+        assert_eq!(RunResult::default().p99_lag(), 0);
     }
 
     #[test]

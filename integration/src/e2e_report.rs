@@ -122,6 +122,9 @@ pub fn comparison(runs: &[&RunResult], rate: f64, quiet: Duration) -> Table {
         row("group lag when input stopped", &|r| {
             r.lag_at_end_of_input().to_string()
         }),
+        row("p99 group lag while producing", &|r| {
+            r.p99_lag().to_string()
+        }),
         row("peak group lag", &|r| r.peak_lag().to_string()),
         row("partitions per member at the end", &|r| {
             r.final_partitions()

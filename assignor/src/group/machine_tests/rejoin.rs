@@ -80,12 +80,18 @@ fn subscription_change_while_stable_rejoins() {
     );
 }
 
-#[test]
-fn request_rejoin_sends_fresh_user_data() {
+/// Two members offering lagbalance (then cooperative-sticky), settled on a 4-partition topic.
+fn settled_lagbalance_pair() -> (Sim, usize, usize) {
     let mut sim = Sim::new(true, &[("t", 4)]);
     let a = sim.join(config(), lagbalance_then_sticky(), &["t"]);
     let b = sim.join(config(), lagbalance_then_sticky(), &["t"]);
     sim.settle(60_000);
+    (sim, a, b)
+}
+
+#[test]
+fn request_rejoin_sends_fresh_user_data() {
+    let (mut sim, a, b) = settled_lagbalance_pair();
     let user_data = |sim: &Sim, i: usize| {
         let joins = sim.sends_of(i, 0, Api::Join);
         let ud = join_subscription(&joins.last().unwrap().1, 0)
@@ -326,10 +332,7 @@ fn a_repeated_join_answered_in_the_same_generation_rejoins_with_fresh_bytes() {
 /// within `CAPACITY_REJOIN_MIN_INTERVAL_MS` does not, however different.
 #[test]
 fn a_backlogged_member_with_capacity_news_rejoins_at_once_and_not_again_soon() {
-    let mut sim = Sim::new(true, &[("t", 4)]);
-    let _a = sim.join(config(), lagbalance_then_sticky(), &["t"]);
-    let b = sim.join(config(), lagbalance_then_sticky(), &["t"]);
-    sim.settle(60_000);
+    let (mut sim, _, b) = settled_lagbalance_pair();
     let gen = sim.coord.generation;
     let backlogged = |rate: f64, at: u64| MemberStats {
         processed_rate: rate,
@@ -366,10 +369,7 @@ fn a_backlogged_member_with_capacity_news_rejoins_at_once_and_not_again_soon() {
 /// moved: moving work to it helps nobody. One busy nearly all the time does, backlogged or not.
 #[test]
 fn only_a_saturated_member_rejoins_for_capacity_news() {
-    let mut sim = Sim::new(true, &[("t", 4)]);
-    let _a = sim.join(config(), lagbalance_then_sticky(), &["t"]);
-    let b = sim.join(config(), lagbalance_then_sticky(), &["t"]);
-    sim.settle(60_000);
+    let (mut sim, _, b) = settled_lagbalance_pair();
     let mark = sim.mark(b);
     sim.input(
         b,
