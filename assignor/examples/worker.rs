@@ -28,7 +28,7 @@ const USAGE: &str = "\
 usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
               [--cost-mode busy|sleep] [--duration-s N] [--instance-id ID] [--name NAME]
               [--audit PATH] [--commit-interval-ms N] [--session-timeout-ms N]
-              [--heartbeat-interval-ms N] [--slow-factor N]
+              [--heartbeat-interval-ms N] [--slow-factor N] [--no-capacity-rejoin]
 
 A consumer-group member for the demo, the end-to-end tests and the benchmarks.
 
@@ -46,6 +46,8 @@ A consumer-group member for the demo, the end-to-end tests and the benchmarks.
   --session-timeout-ms N      session.timeout.ms (heartbeat.interval.ms follows at a third)
   --heartbeat-interval-ms N   heartbeat.interval.ms
   --slow-factor N             SIGUSR1 multiplies the per-record cost by N (default 3)
+  --no-capacity-rejoin        lagbalance.capacity.rejoin=false: never rejoin with capacity news
+                              by itself (leave capacity-driven rounds to the agent)
   -h, --help                  print this and exit
 
 LAGBALANCE_CONTROL_ADDR / LAGBALANCE_CONTROL_TOKEN enable the sidecar agent's control channel.
@@ -69,6 +71,7 @@ struct Args {
     heartbeat_interval_ms: Option<u64>,
     /// On SIGUSR1 the per-record cost is multiplied by this (a noisy neighbour arrives).
     slow_factor: u64,
+    capacity_rejoin: bool,
 }
 
 /// A bad command line: the reason and the usage on stderr, exit code 2.
@@ -93,6 +96,7 @@ fn parse_args() -> Args {
         session_timeout_ms: None,
         heartbeat_interval_ms: None,
         slow_factor: 3,
+        capacity_rejoin: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     if wants_help(&args) {
@@ -126,6 +130,7 @@ fn parse_args() -> Args {
             "--instance-id" => a.instance_id = Some(val()),
             "--name" => a.name = val(),
             "--slow-factor" => a.slow_factor = num(val(), "--slow-factor"),
+            "--no-capacity-rejoin" => a.capacity_rejoin = false,
             "--audit" => a.audit = Some(val()),
             "--commit-interval-ms" => {
                 a.commit_interval_ms = Some(num(val(), "--commit-interval-ms"))
@@ -255,6 +260,11 @@ async fn main() {
         }
     }
     config.set("client.id", &args.name).expect("valid");
+    if !args.capacity_rejoin {
+        config
+            .set("lagbalance.capacity.rejoin", "false")
+            .expect("valid");
+    }
     // TLS and SASL from the agent's variables, so a pod configures both alike.
     for (var, key) in lagbalance::security::ENV_VARS {
         match std::env::var(var) {

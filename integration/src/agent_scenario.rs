@@ -2,7 +2,8 @@
 //! group, each with its own `lagbalance-agent`. Once the group is settled and quiet, one worker's
 //! host gets `slow_factor` × slower (SIGUSR1: a noisy neighbour). Records arrive evenly on every
 //! partition at a rate the group can take but the slow member's share cannot, so its lag grows
-//! — nothing else would rebalance the group — until its agent trips and asks it to rejoin with
+//! — nothing else rebalances the group (the workers run with `--no-capacity-rejoin`, so the
+//! slow member does not report its new capacity by itself) — until its agent trips and asks it to rejoin with
 //! fresh capacity figures; the leader then moves work away from it. Later every agent is
 //! killed and the workers must keep consuming.
 //!
@@ -190,6 +191,9 @@ async fn run_in(
             cost.as_str(),
             "--slow-factor",
             factor.as_str(),
+            // The slow member would otherwise rejoin with its new capacity by itself within
+            // seconds of slowing down, before its lag could trip the agent this tests.
+            "--no-capacity-rejoin",
             "--session-timeout-ms",
             "12000",
             // Every cooperative round on tansu costs its 3 s follower hold plus the time the

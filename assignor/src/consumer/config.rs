@@ -75,17 +75,8 @@ impl ConsumerConfig {
                 self.auto_commit_interval = Duration::from_millis(ms(value)?)
             }
             "fetch.max.wait.ms" => self.fetch.max_wait = Duration::from_millis(ms(value)?),
-            "enable.auto.commit" => {
-                self.group.auto_commit = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "{key} must be true or false, not '{value}'"
-                        )))
-                    }
-                }
-            }
+            "enable.auto.commit" => self.group.auto_commit = boolean(key, value)?,
+            "lagbalance.capacity.rejoin" => self.group.capacity_rejoin = boolean(key, value)?,
             "auto.offset.reset" => self.fetch.auto_offset_reset = OffsetReset::parse(value)?,
             "max.poll.records" => {
                 self.max_poll_records = value
@@ -133,4 +124,30 @@ pub fn make_assignor(name: &str) -> Result<Box<dyn Assignor>> {
             )))
         }
     })
+}
+
+/// A `true` / `false` property.
+fn boolean(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::Config(format!(
+            "{key} must be true or false, not '{value}'"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_rejoin_is_on_by_default_and_a_boolean_property() {
+        let mut c = ConsumerConfig::new("127.0.0.1:9092", "g");
+        assert!(c.group.capacity_rejoin);
+        c.set("lagbalance.capacity.rejoin", "false").unwrap();
+        assert!(!c.group.capacity_rejoin);
+        let e = c.set("lagbalance.capacity.rejoin", "no").unwrap_err();
+        assert!(e.to_string().contains("must be true or false"), "{e}");
+    }
 }

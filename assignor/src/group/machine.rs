@@ -68,6 +68,10 @@ pub struct MemberConfig {
     pub auto_commit: bool,
     /// `client.rack`.
     pub rack: Option<String>,
+    /// `lagbalance.capacity.rejoin`: a saturated member rejoins with capacity news by itself
+    /// (see `rejoin_on_capacity_news`). Off leaves capacity-driven rounds to the agent and to
+    /// rounds others start.
+    pub capacity_rejoin: bool,
 }
 
 impl Default for MemberConfig {
@@ -82,6 +86,7 @@ impl Default for MemberConfig {
             retry_backoff_max_ms: 1_000,
             auto_commit: true,
             rack: None,
+            capacity_rejoin: true,
         }
     }
 }
@@ -614,7 +619,7 @@ impl Membership {
     /// round this way (moving work to it helps nobody who is keeping up), and the interval
     /// bounds the rounds one member can start however noisy its samples are.
     fn rejoin_on_capacity_news(&mut self) {
-        if self.phase != Phase::Stable || !saturated(&self.stats) {
+        if !self.config.capacity_rejoin || self.phase != Phase::Stable || !saturated(&self.stats) {
             return;
         }
         if self

@@ -394,3 +394,29 @@ fn only_a_saturated_member_rejoins_for_capacity_news() {
     );
     assert_eq!(sim.sends_of(b, mark, Api::Join).len(), 1);
 }
+
+/// `lagbalance.capacity.rejoin = false`: the member leaves capacity-driven rounds to its agent
+/// and to rounds others start, however saturated it is.
+#[test]
+fn capacity_news_starts_no_round_when_switched_off() {
+    let mut sim = Sim::new(true, &[("t", 4)]);
+    let off = MemberConfig {
+        capacity_rejoin: false,
+        ..config()
+    };
+    let _a = sim.join(off.clone(), lagbalance_then_sticky(), &["t"]);
+    let b = sim.join(off, lagbalance_then_sticky(), &["t"]);
+    sim.settle(60_000);
+    let mark = sim.mark(b);
+    sim.input(
+        b,
+        Input::Stats(MemberStats {
+            processed_rate: 250.0,
+            backlogged: true,
+            busy_fraction: Some(1.0),
+            measured_at_ms: sim.now,
+            ..MemberStats::default()
+        }),
+    );
+    assert!(sim.sends_of(b, mark, Api::Join).is_empty());
+}
