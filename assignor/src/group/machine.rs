@@ -734,11 +734,25 @@ impl Membership {
     /// Until when the partitions we own are ours for sure: past it the coordinator may have
     /// expired our session and handed them on, so no record of them may reach the application
     /// (the consumer checks this before every hand-out; a process frozen past it must not
-    /// serve its buffer on waking). `None` when nothing bounds it: we own nothing, or a
-    /// JoinGroup or SyncGroup is in flight, which keeps the session alive on the coordinator.
+    /// serve its buffer on waking). `None` when we own nothing.
+    ///
+    /// While a JoinGroup or SyncGroup is in flight the coordinator keeps our session, so the
+    /// session deadline does not apply — but it may have answered while this process was
+    /// frozen, completed the round without us and expired us since. The partitions are then
+    /// ours only while we keep running to read that answer: one heartbeat interval past this
+    /// step (the keepalive heartbeat wakes the machine at least that often). Without this
+    /// bound a member SIGSTOPped mid-join handed out a buffered record on waking, 772 ms after
+    /// the partition's new owner had started on it (chaos suite on Kafka).
     pub fn owned_valid_until(&self) -> Option<u64> {
+        if self.owned.is_empty() {
+            return None;
+        }
         let rebalancing = matches!(self.pending, Some((_, Pending::Join | Pending::Sync)));
-        (!self.owned.is_empty() && !rebalancing).then(|| self.session_deadline())
+        Some(if rebalancing {
+            self.now + self.config.heartbeat_interval_ms
+        } else {
+            self.session_deadline()
+        })
     }
 
     /// Give up our partitions once our session may have expired (librdkafka does the same;

@@ -197,13 +197,16 @@ fn a_join_in_flight_keeps_the_partitions_past_the_session_deadline() {
     sim.input(0, Input::RequestRejoin("test".into()));
     sim.advance(1);
     assert_eq!(sim.sends_of(0, mark, Api::Join).len(), 1);
-    assert_eq!(sim.nodes[0].m.owned_valid_until(), None);
+    // Ours only while this process keeps running to read the answer: one heartbeat interval
+    // past the last step, however long the coordinator holds the join.
+    assert_eq!(sim.nodes[0].m.owned_valid_until(), Some(sim.now + 3_000));
     sim.advance(9_000);
     assert_eq!(
         sim.owned(0),
         set(tps("t", 0..4)),
         "still ours: the join holds the session"
     );
+    assert_eq!(sim.nodes[0].m.owned_valid_until(), Some(sim.now + 3_000));
 }
 
 #[test]
