@@ -91,7 +91,9 @@ pub struct Outcome {
     pub action_lines: Vec<String>,
     /// The broker the scenario ran on.
     pub broker: String,
-    /// Partitions the slow worker owned just before the first action, and at the end.
+    /// Partitions the slow worker owned when it slowed down, and at the end. (Not at the
+    /// agent's action: the leader may already have moved some by then, in a round another
+    /// member started with the slow member's saturated report in it.)
     pub slow_partitions_before: usize,
     pub slow_partitions_after: usize,
     /// Ownership changes (assigned/revoked/lost callbacks) after the first action.
@@ -269,6 +271,9 @@ async fn run_in(
         out.timeline.push((settled.elapsed().as_secs_f64(), lag));
         out.peak_lag = out.peak_lag.max(lag);
         if slowed_at.is_none() && settled.elapsed() >= s.slow_after {
+            out.slow_partitions_before = owned_by_audit(&[slow_worker])
+                .get(SLOW)
+                .map_or(0, BTreeSet::len);
             slow_worker.slow_down()?;
             slowed_at = Some(Instant::now());
         }
@@ -276,9 +281,6 @@ async fn run_in(
         if acted && trigger_at.is_none() {
             trigger_at = Some(Instant::now());
             out.trigger_after = slowed_at.map(|t| t.elapsed());
-            out.slow_partitions_before = owned_by_audit(&[slow_worker])
-                .get(SLOW)
-                .map_or(0, BTreeSet::len);
             changes_at_trigger = ownership_changes(&files);
         }
         if let Some(t) = trigger_at {
