@@ -636,15 +636,21 @@ impl Membership {
             return;
         };
         let fresh = self.assignors[i].subscription_user_data(&self.stats);
-        let worth = match (self.user_data.get(i).and_then(Option::as_ref), &fresh) {
-            (Some(sent), Some(fresh)) => self.assignors[i].user_data_worth_sending(sent, fresh),
-            (None, None) => false,
-            _ => true,
-        };
-        if worth {
+        if self.worth_sending(i, &fresh) {
             self.capacity_rejoin_at = Some(self.now);
             self.refresh_user_data = true;
             self.request_rejoin("saturated, with a new capacity estimate".into());
+        }
+    }
+
+    /// Whether `fresh` user data of assignor `i` says something the leader should plan with
+    /// that what we last sent does not (the assignor judges; appearing or vanishing always
+    /// does).
+    fn worth_sending(&self, i: usize, fresh: &Option<Bytes>) -> bool {
+        match (self.user_data.get(i).and_then(Option::as_ref), fresh) {
+            (Some(sent), Some(fresh)) => self.assignors[i].user_data_worth_sending(sent, fresh),
+            (None, None) => false,
+            _ => true,
         }
     }
 
@@ -948,14 +954,7 @@ impl Membership {
             } else {
                 // Aged out: keep what we sent unless the assignor says the news matters.
                 for (i, new) in fresh.into_iter().enumerate() {
-                    let worth = match (&self.user_data[i], &new) {
-                        (Some(sent), Some(new)) => {
-                            self.assignors[i].user_data_worth_sending(sent, new)
-                        }
-                        (None, None) => false,
-                        _ => true,
-                    };
-                    if worth {
+                    if self.worth_sending(i, &new) {
                         self.user_data[i] = new;
                     }
                 }
