@@ -267,14 +267,14 @@ impl RunResult {
         self.samples.iter().map(|s| s.group_lag).max().unwrap_or(0)
     }
 
+    /// The samples taken while records were produced (half a second's grace for the last).
+    fn while_producing(&self) -> impl DoubleEndedIterator<Item = &Sample> {
+        self.samples.iter().filter(|s| s.t <= self.produce_s + 0.5)
+    }
+
     /// 99th percentile (nearest rank) of the group lag sampled while producing.
     pub fn p99_lag(&self) -> i64 {
-        let mut lags: Vec<i64> = self
-            .samples
-            .iter()
-            .filter(|s| s.t <= self.produce_s + 0.5)
-            .map(|s| s.group_lag)
-            .collect();
+        let mut lags: Vec<i64> = self.while_producing().map(|s| s.group_lag).collect();
         if lags.is_empty() {
             return 0;
         }
@@ -285,19 +285,15 @@ impl RunResult {
 
     /// Group lag at the last sample taken while producing.
     pub fn lag_at_end_of_input(&self) -> i64 {
-        self.samples
-            .iter()
-            .rev()
-            .find(|s| s.t <= self.produce_s + 0.5)
+        self.while_producing()
+            .next_back()
             .map_or(0, |s| s.group_lag)
     }
 
     /// Partitions per member at the end of producing.
     pub fn final_partitions(&self) -> Vec<(String, usize)> {
-        self.samples
-            .iter()
-            .rev()
-            .find(|s| s.t <= self.produce_s + 0.5)
+        self.while_producing()
+            .next_back()
             .map(|s| {
                 s.members
                     .iter()
