@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cluster;
 pub mod consumer;
 pub mod control;
+mod delivery;
 pub mod error;
 pub mod fetcher;
 pub mod group;

@@ -13,10 +13,7 @@
 //! sequence and answers with the first write's offset.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -26,11 +23,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cluster::Client;
+use crate::delivery::Outcome;
+pub use crate::delivery::{DeliveryFuture, RecordMetadata};
 use crate::error::{Error, Result};
 use crate::idempotence::{ProducerIdentity, Sequencer, Stamp, Verdict};
 use crate::partitioner::{partition_for_key, Partitioner};
@@ -159,34 +158,10 @@ impl ProducerConfig {
     }
 }
 
-/// Where a record was written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordMetadata {
-    pub topic: String,
-    pub partition: i32,
-    /// Offset in the partition; -1 with `acks=0`, and -1 when an idempotent retry was
-    /// answered DUPLICATE_SEQUENCE_NUMBER without the first write's offset (the records are in
-    /// the log exactly once, at an offset the broker no longer remembers).
-    pub offset: i64,
-}
-
-/// Resolves when the record is acknowledged (or definitely failed).
-pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Shutdown)))
-    }
-}
-
-type Waiter = oneshot::Sender<Result<RecordMetadata>>;
-
 struct Batch {
     records: Vec<ProducerRecord>,
-    waiters: Vec<Waiter>,
+    /// What every record's delivery future learns when the batch settles.
+    outcome: Arc<Outcome>,
     bytes: usize,
     created: Instant,
     /// Encoded once, reused on retries.
@@ -197,7 +172,16 @@ struct Batch {
     stamp: Option<Stamp>,
     /// An attempt went unanswered (connection lost, timeout): the batch may be in the log.
     maybe_written: bool,
-    _permits: Vec<OwnedSemaphorePermit>,
+    /// The buffer memory the batch's records hold, one permit grown record by record and
+    /// given back in one piece when the batch is dropped.
+    _memory: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Batch {
+    /// A batch dropped unsettled (the producer went away) still answers its records.
+    fn drop(&mut self) {
+        self.outcome.resolve(Err(Error::Shutdown));
+    }
 }
 
 #[derive(Default)]
@@ -242,11 +226,7 @@ impl Accumulator {
     fn fail_unsent(&mut self, error: &Error, max_age: Option<Duration>) {
         let expired =
             |b: &Batch| b.stamp.is_none() && max_age.is_none_or(|age| b.created.elapsed() >= age);
-        let fail = |mut b: Batch| {
-            for w in b.waiters.drain(..) {
-                let _ = w.send(Err(error.clone()));
-            }
-        };
+        let fail = |b: Batch| b.outcome.resolve(Err(error.clone()));
         for q in self.queues.values_mut().flat_map(HashMap::values_mut) {
             let (gone, kept): (VecDeque<Batch>, VecDeque<Batch>) =
                 q.ready.drain(..).partition(|b| expired(b));
@@ -363,7 +343,6 @@ impl Producer {
             .acquire_many_owned(want)
             .await
             .map_err(|_| Error::Shutdown)?;
-        let (tx, rx) = oneshot::channel();
         let mut acc = self.shared.acc.lock().map_err(|_| Error::Shutdown)?;
         if acc.closed {
             return Err(Error::Shutdown);
@@ -404,19 +383,22 @@ impl Producer {
         let opened = queue.open.is_none();
         let batch = queue.open.get_or_insert_with(|| Batch {
             records: Vec::new(),
-            waiters: Vec::new(),
+            outcome: Outcome::new(record.topic.clone(), partition),
             bytes: 0,
             created: Instant::now(),
             encoded: None,
             retry_at: None,
             stamp: None,
             maybe_written: false,
-            _permits: Vec::new(),
+            _memory: None,
         });
         batch.bytes += size;
+        let delivery = batch.outcome.future(batch.records.len());
         batch.records.push(record);
-        batch.waiters.push(tx);
-        batch._permits.push(permit);
+        match &mut batch._memory {
+            Some(held) => held.merge(permit),
+            None => batch._memory = Some(permit),
+        }
         let full = batch.bytes >= batch_size;
         if full {
             let b = queue.open.take().expect("just filled");
@@ -432,7 +414,7 @@ impl Producer {
         if full || opened {
             self.shared.wake.notify_one();
         }
-        Ok(DeliveryFuture(rx))
+        Ok(delivery)
     }
 
     /// Ship every queued record now and wait until all have an answer.
@@ -822,18 +804,7 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>, unanswered: boo
             if let Some((seq, stamp)) = sequencer.as_mut().zip(o.batch.stamp) {
                 seq.acknowledged(&o.topic, o.partition, stamp, count);
             }
-            for (i, w) in o.batch.waiters.drain(..).enumerate() {
-                // A hostile base offset near i64::MAX must not overflow (a panic in debug).
-                let offset = match base {
-                    b if b < 0 => -1,
-                    b => b.checked_add(i as i64).unwrap_or(-1),
-                };
-                let _ = w.send(Ok(RecordMetadata {
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                    offset,
-                }));
-            }
+            o.batch.outcome.resolve(Ok(base));
         }
         // Retried with the same stamp and bytes: if the broker wrote it, it says so.
         Err(e) if e.is_retriable() && in_time => {
@@ -849,9 +820,7 @@ fn settle(shared: &Shared, mut o: Outgoing, result: Result<i64>, unanswered: boo
             if let Some((seq, stamp)) = sequencer.as_mut().zip(o.batch.stamp) {
                 seq.failed(&o.topic, o.partition, stamp);
             }
-            for w in o.batch.waiters.drain(..) {
-                let _ = w.send(Err(e.clone()));
-            }
+            o.batch.outcome.resolve(Err(e));
         }
     }
     if q.open.is_none() && q.ready.is_empty() {

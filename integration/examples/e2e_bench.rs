@@ -2,13 +2,15 @@
 //! agent) against a group of `rdkafka` (librdkafka) consumers with `cooperative-sticky`, on the
 //! same local broker (Apache Kafka by default), the same heterogeneous per-record costs (slept) and the same input.
 //!
-//! For every input rate of `--rates`, each group runs once on a fresh topic: records produced
-//! round-robin at that rate for `--duration-s`. Figures:
+//! For every input rate of its grid, each group runs on a fresh topic: records produced
+//! round-robin at that rate for `--duration-s`. A group's grid is `--rates-<group>` when given,
+//! else `--rates`; the whole sweep runs `--repeats` times. Figures:
 //!
 //! - **sustained throughput**: a group *sustains* a rate when its group lag does not grow over the
-//!   second half of the input (least-squares trend ≤ `--bounded-pct` % of the rate); the highest
-//!   sustained rate of each group and their ratio (bracketed by the sweep's rates), plus the
-//!   records/s each group consumed in that window at every rate;
+//!   second half of the input (least-squares trend ≤ `--bounded-pct` % of the rate); per sweep,
+//!   the highest sustained rate of each group and their ratio (bracketed by the grid), then the
+//!   median and spread of that ratio over the sweeps, plus the records/s each group consumed in
+//!   that window at every rate;
 //! - **per capacity-driven rebalance** (from input start, and from each agent trigger):
 //!   partitions paused (revoked or lost) ÷ partitions whose owner changed, between the start and
 //!   the point where ownership held still for `--quiet-s`, from the workers' audit files, and
@@ -21,7 +23,8 @@
 //! ```text
 //! cargo build --release -p lagbalance --examples && cargo build --release -p lagbalance-agent
 //! cargo run --release -p lagbalance-integration --example e2e_bench -- [--bootstrap HOST:PORT]
-//!     [--rates 750,900,1150] [--duration-s 80] [--partitions 30] [--costs-us 2000,2000,4000]
+//!     [--rates 750,900,1150] [--rates-rdkafka R,..] [--rates-lagbalance R,..] [--repeats 1]
+//!     [--duration-s 80] [--partitions 30] [--costs-us 2000,2000,4000]
 //!     [--groups rdkafka,lagbalance] [--quiet-s 8] [--bounded-pct 2] [--drain-s 15] [--out docs]
 //! ```
 
@@ -44,11 +47,12 @@ use lagbalance_integration::unique_temp_dir;
 
 struct Args {
     bootstrap: Option<String>,
-    rates: Vec<f64>,
+    /// Each group with the input rates it runs at, in order.
+    grids: Vec<(String, Vec<f64>)>,
+    repeats: usize,
     duration: Duration,
     partitions: i32,
     costs: Vec<u64>,
-    groups: Vec<String>,
     quiet: Duration,
     bounded_pct: f64,
     drain: Duration,
@@ -67,19 +71,34 @@ fn list<T: std::str::FromStr>(s: &str, name: &str) -> Result<Vec<T>> {
 
 fn parse() -> Result<Args> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    exit_with_help_if_asked(&a, include_str!("e2e_bench.rs"), 28);
+    exit_with_help_if_asked(&a, include_str!("e2e_bench.rs"), 30);
+    let rates = flag(&a, "--rates", "750,900,1150".to_string())?;
+    let groups: Vec<String> = list(
+        &flag(&a, "--groups", "rdkafka,lagbalance".to_string())?,
+        "--groups",
+    )?;
+    for g in &groups {
+        if g != "rdkafka" && g != "lagbalance" {
+            bail!("--groups: unknown group '{g}' (rdkafka, lagbalance)");
+        }
+    }
+    let grids = groups
+        .into_iter()
+        .map(|g| {
+            let name = format!("--rates-{g}");
+            let rates = list(&flag(&a, &name, rates.clone())?, &name)?;
+            Ok((g, rates))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let args = Args {
         bootstrap: bootstrap_arg(&a),
-        rates: list(&flag(&a, "--rates", "750,900,1150".to_string())?, "--rates")?,
+        grids,
+        repeats: flag(&a, "--repeats", 1usize)?,
         duration: Duration::from_secs(flag(&a, "--duration-s", 80u64)?),
         partitions: flag(&a, "--partitions", 30)?,
         costs: list(
             &flag(&a, "--costs-us", "2000,2000,4000".to_string())?,
             "--costs-us",
-        )?,
-        groups: list(
-            &flag(&a, "--groups", "rdkafka,lagbalance".to_string())?,
-            "--groups",
         )?,
         quiet: Duration::from_secs(flag(&a, "--quiet-s", 8u64)?),
         bounded_pct: flag(&a, "--bounded-pct", 2.0)?,
@@ -89,16 +108,26 @@ fn parse() -> Result<Args> {
     if args.costs.is_empty() || args.costs.contains(&0) {
         bail!("--costs-us needs positive per-record costs, one per member");
     }
-    for g in &args.groups {
-        if g != "rdkafka" && g != "lagbalance" {
-            bail!("--groups: unknown group '{g}' (rdkafka, lagbalance)");
-        }
+    if args.repeats == 0 {
+        bail!("--repeats needs at least 1");
     }
     Ok(args)
 }
 
+impl Args {
+    /// Every rate any group runs at, ascending.
+    fn all_rates(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.grids.iter().flat_map(|(_, r)| r.clone()).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v
+    }
+}
+
 /// One run's outcome and what the report needs about it.
 struct Row {
+    /// Which sweep (1-based).
+    sweep: usize,
     group: String,
     rate: f64,
     result: RunResult,
@@ -196,6 +225,51 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// A group's best rate in one sweep: the highest it sustained, and the lowest rate above that
+/// it failed (the bracket the grid puts on its true limit).
+struct Highest {
+    best: Option<f64>,
+    failed_above: Option<f64>,
+}
+
+impl Highest {
+    fn bracket(&self) -> String {
+        match (self.best, self.failed_above) {
+            (Some(b), Some(f)) => format!("≥ {b:.0} and < {f:.0}"),
+            (Some(b), None) => format!("≥ {b:.0}"),
+            (None, Some(f)) => format!("< {f:.0}"),
+            (None, None) => "not measured".into(),
+        }
+    }
+}
+
+fn highest_sustained(rows: &[Row], sweep: usize, group: &str, pct: f64) -> Highest {
+    let these = || rows.iter().filter(|r| r.sweep == sweep && r.group == group);
+    let best = these()
+        .filter(|r| r.sustained(pct))
+        .map(|r| r.rate)
+        .max_by(f64::total_cmp);
+    let failed_above = these()
+        .filter(|r| !r.sustained(pct) && best.is_none_or(|b| r.rate > b))
+        .map(|r| r.rate)
+        .min_by(f64::total_cmp);
+    Highest { best, failed_above }
+}
+
+/// Median, lowest and highest of `v`; `None` when empty.
+fn median_and_spread(v: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let (lo, hi) = (*s.first()?, *s.last()?);
+    let mid = s.len() / 2;
+    let median = if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    };
+    Some((median, lo, hi))
+}
+
 fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String {
     let mut md = String::new();
     md.push_str("# End-to-end results: lagbalance vs rdkafka cooperative-sticky\n\n");
@@ -247,10 +321,11 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
          the input is ≤ {}% of the rate.\n\n",
         args.bounded_pct
     ));
-    md.push_str("| input/s | group | consumed/s (2nd half) | lag trend/s (2nd half) | lag when input stopped | p99 lag while producing | peak lag | sustained |\n|---:|---|---:|---:|---:|---:|---:|---|\n");
+    md.push_str("| sweep | input/s | group | consumed/s (2nd half) | lag trend/s (2nd half) | lag when input stopped | p99 lag while producing | peak lag | sustained |\n|---:|---:|---|---:|---:|---:|---:|---:|---|\n");
     for r in rows {
         md.push_str(&format!(
-            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.sweep,
             r.rate,
             r.result.label,
             one_decimal(r.consumed()),
@@ -265,60 +340,48 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
             }
         ));
     }
-    let best = |g: &str| {
-        rows.iter()
-            .filter(|r| r.group == g && r.sustained(args.bounded_pct))
-            .map(|r| r.rate)
-            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
-    };
-    let lowest_failed = |g: &str| {
-        rows.iter()
-            .filter(|r| r.group == g && !r.sustained(args.bounded_pct))
-            .map(|r| r.rate)
-            .fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.min(b))))
-    };
-    let bracket = |g: &str| match (best(g), lowest_failed(g)) {
-        (Some(b), Some(f)) if f > b => format!("≥ {b:.0} and < {f:.0}"),
-        (Some(b), _) => format!("≥ {b:.0}"),
-        (None, Some(f)) => format!("< {f:.0}"),
-        (None, None) => "not measured".into(),
-    };
-    md.push_str(&format!(
-        "\nHighest sustained input rate: lagbalance {}, rdkafka {} records/s.",
-        bracket("lagbalance"),
-        bracket("rdkafka")
-    ));
-    if let (Some(l), Some(r)) = (best("lagbalance"), best("rdkafka")) {
-        let upper = lowest_failed("rdkafka").filter(|f| *f > r);
+    md.push_str(
+        "\nHighest sustained input rate per sweep (bracketed by the next rate of the grid that \
+         failed):\n\n| sweep | lagbalance | rdkafka | ratio |\n|---:|---|---|---:|\n",
+    );
+    let mut ratios = Vec::new();
+    for sweep in 1..=args.repeats {
+        let l = highest_sustained(rows, sweep, "lagbalance", args.bounded_pct);
+        let r = highest_sustained(rows, sweep, "rdkafka", args.bounded_pct);
+        let ratio = l.best.zip(r.best).map(|(l, r)| l / r);
+        ratios.extend(ratio);
         md.push_str(&format!(
-            " **Ratio of the highest sustained rates: {:.2}×**{} (goal ≥ 1.5×).",
-            l / r,
-            upper.map_or(String::new(), |u| format!(
-                " (at least {:.2}× given rdkafka fails at {u:.0})",
-                l / u
-            ))
+            "| {sweep} | {} | {} | {} |\n",
+            l.bracket(),
+            r.bracket(),
+            ratio.map_or("-".into(), |x| format!("{x:.2}×"))
         ));
     }
-    md.push_str("\n\nConsumed records/s, lagbalance ÷ rdkafka, per input rate: ");
-    let ratios: Vec<String> = args
-        .rates
-        .iter()
-        .filter_map(|rate| {
+    if let Some((median, lo, hi)) = median_and_spread(&ratios) {
+        md.push_str(&format!(
+            "\n**Ratio of the highest sustained rates: median {median:.2}×, spread {lo:.2}–{hi:.2}× \
+             over {} sweep(s).**\n",
+            ratios.len()
+        ));
+    }
+    md.push_str("\nConsumed records/s, lagbalance ÷ rdkafka, where both ran at a rate: ");
+    let mut consumed = Vec::new();
+    for sweep in 1..=args.repeats {
+        for rate in args.all_rates() {
             let get = |g: &str| {
                 rows.iter()
-                    .find(|r| r.group == g && r.rate == *rate)
+                    .find(|r| r.sweep == sweep && r.group == g && r.rate == rate)
                     .and_then(Row::consumed)
             };
-            Some(format!(
-                "{rate:.0}/s → {:.2}×",
-                get("lagbalance")? / get("rdkafka")?
-            ))
-        })
-        .collect();
-    md.push_str(&if ratios.is_empty() {
+            if let (Some(l), Some(r)) = (get("lagbalance"), get("rdkafka")) {
+                consumed.push(format!("{rate:.0}/s → {:.2}× (sweep {sweep})", l / r));
+            }
+        }
+    }
+    md.push_str(&if consumed.is_empty() {
         "-".to_string()
     } else {
-        ratios.join(", ")
+        consumed.join(", ")
     });
     md.push_str(
         " (below an even spread's limit both keep up and the ratio is ~1 by construction).\n\n",
@@ -336,11 +399,12 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
          differs between the two instants. Goal: paused ÷ moved = 1.0.\n\n",
         args.quiet.as_secs()
     ));
-    md.push_str("| input/s | cause | at (s after input began) | first change after (s) | start → stable (s) | paused | moved | paused ÷ moved | callbacks |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| sweep | input/s | cause | at (s after input began) | first change after (s) | start → stable (s) | paused | moved | paused ÷ moved | callbacks |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows.iter().filter(|r| r.group == "lagbalance") {
         for b in capacity_rebalances(&r.result, args.quiet) {
             md.push_str(&format!(
-                "| {:.0} | {} | {:.1} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {:.0} | {} | {:.1} | {} | {} | {} | {} | {} | {} |\n",
+                r.sweep,
                 r.rate,
                 b.cause,
                 b.start_t,
@@ -354,19 +418,19 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
         }
     }
 
-    md.push_str("\n## Every run side by side\n\n");
-    for rate in &args.rates {
+    md.push_str("\n## Every run of the first sweep side by side\n\n");
+    for rate in args.all_rates() {
         let these: Vec<&RunResult> = rows
             .iter()
-            .filter(|r| r.rate == *rate)
+            .filter(|r| r.sweep == 1 && r.rate == rate)
             .map(|r| &r.result)
             .collect();
         md.push_str(&format!("### {rate:.0} records/s\n\n"));
-        md.push_str(&comparison(&these, *rate, args.quiet).markdown());
+        md.push_str(&comparison(&these, rate, args.quiet).markdown());
         md.push('\n');
     }
-    md.push_str("![group lag over time, per input rate](e2e-bench-lag.svg)\n\n");
-    md.push_str("## Leader debug lines (lagbalance group)\n\n");
+    md.push_str("![group lag over time, per input rate (every sweep)](e2e-bench-lag.svg)\n\n");
+    md.push_str("## Leader debug lines (lagbalance group, first sweep)\n\n");
     for (label, lines) in plans {
         md.push_str(&format!(
             "{label} — the last {} `leader plan` / `lagbalance plan` lines:\n\n```text\n",
@@ -393,15 +457,19 @@ fn plot(args: &Args, rows: &[Row]) -> String {
         })
         .collect();
     let panels: Vec<Panel> = args
-        .rates
-        .iter()
+        .all_rates()
+        .into_iter()
         .map(|rate| {
-            let these = || rows.iter().zip(&lines).filter(|(r, _)| r.rate == *rate);
+            let these = || rows.iter().zip(&lines).filter(|(r, _)| r.rate == rate);
             Panel {
                 title: format!("group lag at {rate:.0} records/s input"),
                 series: these()
                     .map(|(r, points)| Series {
-                        name: r.result.label.clone(),
+                        name: if args.repeats > 1 {
+                            format!("{}, sweep {}", r.result.label, r.sweep)
+                        } else {
+                            r.result.label.clone()
+                        },
                         points,
                     })
                     .collect(),
@@ -427,54 +495,66 @@ fn plot(args: &Args, rows: &[Row]) -> String {
 async fn bench(args: &Args, bootstrap: &str, logs: &Path) -> Result<()> {
     let mut rows = Vec::new();
     let mut plans = Vec::new();
-    for rate in &args.rates {
-        for group in &args.groups {
-            let dir = logs.join(format!("{group}-{rate:.0}"));
-            let p = params(args, bootstrap, group, *rate, dir.clone());
-            let label = format!("{} at {rate:.0}/s", p.kind.label());
-            eprintln!("running {label} for {:?} …", p.duration);
-            let mut last = 0.0;
-            let result = e2e::run(&p, &mut |ev| match ev {
-                Progress::Phase(what) => eprintln!("  {what}"),
-                Progress::Sample(s) => {
-                    if s.t - last >= 10.0 {
-                        last = s.t;
-                        let lags: Vec<String> = s
-                            .members
-                            .iter()
-                            .map(|m| format!("{}={}", m.name, m.lag))
-                            .collect();
-                        eprintln!(
-                            "  t={:>3.0}s group lag {} ({})",
-                            s.t,
-                            s.group_lag,
-                            lags.join(" ")
-                        );
-                    }
+    let runs = (1..=args.repeats).flat_map(|sweep| {
+        args.grids
+            .iter()
+            .flat_map(move |(group, rates)| rates.iter().map(move |rate| (sweep, group, *rate)))
+    });
+    for (sweep, group, rate) in runs {
+        let dir = logs.join(format!("{group}-{rate:.0}-{sweep}"));
+        let p = params(args, bootstrap, group, rate, dir.clone());
+        let label = format!("{} at {rate:.0}/s", p.kind.label());
+        eprintln!(
+            "sweep {sweep}/{}: running {label} for {:?} …",
+            args.repeats, p.duration
+        );
+        let mut last = 0.0;
+        let result = e2e::run(&p, &mut |ev| match ev {
+            Progress::Phase(what) => eprintln!("  {what}"),
+            Progress::Sample(s) => {
+                if s.t - last >= 10.0 {
+                    last = s.t;
+                    let lags: Vec<String> = s
+                        .members
+                        .iter()
+                        .map(|m| format!("{}={}", m.name, m.lag))
+                        .collect();
+                    eprintln!(
+                        "  t={:>3.0}s group lag {} ({})",
+                        s.t,
+                        s.group_lag,
+                        lags.join(" ")
+                    );
                 }
-            })
-            .await
-            .with_context(|| label.clone())?;
-            if group == "lagbalance" {
-                plans.push((label.clone(), plan_lines(&dir, 12)));
             }
-            rows.push(Row {
-                group: group.clone(),
-                rate: *rate,
-                result,
-            });
+        })
+        .await
+        .with_context(|| label.clone())?;
+        if group == "lagbalance" && sweep == 1 {
+            plans.push((label.clone(), plan_lines(&dir, 12)));
         }
+        rows.push(Row {
+            sweep,
+            group: group.clone(),
+            rate,
+            result,
+        });
+        // Rewritten after every run, so a long sweep cut short still leaves its figures.
+        write_report(args, &rows, &plans)?;
     }
-    std::fs::create_dir_all(&args.out)?;
-    let md = report(args, &rows, &plans);
-    std::fs::write(args.out.join("RESULTS.md"), &md)?;
-    std::fs::write(args.out.join("e2e-bench-lag.svg"), plot(args, &rows))?;
-    println!("{md}");
+    println!("{}", report(args, &rows, &plans));
     println!(
         "wrote {} and {}",
         args.out.join("RESULTS.md").display(),
         args.out.join("e2e-bench-lag.svg").display()
     );
+    Ok(())
+}
+
+fn write_report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("RESULTS.md"), report(args, rows, plans))?;
+    std::fs::write(args.out.join("e2e-bench-lag.svg"), plot(args, rows))?;
     Ok(())
 }
 
