@@ -13,7 +13,8 @@
 //! after every batch and around every callback, before offsets are committed.
 //! `--assignor` may repeat; the order is the preference order. SIGTERM / Ctrl-C close cleanly.
 //! SIGUSR1 multiplies the per-record cost by `--slow-factor` (default 3): the host got slower
-//! under a running group, the case the sidecar agent exists for.
+//! under a running group, the case the sidecar agent exists for. SIGUSR2 restores `--cost-us`
+//! (the neighbour left), so a test can make a member's capacity oscillate.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -45,7 +46,8 @@ A consumer-group member for the demo, the end-to-end tests and the benchmarks.
   --commit-interval-ms N      auto.commit.interval.ms
   --session-timeout-ms N      session.timeout.ms (heartbeat.interval.ms follows at a third)
   --heartbeat-interval-ms N   heartbeat.interval.ms
-  --slow-factor N             SIGUSR1 multiplies the per-record cost by N (default 3)
+  --slow-factor N             SIGUSR1 multiplies the per-record cost by N (default 3);
+                              SIGUSR2 restores --cost-us
   --no-capacity-rejoin        lagbalance.capacity.rejoin=false: never rejoin with capacity news
                               by itself (leave capacity-driven rounds to the agent)
   -h, --help                  print this and exit
@@ -300,6 +302,8 @@ async fn main() {
     let mut cost = Duration::from_micros(args.cost_us);
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .expect("signal handler");
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+        .expect("signal handler");
     loop {
         if args.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -311,6 +315,11 @@ async fn main() {
             _ = usr1.recv() => {
                 cost *= args.slow_factor.max(1) as u32;
                 eprintln!("[{}] slowed down: {} µs per record", args.name, cost.as_micros());
+                continue;
+            }
+            _ = usr2.recv() => {
+                cost = Duration::from_micros(args.cost_us);
+                eprintln!("[{}] back to speed: {} µs per record", args.name, cost.as_micros());
                 continue;
             }
         };

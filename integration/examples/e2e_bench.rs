@@ -25,7 +25,7 @@
 //! cargo run --release -p lagbalance-integration --example e2e_bench -- [--bootstrap HOST:PORT]
 //!     [--rates 750,900,1150] [--rates-rdkafka R,..] [--rates-lagbalance R,..] [--repeats 1]
 //!     [--duration-s 80] [--partitions 30] [--costs-us 2000,2000,4000]
-//!     [--groups rdkafka,lagbalance] [--quiet-s 8] [--bounded-pct 2] [--drain-s 15] [--out docs]
+//!     [--groups rdkafka,lagbalance] [--quiet-s 8] [--bounded-pct 1] [--drain-s 15] [--out docs]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ fn parse() -> Result<Args> {
             "--costs-us",
         )?,
         quiet: Duration::from_secs(flag(&a, "--quiet-s", 8u64)?),
-        bounded_pct: flag(&a, "--bounded-pct", 2.0)?,
+        bounded_pct: flag(&a, "--bounded-pct", 1.0)?,
         drain: Duration::from_secs(flag(&a, "--drain-s", 15u64)?),
         out: PathBuf::from(flag(&a, "--out", "docs".to_string())?),
     };

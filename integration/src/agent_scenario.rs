@@ -2,10 +2,11 @@
 //! group, each with its own `lagbalance-agent`. Once the group is settled and quiet, one worker's
 //! host gets `slow_factor` × slower (SIGUSR1: a noisy neighbour). Records arrive evenly on every
 //! partition at a rate the group can take but the slow member's share cannot, so its lag grows
-//! — nothing else rebalances the group (the workers run with `--no-capacity-rejoin`, so the
-//! slow member does not report its new capacity by itself) — until its agent trips and asks it to rejoin with
-//! fresh capacity figures; the leader then moves work away from it. Later every agent is
-//! killed and the workers must keep consuming.
+//! — nothing else rebalances the group (by default the workers run with `--no-capacity-rejoin`,
+//! so the slow member does not report its new capacity by itself) — until its agent trips and
+//! asks it to rejoin with fresh capacity figures; the leader then moves work away from it.
+//! Later every agent is killed and the workers must keep consuming. With `oscillate_every` the
+//! slow host keeps changing speed instead (the storm case: how many rounds does the group run?).
 //!
 //! Shared by the acceptance test (`tests/agent_tansu.rs`) and the mode measurement
 //! (`examples/agent_modes.rs`). Group lag is measured like the agents measure it: end offsets
@@ -41,6 +42,12 @@ pub struct Scenario {
     pub slow_factor: u64,
     /// …this long after records start to arrive.
     pub slow_after: Duration,
+    /// When set, the slow worker's host then alternates between normal speed and slow every
+    /// this long while the agents live (a neighbour that comes and goes): the storm case.
+    pub oscillate_every: Option<Duration>,
+    /// Whether the workers rejoin with capacity news by themselves (`lagbalance.capacity.rejoin`,
+    /// on by default in the client); off leaves capacity-driven rounds to the agents.
+    pub capacity_rejoin: bool,
     /// `LAGBALANCE_LAG_FLOOR`: the outlier's lag must exceed it, and the group's lag must get
     /// back below it once work has moved.
     pub lag_floor: i64,
@@ -67,6 +74,8 @@ impl Default for Scenario {
             fast_cost_us: 2_000,
             slow_factor: 3,
             slow_after: Duration::from_secs(10),
+            oscillate_every: None,
+            capacity_rejoin: false,
             lag_floor: 1_500,
             produce_with_agents: Duration::from_secs(75),
             produce_without_agents: Duration::from_secs(10),
@@ -98,6 +107,10 @@ pub struct Outcome {
     pub slow_partitions_after: usize,
     /// Ownership changes (assigned/revoked/lost callbacks) after the first action.
     pub ownership_changes_after_trigger: usize,
+    /// Times the slow worker's speed changed (1 without oscillation).
+    pub speed_changes: usize,
+    /// Rebalance rounds (group generations) from the first slowdown until the agents died.
+    pub rounds_after_slowdown: i64,
     /// Records consumed between the agents' death and the end.
     pub consumed_without_agents: usize,
     /// Group lag over time: (seconds since the group settled under load, lag).
@@ -193,9 +206,6 @@ async fn run_in(
             cost.as_str(),
             "--slow-factor",
             factor.as_str(),
-            // The slow member would otherwise rejoin with its new capacity by itself within
-            // seconds of slowing down, before its lag could trip the agent this tests.
-            "--no-capacity-rejoin",
             "--session-timeout-ms",
             "12000",
             // Every cooperative round on tansu costs its 3 s follower hold plus the time the
@@ -206,6 +216,12 @@ async fn run_in(
             "--commit-interval-ms",
             "200",
         ];
+        let mut args = args.to_vec();
+        if !s.capacity_rejoin {
+            // The slow member would otherwise rejoin with its new capacity by itself within
+            // seconds of slowing down, before its lag could trip the agent this tests.
+            args.push("--no-capacity-rejoin");
+        }
         let mut env = vec![("LAGBALANCE_CONTROL_ADDR", "127.0.0.1:0")];
         env.extend(security.iter().map(|(k, v)| (*k, v.as_str())));
         workers.push(Worker::spawn(
@@ -265,6 +281,8 @@ async fn run_in(
     let ownership_changes =
         |files: &[PathBuf]| count_events(files, &["assigned", "revoked", "lost"]);
     let mut changes_at_trigger = 0;
+    let mut generation_at_slowdown = 0;
+    let mut slow = false;
     while settled.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let lag = group_lag(client, group, &ledger).await.unwrap_or(-1);
@@ -274,8 +292,23 @@ async fn run_in(
             out.slow_partitions_before = owned_by_audit(&[slow_worker])
                 .get(SLOW)
                 .map_or(0, BTreeSet::len);
+            generation_at_slowdown = highest_generation(&files);
             slow_worker.slow_down()?;
+            slow = true;
+            out.speed_changes = 1;
             slowed_at = Some(Instant::now());
+        }
+        if let (Some(every), Some(at)) = (s.oscillate_every, slowed_at) {
+            let due = at + every * out.speed_changes as u32;
+            if agents_killed_at.is_none() && Instant::now() >= due {
+                if slow {
+                    slow_worker.speed_up()?;
+                } else {
+                    slow_worker.slow_down()?;
+                }
+                slow = !slow;
+                out.speed_changes += 1;
+            }
         }
         let acted = agents.iter().any(|a| a.actions() > 0);
         if acted && trigger_at.is_none() {
@@ -296,6 +329,7 @@ async fn run_in(
             for a in agents.iter_mut() {
                 a.kill();
             }
+            out.rounds_after_slowdown = highest_generation(&files) - generation_at_slowdown;
             agents_killed_at = Some(count_events(&files, &["consumed"]));
         }
     }
@@ -342,6 +376,22 @@ async fn group_lag(
         .iter()
         .map(|(tp, end)| (end - committed.get(tp).copied().unwrap_or(0)).max(0))
         .sum())
+}
+
+/// The highest group generation any worker's audit reports (its `role` lines); 0 for none.
+fn highest_generation(files: &[PathBuf]) -> i64 {
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"event\":\"role\""))
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v.get("generation")?.as_i64())
+                .collect::<Vec<_>>()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Lines with one of `events` across the audit files.

@@ -212,6 +212,11 @@ impl Worker {
         self.process.signal("-USR1")
     }
 
+    /// SIGUSR2: the worker goes back to its `--cost-us`.
+    pub fn speed_up(&self) -> Result<()> {
+        self.process.signal("-USR2")
+    }
+
     /// The control listener the worker reported in its log (`control channel on ADDR`), waiting
     /// up to `limit` for it.
     pub async fn control_addr(&self, limit: Duration) -> Result<std::net::SocketAddr> {
