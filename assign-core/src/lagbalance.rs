@@ -661,7 +661,9 @@ impl OneWay {
 
     fn allows(&self, p: usize, from: usize, to: usize) -> bool {
         let (gives, takes) = self.roles(p, from, to);
-        !(gives && self.took[from]) && !(takes && self.gave[to])
+        let gives_after_taking = gives && self.took[from];
+        let takes_after_giving = takes && self.gave[to];
+        !(gives_after_taking || takes_after_giving)
     }
 
     /// Whether exchanging `p` (on `a`) with `q` (on `b`) keeps both members one-way.
@@ -670,7 +672,8 @@ impl OneWay {
         let (b_gives, a_takes) = self.roles(q, b, a);
         let (gave_a, took_a) = (self.gave[a] || a_gives, self.took[a] || a_takes);
         let (gave_b, took_b) = (self.gave[b] || b_gives, self.took[b] || b_takes);
-        !(gave_a && took_a) && !(gave_b && took_b)
+        let both_ways = |gave: bool, took: bool| gave && took;
+        !(both_ways(gave_a, took_a) || both_ways(gave_b, took_b))
     }
 
     fn record(&mut self, p: usize, from: usize, to: usize) {
