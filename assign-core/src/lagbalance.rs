@@ -2078,6 +2078,14 @@ mod tests {
         assert_eq!(back, 1, "{plan:?}");
     }
 
+    /// Member `i`'s share when `n` partitions of topic 0 are dealt round-robin to `members`.
+    fn dealt(n: usize, members: usize, i: usize) -> Vec<(u32, i32)> {
+        (0..n as i32)
+            .filter(|p| *p as usize % members == i)
+            .map(|p| (0, p))
+            .collect()
+    }
+
     /// The follow-up round of a cooperative move re-plans from fresher lag; it must never make
     /// a member take back a partition it has just given up (it paused for no move), let alone
     /// while giving up another one. Random groups, one overloaded member, lag redrawn between
@@ -2091,10 +2099,7 @@ mod tests {
             let members = 2 + rng.below(4) as usize;
             let ms: Vec<MemberView> = (0..members)
                 .map(|i| {
-                    let owned: Vec<(u32, i32)> = (0..n as i32)
-                        .filter(|p| *p as usize % members == i)
-                        .map(|p| (0, p))
-                        .collect();
+                    let owned = dealt(n, members, i);
                     let capacity = if i == 0 {
                         20.0
                     } else {
@@ -2164,10 +2169,7 @@ mod tests {
             let members = 2 + rng.below(4) as usize;
             let ms: Vec<MemberView> = (0..members)
                 .map(|i| {
-                    let owned: Vec<(u32, i32)> = (0..n as i32)
-                        .filter(|p| *p as usize % members == i)
-                        .map(|p| (0, p))
-                        .collect();
+                    let owned = dealt(n, members, i);
                     mv(
                         &format!("m{i}"),
                         &[0],
