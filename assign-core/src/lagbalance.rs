@@ -659,21 +659,18 @@ impl OneWay {
         (o == from as u32, o != NONE && o != to as u32)
     }
 
-    fn allows(&self, p: usize, from: usize, to: usize) -> bool {
-        let (gives, takes) = self.roles(p, from, to);
-        let gives_after_taking = gives && self.took[from];
-        let takes_after_giving = takes && self.gave[to];
-        !(gives_after_taking || takes_after_giving)
-    }
-
-    /// Whether exchanging `p` (on `a`) with `q` (on `b`) keeps both members one-way.
-    fn allows_exchange(&self, p: usize, a: usize, q: usize, b: usize) -> bool {
-        let (a_gives, b_takes) = self.roles(p, a, b);
-        let (b_gives, a_takes) = self.roles(q, b, a);
-        let (gave_a, took_a) = (self.gave[a] || a_gives, self.took[a] || a_takes);
-        let (gave_b, took_b) = (self.gave[b] || b_gives, self.took[b] || b_takes);
-        let both_ways = |gave: bool, took: bool| gave && took;
-        !(both_ways(gave_a, took_a) || both_ways(gave_b, took_b))
+    /// Whether making `moves` (partition, from, to) together leaves every member they touch
+    /// giving or taking, not both.
+    fn allows(&self, moves: &[(usize, usize, usize)]) -> bool {
+        moves.iter().flat_map(|&(_, f, t)| [f, t]).all(|m| {
+            let (mut gave, mut took) = (self.gave[m], self.took[m]);
+            for &(p, from, to) in moves {
+                let (gives, takes) = self.roles(p, from, to);
+                gave |= gives && from == m;
+                took |= takes && to == m;
+            }
+            !(gave && took)
+        })
     }
 
     fn record(&mut self, p: usize, from: usize, to: usize) {
@@ -1234,7 +1231,10 @@ impl Work {
                     let p = p as usize;
                     if !self.class_has_topic(class, self.topic_of[p])
                         || !movable(p)
-                        || self.one_way.as_ref().is_some_and(|w| !w.allows(p, a, b))
+                        || self
+                            .one_way
+                            .as_ref()
+                            .is_some_and(|w| !w.allows(&[(p, a, b)]))
                     {
                         continue;
                     }
@@ -1300,7 +1300,7 @@ impl Work {
                         || self
                             .one_way
                             .as_ref()
-                            .is_some_and(|w| !w.allows_exchange(p, a, q, b))
+                            .is_some_and(|w| !w.allows(&[(p, a, b), (q, b, a)]))
                     {
                         continue;
                     }

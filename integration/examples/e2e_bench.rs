@@ -495,6 +495,7 @@ fn plot(args: &Args, rows: &[Row]) -> String {
 async fn bench(args: &Args, bootstrap: &str, logs: &Path) -> Result<()> {
     let mut rows = Vec::new();
     let mut plans = Vec::new();
+    let mut md = String::new();
     let runs = (1..=args.repeats).flat_map(|sweep| {
         args.grids
             .iter()
@@ -540,9 +541,9 @@ async fn bench(args: &Args, bootstrap: &str, logs: &Path) -> Result<()> {
             result,
         });
         // Rewritten after every run, so a long sweep cut short still leaves its figures.
-        write_report(args, &rows, &plans)?;
+        md = write_report(args, &rows, &plans)?;
     }
-    println!("{}", report(args, &rows, &plans));
+    println!("{md}");
     println!(
         "wrote {} and {}",
         args.out.join("RESULTS.md").display(),
@@ -551,11 +552,13 @@ async fn bench(args: &Args, bootstrap: &str, logs: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> Result<()> {
+/// Write `RESULTS.md` and the plot for the runs so far; returns the page.
+fn write_report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> Result<String> {
+    let md = report(args, rows, plans);
     std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("RESULTS.md"), report(args, rows, plans))?;
+    std::fs::write(args.out.join("RESULTS.md"), &md)?;
     std::fs::write(args.out.join("e2e-bench-lag.svg"), plot(args, rows))?;
-    Ok(())
+    Ok(md)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ use lagbalance::{Client, ClientConfig};
 use crate::agents::Agent;
 use crate::audit;
 use crate::broker::BrokerKind;
+use crate::chaos::max_generation;
 use crate::workers::{owned_by_audit, wait_balanced, Worker};
 use crate::{unique, unique_temp_dir, TestBroker};
 
@@ -110,7 +111,7 @@ pub struct Outcome {
     /// Times the slow worker's speed changed (1 without oscillation).
     pub speed_changes: usize,
     /// Rebalance rounds (group generations) from the first slowdown until the agents died.
-    pub rounds_after_slowdown: i64,
+    pub rounds_after_slowdown: i32,
     /// Records consumed between the agents' death and the end.
     pub consumed_without_agents: usize,
     /// Group lag over time: (seconds since the group settled under load, lag).
@@ -282,7 +283,6 @@ async fn run_in(
         |files: &[PathBuf]| count_events(files, &["assigned", "revoked", "lost"]);
     let mut changes_at_trigger = 0;
     let mut generation_at_slowdown = 0;
-    let mut slow = false;
     while settled.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let lag = group_lag(client, group, &ledger).await.unwrap_or(-1);
@@ -292,21 +292,20 @@ async fn run_in(
             out.slow_partitions_before = owned_by_audit(&[slow_worker])
                 .get(SLOW)
                 .map_or(0, BTreeSet::len);
-            generation_at_slowdown = highest_generation(&files);
+            generation_at_slowdown = max_generation(&files);
             slow_worker.slow_down()?;
-            slow = true;
             out.speed_changes = 1;
             slowed_at = Some(Instant::now());
         }
         if let (Some(every), Some(at)) = (s.oscillate_every, slowed_at) {
             let due = at + every * out.speed_changes as u32;
             if agents_killed_at.is_none() && Instant::now() >= due {
-                if slow {
+                // An odd number of changes so far leaves the host slow.
+                if out.speed_changes % 2 == 1 {
                     slow_worker.speed_up()?;
                 } else {
                     slow_worker.slow_down()?;
                 }
-                slow = !slow;
                 out.speed_changes += 1;
             }
         }
@@ -329,7 +328,7 @@ async fn run_in(
             for a in agents.iter_mut() {
                 a.kill();
             }
-            out.rounds_after_slowdown = highest_generation(&files) - generation_at_slowdown;
+            out.rounds_after_slowdown = max_generation(&files) - generation_at_slowdown;
             agents_killed_at = Some(count_events(&files, &["consumed"]));
         }
     }
@@ -376,22 +375,6 @@ async fn group_lag(
         .iter()
         .map(|(tp, end)| (end - committed.get(tp).copied().unwrap_or(0)).max(0))
         .sum())
-}
-
-/// The highest group generation any worker's audit reports (its `role` lines); 0 for none.
-fn highest_generation(files: &[PathBuf]) -> i64 {
-    files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|t| {
-            t.lines()
-                .filter(|l| l.contains("\"event\":\"role\""))
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|v| v.get("generation")?.as_i64())
-                .collect::<Vec<_>>()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// Lines with one of `events` across the audit files.

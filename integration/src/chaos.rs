@@ -350,6 +350,11 @@ pub fn generations(files: &[impl AsRef<Path>], since_ms: u64) -> BTreeSet<i32> {
     out
 }
 
+/// The highest generation any of the members reported (−1 if none yet).
+pub fn max_generation(files: &[impl AsRef<Path>]) -> i32 {
+    generations(files, 0).last().copied().unwrap_or(-1)
+}
+
 /// The generation `file`'s member last reported (−1 if none yet).
 pub fn last_generation(file: &Path) -> i32 {
     read_lines(file)
@@ -587,23 +592,19 @@ impl Run<'_> {
     /// Wait until no member reached a new generation for `quiet`, for at most `limit`.
     async fn quiet(&self, quiet: Duration, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
-        let (mut seen, mut since) = (self.max_generation(), Instant::now());
+        let (mut seen, mut since) = (max_generation(&self.files), Instant::now());
         while since.elapsed() < quiet {
             ensure!(
                 Instant::now() < deadline,
                 "generations still moving after {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = self.max_generation();
+            let now = max_generation(&self.files);
             if now != seen {
                 (seen, since) = (now, Instant::now());
             }
         }
         Ok(())
-    }
-
-    fn max_generation(&self) -> i32 {
-        generations(&self.files, 0).last().copied().unwrap_or(-1)
     }
 
     fn leader(&self) -> Option<usize> {
@@ -614,7 +615,7 @@ impl Run<'_> {
     /// generation newer than the current one shows up, and the group settles again.
     async fn forced_rebalance(&mut self) -> Result<()> {
         self.check_alive()?;
-        let before = self.max_generation();
+        let before = max_generation(&self.files);
         let t = Instant::now();
         // Static members' metadata changes are "soft updates" on tansu (no new generation).
         let dynamic: Vec<usize> = (0..self.live.len())
@@ -664,7 +665,7 @@ impl Run<'_> {
             "chaos: forced rebalance {} ({} rejoined, generation {before} -> {}) took {:.1} s",
             self.forced,
             self.live[i].worker.name,
-            self.max_generation(),
+            max_generation(&self.files),
             t.elapsed().as_secs_f64()
         );
         Ok(())
@@ -812,7 +813,7 @@ impl Run<'_> {
         )
         .await
         .context("the group never went quiet before the static restart")?;
-        let generation = self.max_generation();
+        let generation = max_generation(&self.files);
         let before = self.owned_count(i);
         let m = self.kill(i);
         let t = Instant::now();
@@ -821,7 +822,7 @@ impl Run<'_> {
             .await?;
         let after = self.owned_count(new);
         let took = t.elapsed();
-        let generation_after = self.max_generation();
+        let generation_after = max_generation(&self.files);
         // KIP-345: the broker hands a static member that comes back within its session its
         // previous assignment; nobody rebalances.
         ensure!(

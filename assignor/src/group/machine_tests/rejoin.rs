@@ -82,11 +82,28 @@ fn subscription_change_while_stable_rejoins() {
 
 /// Two members offering lagbalance (then cooperative-sticky), settled on a 4-partition topic.
 fn settled_lagbalance_pair() -> (Sim, usize, usize) {
+    settled_lagbalance_pair_with(config())
+}
+
+/// [`settled_lagbalance_pair`], both members configured as `cfg`.
+fn settled_lagbalance_pair_with(cfg: MemberConfig) -> (Sim, usize, usize) {
     let mut sim = Sim::new(true, &[("t", 4)]);
-    let a = sim.join(config(), lagbalance_then_sticky(), &["t"]);
-    let b = sim.join(config(), lagbalance_then_sticky(), &["t"]);
+    let a = sim.join(cfg.clone(), lagbalance_then_sticky(), &["t"]);
+    let b = sim.join(cfg, lagbalance_then_sticky(), &["t"]);
     sim.settle(60_000);
     (sim, a, b)
+}
+
+/// A sample of a member that cannot keep up: backlogged, its core fully busy, processing
+/// `rate` records/s, taken at `at`.
+fn backlogged(rate: f64, at: u64) -> MemberStats {
+    MemberStats {
+        processed_rate: rate,
+        backlogged: true,
+        busy_fraction: Some(1.0),
+        measured_at_ms: at,
+        ..MemberStats::default()
+    }
 }
 
 #[test]
@@ -334,13 +351,6 @@ fn a_repeated_join_answered_in_the_same_generation_rejoins_with_fresh_bytes() {
 fn a_backlogged_member_with_capacity_news_rejoins_at_once_and_not_again_soon() {
     let (mut sim, _, b) = settled_lagbalance_pair();
     let gen = sim.coord.generation;
-    let backlogged = |rate: f64, at: u64| MemberStats {
-        processed_rate: rate,
-        backlogged: true,
-        busy_fraction: Some(1.0),
-        measured_at_ms: at,
-        ..MemberStats::default()
-    };
     let mark = sim.mark(b);
     sim.input(b, Input::Stats(backlogged(250.0, sim.now)));
     let joins = sim.sends_of(b, mark, Api::Join);
@@ -399,24 +409,11 @@ fn only_a_saturated_member_rejoins_for_capacity_news() {
 /// and to rounds others start, however saturated it is.
 #[test]
 fn capacity_news_starts_no_round_when_switched_off() {
-    let mut sim = Sim::new(true, &[("t", 4)]);
-    let off = MemberConfig {
+    let (mut sim, _, b) = settled_lagbalance_pair_with(MemberConfig {
         capacity_rejoin: false,
         ..config()
-    };
-    let _a = sim.join(off.clone(), lagbalance_then_sticky(), &["t"]);
-    let b = sim.join(off, lagbalance_then_sticky(), &["t"]);
-    sim.settle(60_000);
+    });
     let mark = sim.mark(b);
-    sim.input(
-        b,
-        Input::Stats(MemberStats {
-            processed_rate: 250.0,
-            backlogged: true,
-            busy_fraction: Some(1.0),
-            measured_at_ms: sim.now,
-            ..MemberStats::default()
-        }),
-    );
+    sim.input(b, Input::Stats(backlogged(250.0, sim.now)));
     assert!(sim.sends_of(b, mark, Api::Join).is_empty());
 }
