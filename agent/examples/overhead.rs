@@ -19,91 +19,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use kafka_protocol::messages::{
-    ApiKey, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
-};
-use kafka_protocol::protocol::StrBytes;
 use lagbalance::admin::OffsetMap;
 use lagbalance::control::{serve, AppIdentity, ControlCommand, ControlConfig};
-use lagbalance::group::codec::{encode_assignment, encode_subscription, Assignment, Subscription};
-use lagbalance::producer::{Producer, ProducerConfig};
-use lagbalance::records::ProducerRecord;
 use lagbalance::{Client, ClientConfig};
-
-fn s(x: &str) -> StrBytes {
-    StrBytes::from_string(x.to_owned())
-}
-
-/// Join `group` as its only member and take every partition of `topic`.
-async fn join(
-    client: &Client,
-    group: &str,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<(String, i32)> {
-    let sub = encode_subscription(&Subscription {
-        topics: vec![topic.into()],
-        generation: -1,
-        ..Subscription::default()
-    })?;
-    let mut member_id = String::new();
-    // A fresh broker creates its offsets topic on the first FindCoordinator and answers
-    // COORDINATOR_LOAD_IN_PROGRESS / _NOT_AVAILABLE / NOT_COORDINATOR (14, 15, 16) until the
-    // coordinator is loaded: look it up again, for at most 30 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for _ in 0..200 {
-        let conn = client.coordinator_connection(group).await?;
-        let (_, r) = client
-            .send(&conn, ApiKey::JoinGroup, |_| {
-                JoinGroupRequest::default()
-                    .with_group_id(GroupId(s(group)))
-                    .with_session_timeout_ms(30_000)
-                    .with_rebalance_timeout_ms(30_000)
-                    .with_member_id(s(&member_id))
-                    .with_protocol_type(s("consumer"))
-                    .with_protocols(vec![JoinGroupRequestProtocol::default()
-                        .with_name(s("range"))
-                        .with_metadata(sub.clone())])
-            })
-            .await?;
-        member_id = r.member_id.to_string();
-        if r.error_code == 79 {
-            continue; // MEMBER_ID_REQUIRED: rejoin with the id
-        }
-        if matches!(r.error_code, 14..=16) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        if r.error_code != 0 {
-            bail!("JoinGroup error {}", r.error_code);
-        }
-        let generation = r.generation_id;
-        let assignment = encode_assignment(&Assignment {
-            partitions: (0..partitions).map(|p| (topic.to_owned(), p)).collect(),
-            user_data: None,
-        })?;
-        let (_, sr) = client
-            .send(&conn, ApiKey::SyncGroup, |_| {
-                SyncGroupRequest::default()
-                    .with_group_id(GroupId(s(group)))
-                    .with_generation_id(generation)
-                    .with_member_id(s(&member_id))
-                    .with_protocol_type(Some(s("consumer")))
-                    .with_protocol_name(Some(s("range")))
-                    .with_assignments(vec![SyncGroupRequestAssignment::default()
-                        .with_member_id(s(&member_id))
-                        .with_assignment(assignment)])
-            })
-            .await?;
-        if sr.error_code != 0 {
-            bail!("SyncGroup error {}", sr.error_code);
-        }
-        return Ok((member_id, generation));
-    }
-    bail!("could not join {group}")
-}
+use lagbalance_integration::raw_member;
 
 /// utime + stime of `pid` in seconds, and its RSS in bytes.
 fn proc_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
@@ -163,56 +82,21 @@ async fn main() -> anyhow::Result<()> {
 
     let client = Client::new(ClientConfig::new(&broker))?;
     client.create_topic(&topic, partitions, 1).await?;
-    // 10 single-record batches per partition (exact log ends on tansu, see tansu-quirks.md).
-    let producer = Producer::new(
-        client.clone(),
-        ProducerConfig {
-            batch_size: 1,
-            ..Default::default()
-        },
-    )?;
-    let mut pending = Vec::new();
-    for p in 0..partitions {
-        for i in 0..10u32 {
-            pending.push(
-                producer
-                    .send(
-                        ProducerRecord::new(&topic)
-                            .partition(p)
-                            .value(i.to_be_bytes().to_vec()),
-                    )
-                    .await?,
-            );
-        }
-    }
-    producer.flush().await?;
-    for d in pending {
-        d.await?;
-    }
-    let (member_id, generation) = join(&client, &group, &topic, partitions).await?;
+    raw_member::fill(&client, &topic, partitions, 10).await?;
+    let (member_id, generation) =
+        raw_member::join_alone(&client, &group, &topic, partitions).await?;
     // Committed 4 of 10 on every partition: lag 6 each.
     let offsets: OffsetMap = (0..partitions).map(|p| ((topic.clone(), p), 4)).collect();
     client
         .offset_commit(&group, generation, &member_id, None, &offsets)
         .await?;
-    let hb = {
-        let (client, group, member_id) = (client.clone(), group.clone(), member_id.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Ok(conn) = client.coordinator_connection(&group).await {
-                    let _ = client
-                        .send(&conn, ApiKey::Heartbeat, |_| {
-                            HeartbeatRequest::default()
-                                .with_group_id(GroupId(s(&group)))
-                                .with_generation_id(generation)
-                                .with_member_id(s(&member_id))
-                        })
-                        .await;
-                }
-            }
-        })
-    };
+    let hb = raw_member::keep_alive(
+        client.clone(),
+        group.clone(),
+        generation,
+        vec![member_id.clone()],
+        Duration::from_secs(1),
+    );
 
     // The app's side of the control channel.
     let (handle, mut commands) = serve(ControlConfig::loopback(0)).await?;

@@ -43,13 +43,7 @@ mod tests {
 
     fn shuffled<T: Clone>(v: &[T], seed: u64) -> Vec<T> {
         let mut v = v.to_vec();
-        let mut x = seed | 1;
-        for i in (1..v.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        lagbalance::assign::rng::Rng::new(seed).shuffle(&mut v);
         v
     }
 

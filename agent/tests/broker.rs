@@ -95,81 +95,10 @@ mod slow_member {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{
-        ApiKey, GroupId, HeartbeatRequest, JoinGroupRequest, SyncGroupRequest,
-    };
-    use kafka_protocol::protocol::StrBytes;
     use lagbalance::admin::OffsetMap;
     use lagbalance::control::{serve, AppIdentity, ControlCommand, ControlConfig};
-    use lagbalance::group::codec::{
-        encode_assignment, encode_subscription, Assignment, Subscription,
-    };
-    use lagbalance::producer::{Producer, ProducerConfig};
-    use lagbalance::records::ProducerRecord;
     use lagbalance::{Client, ClientConfig};
-
-    fn s(x: &str) -> StrBytes {
-        StrBytes::from_string(x.to_owned())
-    }
-
-    /// JoinGroup; returns (error, generation, member id).
-    async fn join(c: &Client, g: &str, t: &str, id: &str) -> (i16, i32, String) {
-        let conn = c.coordinator_connection(g).await.unwrap();
-        let sub = encode_subscription(&Subscription {
-            topics: vec![t.into()],
-            generation: -1,
-            ..Default::default()
-        })
-        .unwrap();
-        let (_, r) = c
-            .send(&conn, ApiKey::JoinGroup, |_| {
-                JoinGroupRequest::default()
-                    .with_group_id(GroupId(s(g)))
-                    .with_session_timeout_ms(30_000)
-                    .with_rebalance_timeout_ms(30_000)
-                    .with_member_id(s(id))
-                    .with_protocol_type(s("consumer"))
-                    .with_protocols(vec![JoinGroupRequestProtocol::default()
-                        .with_name(s("range"))
-                        .with_metadata(sub.clone())])
-            })
-            .await
-            .unwrap();
-        (r.error_code, r.generation_id, r.member_id.to_string())
-    }
-
-    async fn sync(c: &Client, g: &str, id: &str, gen: i32, plan: &[(String, Vec<(String, i32)>)]) {
-        let conn = c.coordinator_connection(g).await.unwrap();
-        let a: Vec<_> = plan
-            .iter()
-            .map(|(m, ps)| {
-                SyncGroupRequestAssignment::default()
-                    .with_member_id(s(m))
-                    .with_assignment(
-                        encode_assignment(&Assignment {
-                            partitions: ps.clone(),
-                            user_data: None,
-                        })
-                        .unwrap(),
-                    )
-            })
-            .collect();
-        let (_, r) = c
-            .send(&conn, ApiKey::SyncGroup, |_| {
-                SyncGroupRequest::default()
-                    .with_group_id(GroupId(s(g)))
-                    .with_generation_id(gen)
-                    .with_member_id(s(id))
-                    .with_protocol_type(Some(s("consumer")))
-                    .with_protocol_name(Some(s("range")))
-                    .with_assignments(a.clone())
-            })
-            .await
-            .unwrap();
-        assert_eq!(r.error_code, 0, "SyncGroup");
-    }
+    use lagbalance_integration::raw_member::{fill, join, keep_alive, sync};
 
     fn agent(bootstrap: &str, group: &str, control: std::net::SocketAddr) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lagbalance-agent"));
@@ -210,43 +139,26 @@ mod slow_member {
         let (topic, group) = (format!("slow-{tag}"), format!("slow-g-{tag}"));
         let c = Client::new(ClientConfig::new(bootstrap)).unwrap();
         c.create_topic(&topic, 4, 1).await.unwrap();
-        let producer = Producer::new(
-            c.clone(),
-            ProducerConfig {
-                batch_size: 1, // exact ListOffsets on tansu (docs/tansu-quirks.md)
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut pending = Vec::new();
-        for p in 0..4 {
-            for i in 0..200u32 {
-                let r = ProducerRecord::new(&topic)
-                    .partition(p)
-                    .value(i.to_be_bytes().to_vec());
-                pending.push(producer.send(r).await.unwrap());
-            }
-        }
-        producer.flush().await.unwrap();
-        for d in pending {
-            d.await.unwrap();
-        }
+        fill(&c, &topic, 4, 200).await.unwrap();
 
         // Form the group: A, then B, then A rejoins as leader and hands out the plan.
-        let a = join(&c, &group, &topic, "").await.2;
-        let (_, gen, _) = join(&c, &group, &topic, &a).await;
-        sync(&c, &group, &a, gen, &[(a.clone(), vec![])]).await;
-        let b = join(&c, &group, &topic, "").await.2;
-        join(&c, &group, &topic, &b).await;
-        let (err, gen, _) = join(&c, &group, &topic, &a).await;
-        assert_eq!(err, 0);
+        let a = join(&c, &group, &topic, "").await.unwrap().member_id;
+        let gen = join(&c, &group, &topic, &a).await.unwrap().generation;
+        sync(&c, &group, &a, gen, &[(a.clone(), vec![])])
+            .await
+            .unwrap();
+        let b = join(&c, &group, &topic, "").await.unwrap().member_id;
+        join(&c, &group, &topic, &b).await.unwrap();
+        let joined = join(&c, &group, &topic, &a).await.unwrap();
+        assert_eq!(joined.error, 0);
+        let gen = joined.generation;
         let tp = |p| (topic.clone(), p);
         let plan = vec![
             (a.clone(), vec![tp(0), tp(1)]),
             (b.clone(), vec![tp(2), tp(3)]),
         ];
-        sync(&c, &group, &a, gen, &plan).await;
-        sync(&c, &group, &b, gen, &[]).await;
+        sync(&c, &group, &a, gen, &plan).await.unwrap();
+        sync(&c, &group, &b, gen, &[]).await.unwrap();
         // A is caught up, B is 200 behind on each of its partitions.
         let offsets: OffsetMap = (0..4)
             .map(|p| ((topic.clone(), p), if p < 2 { 200 } else { 0 }))
@@ -254,26 +166,13 @@ mod slow_member {
         c.offset_commit(&group, gen, &a, None, &offsets)
             .await
             .unwrap();
-        let hb = {
-            let (c, group, a, b) = (c.clone(), group.clone(), a.clone(), b.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    for m in [&a, &b] {
-                        if let Ok(conn) = c.coordinator_connection(&group).await {
-                            let _ = c
-                                .send(&conn, ApiKey::Heartbeat, |_| {
-                                    HeartbeatRequest::default()
-                                        .with_group_id(GroupId(s(&group)))
-                                        .with_generation_id(gen)
-                                        .with_member_id(s(m))
-                                })
-                                .await;
-                        }
-                    }
-                }
-            })
-        };
+        let hb = keep_alive(
+            c.clone(),
+            group.clone(),
+            gen,
+            vec![a.clone(), b.clone()],
+            Duration::from_millis(500),
+        );
 
         // The stand-in apps, and one agent each.
         let mut apps = Vec::new();

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use lagbalance_assign::lagbalance::LagBalanceAssignor;
 use lagbalance_assign::model::{Assignor, GroupView, MemberView, PartitionStats, Plan, TopicInfo};
+use lagbalance_assign::rng::Rng;
 use lagbalance_assign::userdata::MemberUserData;
 use lagbalance_assign::CooperativeStickyAssignor;
 
@@ -57,20 +58,6 @@ fn main() {
     }
 }
 
-/// Deterministic xorshift so every run builds the same group.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn member(i: usize, topics: usize, rng: &mut Rng) -> MemberView {
     let capacity = 50.0 + 100.0 * rng.unit();
     let ud = MemberUserData {
@@ -90,7 +77,7 @@ fn member(i: usize, topics: usize, rng: &mut Rng) -> MemberView {
 fn child(partitions: usize, members: usize, which: &str) {
     let per_topic = 2_000.min(partitions);
     let topics = partitions.div_ceil(per_topic);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(1);
     let topic_infos: Vec<TopicInfo> = (0..topics)
         .map(|t| TopicInfo {
             name: format!("topic-{t:04}"),
@@ -117,7 +104,7 @@ fn child(partitions: usize, members: usize, which: &str) {
     let (mut fresh, mut sticky, mut moved) = (f64::MAX, f64::MAX, 0);
     for _ in 0..3 {
         let mut view = base.clone();
-        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut rng = Rng::new(2);
         let mut assignor: Box<dyn Assignor> = match which {
             "cooperative-sticky" => Box::new(CooperativeStickyAssignor),
             _ => Box::new(LagBalanceAssignor::default()),

@@ -1342,7 +1342,7 @@ mod tests {
     use super::*;
     use crate::cooperative::{resolve_owners, validate};
     use crate::model::{MemberView, PartitionLoad, PartitionStats, TopicInfo};
-    use crate::userdata::Rng;
+    use crate::rng::Rng;
     use std::collections::{BTreeMap, BTreeSet};
 
     fn ud(capacity: f64) -> Option<Bytes> {
@@ -1892,7 +1892,7 @@ mod tests {
 
             let valid = ud(50.0).unwrap().to_vec();
             let hostile: Vec<u8> = match case % 4 {
-                0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+                0 => (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect(),
                 1 => valid[..rng.below(valid.len() as u64) as usize].to_vec(),
                 2 => {
                     let mut b = valid.clone();

@@ -11,7 +11,8 @@
 //! from decoded subscriptions to the plan to send, with every withholding rule and the
 //! liveness bound; the client and the simulator both call [`Leader::plan`]), [`range`] and [`sticky`] (Kafka's `range` and
 //! `cooperative-sticky`), [`lagbalance`] (the lag- and capacity-aware assignor) with its
-//! [`userdata`] format and [`capacity`] estimator.
+//! [`userdata`] format and [`capacity`] estimator; [`rng`], the one seeded random stream the
+//! workspace uses.
 //!
 //! ```
 //! use lagbalance_assign::{Assignor, CooperativeStickyAssignor, GroupView, MemberView, TopicInfo, Tp};
@@ -42,6 +43,7 @@ pub mod lagbalance;
 pub mod leader;
 pub mod model;
 pub mod range;
+pub mod rng;
 pub mod sticky;
 pub mod userdata;
 

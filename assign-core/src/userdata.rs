@@ -435,32 +435,10 @@ fn crc32(data: &[u8]) -> u32 {
     !c
 }
 
-/// Deterministic SplitMix64 for this crate's property tests (no dev-dependencies needed, and
-/// a failing seed reproduces exactly).
-#[cfg(test)]
-pub(crate) struct Rng(u64);
-
-#[cfg(test)]
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (`n` > 0).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     fn sample(rng: &mut Rng) -> MemberUserData {
         let topics = rng.below(4) as usize;
@@ -494,8 +472,8 @@ mod tests {
             backlogged: rng.below(2) == 1,
             cpu_used_cores: (rng.below(3) != 0).then(|| f64::from(rng.below(64) as f32 / 4.0)),
             cpu_limit_cores: (rng.below(3) != 0).then(|| (1 + rng.below(64)) as f64),
-            measured_at_ms: rng.next(),
-            seq: rng.next() as u32,
+            measured_at_ms: rng.next_u64(),
+            seq: rng.next_u64() as u32,
             topics: ts,
         }
     }
@@ -601,7 +579,7 @@ mod tests {
         let mut rng = Rng::new(4);
         for len in 0..200usize {
             for _ in 0..50 {
-                let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 // Random input almost surely fails the checksum; any Ok must be sanitised.
                 if let Ok(d) = MemberUserData::decode(&bytes) {
                     assert!(d.capacity.is_none_or(|c| c.is_finite() && c > 0.0));

@@ -21,9 +21,9 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lagbalance::consumer::RebalanceListener;
+use lagbalance::consumer::{OnOwnershipChange, OwnershipChange};
 use lagbalance::settings::wants_help;
-use lagbalance::{Consumer, ConsumerConfig};
+use lagbalance::{Consumer, ConsumerConfig, NamedPartition};
 
 const USAGE: &str = "\
 usage: worker --bootstrap HOST:PORT --group G --topic T [--assignor NAME ...] [--cost-us N]
@@ -197,18 +197,6 @@ impl Audit {
     }
 }
 
-impl RebalanceListener for Audit {
-    fn on_assigned(&mut self, partitions: &[(String, i32)]) {
-        self.ownership("assigned", partitions);
-    }
-    fn on_revoked(&mut self, partitions: &[(String, i32)]) {
-        self.ownership("revoked", partitions);
-    }
-    fn on_lost(&mut self, partitions: &[(String, i32)]) {
-        self.ownership("lost", partitions);
-    }
-}
-
 fn spin(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until {
@@ -225,6 +213,8 @@ async fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Plain text when stderr is a log file: the harness reads these logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let audit = Audit {
         out: args.audit.as_ref().map(|p| {
@@ -279,7 +269,14 @@ async fn main() {
             _ => {}
         }
     }
-    let mut consumer = match Consumer::new(config, Box::new(audit.clone())) {
+    let mut consumer = match Consumer::new(config, {
+        let audit = audit.clone();
+        Box::new(OnOwnershipChange(
+            move |change: OwnershipChange, partitions: &[NamedPartition]| {
+                audit.ownership(change.as_str(), partitions)
+            },
+        ))
+    }) {
         Ok(c) => c,
         Err(e) => usage(&e.to_string()),
     };

@@ -23,6 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use lagbalance_assign::rng::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -200,7 +201,8 @@ struct Accumulator {
     sticky: HashMap<String, i32>,
     flushing: usize,
     closed: bool,
-    rng: u64,
+    /// Spreads unkeyed batches; needs no quality beyond that.
+    rng: Rng,
     /// Sequence state of the idempotent producer; `None` when idempotence is off.
     sequencer: Option<Sequencer>,
 }
@@ -236,16 +238,6 @@ impl Accumulator {
                 q.open.take().into_iter().for_each(fail);
             }
         }
-    }
-
-    fn next_random(&mut self) -> u64 {
-        // xorshift64: only spreads unkeyed batches, needs no quality beyond that.
-        let mut x = self.rng.max(1);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
     }
 }
 
@@ -302,7 +294,7 @@ impl Producer {
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
             config,
             acc: Mutex::new(Accumulator {
-                rng: seed,
+                rng: Rng::new(seed),
                 sequencer,
                 ..Default::default()
             }),
@@ -359,7 +351,7 @@ impl Producer {
             (None, None) => match acc.sticky.get(&record.topic) {
                 Some(p) if *p < n => *p,
                 _ => {
-                    let p = (acc.next_random() % n as u64) as i32;
+                    let p = acc.rng.below(n as u64) as i32;
                     acc.sticky.insert(record.topic.clone(), p);
                     p
                 }
@@ -405,7 +397,7 @@ impl Producer {
             queue.ready.push_back(b);
             if let Some(topic) = topic {
                 // Move unkeyed traffic on once a batch fills, as the Java client does.
-                let next = (partition + 1 + (acc.next_random() % (n as u64 - 1)) as i32) % n;
+                let next = (partition + 1 + acc.rng.below(n as u64 - 1) as i32) % n;
                 acc.sticky.insert(topic, next);
             }
         }

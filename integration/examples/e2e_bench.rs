@@ -198,31 +198,13 @@ fn plan_lines(dir: &Path, keep: usize) -> Vec<String> {
             .unwrap_or_default();
         for line in std::fs::read_to_string(&l).unwrap_or_default().lines() {
             if line.contains("leader plan") || line.contains("lagbalance plan") {
-                // Strip ANSI colours tracing adds on a terminal.
-                let clean: String = strip_ansi(line).chars().take(600).collect();
+                let clean: String = line.chars().take(600).collect();
                 out.push(format!("[{name}] {clean}"));
             }
         }
     }
     let skip = out.len().saturating_sub(keep);
     out.into_iter().skip(skip).collect()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A group's best rate in one sweep: the highest it sustained, and the lowest rate above that

@@ -5,7 +5,9 @@
 
 use std::fmt::Write;
 
-use lagbalance_sim::svg::{axis_titles, esc, legend_entry, nice_ceiling, PALETTE};
+use lagbalance_sim::svg::{
+    self, axis_titles, esc, legend_entry, nice_ceiling, tick_label, PALETTE,
+};
 
 /// One line.
 pub struct Series<'a> {
@@ -50,12 +52,7 @@ pub fn chart(panels: &[Panel], x_label: &str, y_label: &str, same_y: bool) -> St
     };
     let shared = panels.iter().map(ymax_of).fold(1.0f64, f64::max);
     let total_h = H * panels.len().max(1) as f64;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" viewBox="0 0 {W} {total_h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{total_h}" fill="white"/>"#);
+    let mut s = svg::open(W, total_h);
     for (i, p) in panels.iter().enumerate() {
         let ymax = nice_ceiling(if same_y { shared } else { ymax_of(p) });
         panel(&mut s, p, H * i as f64, xmax, ymax, x_label, y_label);
@@ -90,7 +87,7 @@ fn panel(s: &mut String, p: &Panel, y0: f64, xmax: f64, ymax: f64, x_label: &str
             LEFT + pw,
             LEFT - 6.0,
             y + 4.0,
-            format_num(v)
+            tick_label(v)
         );
     }
     let xstep = nice_ceiling(xmax / 6.0);
@@ -102,7 +99,7 @@ fn panel(s: &mut String, p: &Panel, y0: f64, xmax: f64, ymax: f64, x_label: &str
             px(x),
             top + ph,
             top + ph + 16.0,
-            format_num(x)
+            tick_label(x)
         );
         x += xstep;
     }
@@ -137,18 +134,6 @@ fn panel(s: &mut String, p: &Panel, y0: f64, xmax: f64, ymax: f64, x_label: &str
             r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="{width}"/>"#
         );
         legend_entry(s, i, LEFT + pw, top, color, &se.name);
-    }
-}
-
-fn format_num(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else if v >= 10.0 || v == v.round() {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lagbalance::consumer::RebalanceListener;
+use lagbalance::consumer::NoopListener;
 use lagbalance::lag_partitioner::{LagPartitioner, LagPartitionerConfig, LagReader};
 use lagbalance::partitioner::Partitioner;
 use lagbalance::producer::{Producer, ProducerConfig};
@@ -192,9 +192,6 @@ impl Partitioner for RoundRobin {
     }
 }
 
-struct Quiet;
-impl RebalanceListener for Quiet {}
-
 /// A consumer task: its partitions and group generation as it last reported them, and what
 /// it processed.
 struct Member {
@@ -220,7 +217,7 @@ fn spawn_member(
     // Small batches: the per-record cost is slept per batch, and commits happen between
     // batches, so a big batch would hide processed records from the lag reading.
     config.set("max.poll.records", "20")?;
-    let mut consumer = Consumer::new(config, Box::new(Quiet))?;
+    let mut consumer = Consumer::new(config, Box::new(NoopListener))?;
     consumer.subscribe(&[topic]);
     let owned = Arc::new(Mutex::new(BTreeSet::new()));
     let generation = Arc::new(AtomicI32::new(-1));

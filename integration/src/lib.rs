@@ -15,6 +15,7 @@ pub mod lagplot;
 pub mod lagrun;
 pub mod ledger;
 pub mod peers;
+pub mod raw_member;
 pub mod readback;
 pub mod secure;
 pub mod workers;

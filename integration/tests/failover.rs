@@ -179,25 +179,6 @@ fn last_ownership_change(files: &[&Path]) -> u64 {
         .unwrap_or(0)
 }
 
-/// `line` without terminal colour sequences (the workers' tracing output may carry them).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(ch) = chars.next() {
-        if ch == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
 /// How often each worker's log says it lost its coordinator, and why (distinct reasons).
 fn rediscoveries(log: &Path) -> (usize, BTreeSet<String>) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -205,7 +186,6 @@ fn rediscoveries(log: &Path) -> (usize, BTreeSet<String>) {
     let mut why = BTreeSet::new();
     for line in text
         .lines()
-        .map(strip_ansi)
         .filter(|l| l.contains("coordinator lost; rediscovering"))
     {
         n += 1;

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lagbalance::consumer::RebalanceListener;
+use lagbalance::consumer::{OnOwnershipChange, OwnershipChange};
 use lagbalance::producer::{Producer, ProducerConfig};
 use lagbalance::records::ProducerRecord;
-use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig};
+use lagbalance::{Client, ClientConfig, Consumer, ConsumerConfig, NamedPartition};
 use lagbalance_integration::audit;
 use lagbalance_integration::unique_temp_dir;
 use rdkafka::config::ClientConfig as RdConfig;
@@ -75,18 +75,6 @@ impl AuditLog {
     }
     fn owned(&self) -> BTreeSet<(String, i32)> {
         self.owned.lock().unwrap().clone()
-    }
-}
-
-impl RebalanceListener for AuditLog {
-    fn on_assigned(&mut self, p: &[(String, i32)]) {
-        self.ownership("assigned", p);
-    }
-    fn on_revoked(&mut self, p: &[(String, i32)]) {
-        self.ownership("revoked", p);
-    }
-    fn on_lost(&mut self, p: &[(String, i32)]) {
-        self.ownership("lost", p);
     }
 }
 
@@ -164,7 +152,13 @@ async fn run_ours(bootstrap: String, log: AuditLog, stop: Arc<AtomicBool>) {
             "cooperative-sticky,lagbalance",
         )
         .unwrap();
-    let mut consumer = Consumer::new(config, Box::new(log.clone())).unwrap();
+    let mut consumer = Consumer::new(config, {
+        let log = log.clone();
+        Box::new(OnOwnershipChange(
+            move |change: OwnershipChange, p: &[NamedPartition]| log.ownership(change.as_str(), p),
+        ))
+    })
+    .unwrap();
     consumer.subscribe(&[TOPIC]);
     log.event("started");
     while !stop.load(Ordering::Relaxed) {

@@ -32,9 +32,9 @@ use lagbalance_assign::leader::{Leader, Member as JoinedMember, Round};
 use lagbalance_assign::model::{Assignor, MemberStats, PartitionLoad};
 
 use crate::producer::{ProducerMode, ProducerModel};
-use crate::rng::Rng;
 use crate::scenario::{Cost, Modulation, Scenario, Weights};
 use crate::strategies::Strategy;
+use lagbalance_assign::rng::Rng;
 
 /// Per-step consumer measurement kept for the trailing measurement window.
 #[derive(Clone, Copy, Debug, Default)]

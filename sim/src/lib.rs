@@ -5,7 +5,6 @@
 pub mod engine;
 pub mod producer;
 pub mod report;
-pub mod rng;
 pub mod scenario;
 pub mod strategies;
 pub mod svg;

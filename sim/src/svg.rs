@@ -21,6 +21,18 @@ pub fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// An SVG document of `w` × `h` on a white background, open for the chart's elements; the
+/// caller closes it with `</svg>`.
+pub fn open(w: f64, h: f64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    s
+}
+
 /// A line chart. With `log_y`, values are plotted as log10(1 + y) with decade ticks.
 pub fn line_chart(
     title: &str,
@@ -51,12 +63,7 @@ pub fn line_chart(
     }
     let px = |x: f64| left + pw * x / xmax;
     let py = |y: f64| top + ph * (1.0 - ty(y) / ymax);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let mut s = open(w, h);
     let _ = writeln!(
         s,
         r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
@@ -72,13 +79,13 @@ pub fn line_chart(
         // Ticks at 0, 1, 10, 100, … placed where log10(1 + v) puts them.
         std::iter::once(0.0)
             .chain((0..=ymax as i32).map(|d| 10f64.powi(d)))
-            .map(|v| (py(v), format_num(v)))
+            .map(|v| (py(v), tick_label(v)))
             .collect()
     } else {
         (0..=5)
             .map(|i| {
                 let v = ymax * i as f64 / 5.0;
-                (top + ph * (1.0 - i as f64 / 5.0), format_num(v))
+                (top + ph * (1.0 - i as f64 / 5.0), tick_label(v))
             })
             .collect()
     };
@@ -102,7 +109,7 @@ pub fn line_chart(
             top + ph,
             px(x),
             top + ph + 16.0,
-            format_num(x)
+            tick_label(x)
         );
         x += xstep;
     }
@@ -183,8 +190,9 @@ pub fn nice_ceiling(v: f64) -> f64 {
     10.0 * e
 }
 
-fn format_num(v: f64) -> String {
-    // Shortest of: whole number, or one decimal, with a k/M suffix for large values.
+/// An axis tick: from 10 000 in k and from a million in M (a decimal only when needed), a
+/// whole number from 10, two decimals below that unless whole.
+pub fn tick_label(v: f64) -> String {
     let short = |x: f64, suffix: &str| {
         if (x - x.round()).abs() < 1e-9 {
             format!("{x:.0}{suffix}")

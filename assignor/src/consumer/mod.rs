@@ -58,6 +58,53 @@ pub trait RebalanceListener: Send {
 pub struct NoopListener;
 impl RebalanceListener for NoopListener {}
 
+/// Which way ownership changed, for a listener that treats the three alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnershipChange {
+    Assigned,
+    Revoked,
+    Lost,
+}
+
+impl OwnershipChange {
+    /// `assigned`, `revoked` or `lost`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnershipChange::Assigned => "assigned",
+            OwnershipChange::Revoked => "revoked",
+            OwnershipChange::Lost => "lost",
+        }
+    }
+}
+
+/// A listener that hands every ownership change to one closure, e.g. to log or audit it.
+///
+/// ```
+/// use lagbalance::consumer::{OnOwnershipChange, OwnershipChange};
+/// use lagbalance::{NamedPartition, RebalanceListener};
+///
+/// let listener = OnOwnershipChange(|change: OwnershipChange, partitions: &[NamedPartition]| {
+///     eprintln!("{} {partitions:?}", change.as_str());
+/// });
+/// let _boxed: Box<dyn RebalanceListener> = Box::new(listener);
+/// ```
+pub struct OnOwnershipChange<F>(pub F);
+
+impl<F> RebalanceListener for OnOwnershipChange<F>
+where
+    F: FnMut(OwnershipChange, &[NamedPartition]) + Send,
+{
+    fn on_assigned(&mut self, partitions: &[NamedPartition]) {
+        (self.0)(OwnershipChange::Assigned, partitions)
+    }
+    fn on_revoked(&mut self, partitions: &[NamedPartition]) {
+        (self.0)(OwnershipChange::Revoked, partitions)
+    }
+    fn on_lost(&mut self, partitions: &[NamedPartition]) {
+        (self.0)(OwnershipChange::Lost, partitions)
+    }
+}
+
 /// Membership and generation as the background task last saw them (for commits).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupIdentity {

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
@@ -66,6 +68,29 @@ async fn send_group_request<R: KafkaRequest>(
 ) -> Result<R::Response> {
     conn.send_salvaging_error(req, version, timeout, error_offset(version), with_code)
         .await
+}
+
+/// One protocol the member offers, with its subscription blob.
+fn join_protocol((name, metadata): (String, Bytes)) -> JoinGroupRequestProtocol {
+    JoinGroupRequestProtocol::default()
+        .with_name(s(&name))
+        .with_metadata(metadata)
+}
+
+/// One member as the JoinGroup response lists it (to the leader).
+fn joined_member(m: JoinGroupResponseMember) -> JoinedMember {
+    JoinedMember {
+        member_id: m.member_id.to_string(),
+        instance_id: m.group_instance_id.map(|i| i.to_string()),
+        metadata: m.metadata,
+    }
+}
+
+/// The leader's assignment for one member.
+fn sync_assignment((member_id, assignment): (String, Bytes)) -> SyncGroupRequestAssignment {
+    SyncGroupRequestAssignment::default()
+        .with_member_id(s(&member_id))
+        .with_assignment(assignment)
 }
 
 fn s(v: &str) -> StrBytes {
@@ -132,16 +157,7 @@ pub(super) async fn send_request(
                 .with_session_timeout_ms(session_timeout_ms)
                 .with_member_id(s(&member_id))
                 .with_protocol_type(s("consumer"))
-                .with_protocols(
-                    protocols
-                        .into_iter()
-                        .map(|(name, metadata)| {
-                            JoinGroupRequestProtocol::default()
-                                .with_name(s(&name))
-                                .with_metadata(metadata)
-                        })
-                        .collect(),
-                );
+                .with_protocols(protocols.into_iter().map(join_protocol).collect());
             if version >= 1 {
                 req.rebalance_timeout_ms = rebalance_timeout_ms;
             }
@@ -161,15 +177,7 @@ pub(super) async fn send_request(
                 protocol: resp.protocol_name.map(|p| p.to_string()),
                 leader: resp.leader.to_string(),
                 member_id: resp.member_id.to_string(),
-                members: resp
-                    .members
-                    .into_iter()
-                    .map(|m| JoinedMember {
-                        member_id: m.member_id.to_string(),
-                        instance_id: m.group_instance_id.map(|i| i.to_string()),
-                        metadata: m.metadata,
-                    })
-                    .collect(),
+                members: resp.members.into_iter().map(joined_member).collect(),
             }))
         }
         Request::Sync {
@@ -184,16 +192,7 @@ pub(super) async fn send_request(
                 .with_group_id(gid)
                 .with_generation_id(generation)
                 .with_member_id(s(&member_id))
-                .with_assignments(
-                    assignments
-                        .into_iter()
-                        .map(|(m, a)| {
-                            SyncGroupRequestAssignment::default()
-                                .with_member_id(s(&m))
-                                .with_assignment(a)
-                        })
-                        .collect(),
-                );
+                .with_assignments(assignments.into_iter().map(sync_assignment).collect());
             if version >= 3 {
                 req.group_instance_id = instance_id.map(|i| s(&i));
             }

@@ -276,16 +276,9 @@ mod tests {
             }
         }
         // Random bytes: never a panic.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = lagbalance_assign::rng::Rng::new(429);
         for len in 0..400 {
-            let blob: Vec<u8> = (0..len % 64)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect();
+            let blob: Vec<u8> = (0..len % 64).map(|_| rng.next_u64() as u8).collect();
             let _ = decode_subscription(&blob);
             let _ = decode_assignment(&blob);
         }

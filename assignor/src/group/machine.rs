@@ -628,11 +628,7 @@ impl Membership {
         {
             return;
         }
-        let Some(i) = self
-            .assignors
-            .iter()
-            .position(|a| Some(a.name()) == self.protocol.as_deref())
-        else {
+        let Some(i) = self.chosen_assignor() else {
             return;
         };
         let fresh = self.assignors[i].subscription_user_data(&self.stats);
@@ -641,6 +637,12 @@ impl Membership {
             self.refresh_user_data = true;
             self.request_rejoin("saturated, with a new capacity estimate".into());
         }
+    }
+
+    /// Index of the assignor of the protocol the group chose, if we offered it.
+    fn chosen_assignor(&self) -> Option<usize> {
+        let chosen = self.protocol.as_deref()?;
+        self.assignors.iter().position(|a| a.name() == chosen)
     }
 
     /// Whether `fresh` user data of assignor `i` says something the leader should plan with
@@ -1442,12 +1444,8 @@ impl Membership {
             // 2, kept those partitions with it round after round (seen with `range` on tansu).
             self.last_join = None;
         }
-        if let Some(a) = self
-            .assignors
-            .iter_mut()
-            .find(|a| Some(a.name()) == self.protocol.as_deref())
-        {
-            a.on_assignment(
+        if let Some(i) = self.chosen_assignor() {
+            self.assignors[i].on_assignment(
                 &assignment.partitions,
                 assignment.user_data.as_ref(),
                 self.generation,

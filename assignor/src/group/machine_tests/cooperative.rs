@@ -117,7 +117,7 @@ fn partitions_move_only_after_the_owner_revoked() {
 fn ownership_audit_holds_under_churn_with_and_without_a_join_barrier() {
     for barrier in [true, false] {
         for seed in 1..=4u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = Rng::new(seed);
             let mut sim = Sim::new(barrier, &[("t", 7), ("u", 3)]);
             for _ in 0..3 {
                 sim.join(config(), sticky(), &["t", "u"]);

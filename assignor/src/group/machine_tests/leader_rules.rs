@@ -112,7 +112,7 @@ fn leader_rejects_an_invalid_plan() {
 
 #[test]
 fn malformed_subscriptions_never_crash_the_leader() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let good = encode_subscription(&Subscription {
         topics: vec!["t".into()],
         generation: -1,
@@ -135,7 +135,7 @@ fn malformed_subscriptions_never_crash_the_leader() {
             Request::Join { protocols, .. } => protocols[0].1.clone(),
             _ => unreachable!(),
         };
-        let random: Vec<u8> = (0..rng.below(80)).map(|_| rng.next() as u8).collect();
+        let random: Vec<u8> = (0..rng.below(80)).map(|_| rng.next_u64() as u8).collect();
         let truncated = good[..1 + rng.below(good.len() as u64 - 1) as usize].to_vec();
         // Version 3, then a topic-array length of 2^31 − 1 with nothing behind it.
         let huge = vec![0, 3, 0x7f, 0xff, 0xff, 0xff];

@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use lagbalance_assign::rng::Rng;
 use lagbalance_assign::userdata::MemberUserData;
 use lagbalance_assign::{
     Assignor, CooperativeStickyAssignor, LagBalanceAssignor, MemberStats, NamedPartition,
@@ -144,21 +145,6 @@ fn is_callback(o: &Output) -> bool {
         o,
         Output::Revoke { .. } | Output::Assign { .. } | Output::Lost { .. }
     )
-}
-
-/// Deterministic pseudo-random numbers (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1200,7 +1186,7 @@ impl Sim {
         self.run();
     }
 
-    fn route(&mut self, i: usize, id: u64, request: Request) {
+    fn route(&mut self, i: usize, id: u64, mut request: Request) {
         let api = api_of(&request);
         let node = &mut self.nodes[i];
         if let Some(k) = node.swallow_next.iter().position(|a| *a == api) {
@@ -1220,27 +1206,11 @@ impl Sim {
             self.queue.push_back((i, Input::Response { id, response }));
             return;
         }
-        let request = match request {
-            Request::Join {
-                member_id,
-                instance_id,
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                protocols,
-                reason,
-            } => Request::Join {
-                member_id,
-                instance_id,
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                protocols: protocols
-                    .into_iter()
-                    .map(|(name, blob)| (name, node.dialect.rewrite(&blob)))
-                    .collect(),
-                reason,
-            },
-            other => other,
-        };
+        if let Request::Join { protocols, .. } = &mut request {
+            for (_, blob) in protocols.iter_mut() {
+                *blob = node.dialect.rewrite(blob);
+            }
+        }
         let replies = self.coord.handle(self.now, i, id, request);
         self.deliver(replies);
     }
