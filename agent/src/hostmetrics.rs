@@ -175,7 +175,15 @@ impl CpuProbe {
     }
 }
 
-/// The agent's own footprint (for `/metrics`): resident memory in bytes and CPU in cores.
+/// The agent's own footprint, for `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcessUsage {
+    pub rss_bytes: u64,
+    /// CPU used since the previous sample, in cores.
+    pub cpu_cores: f64,
+}
+
+/// Samples the agent's own [`ProcessUsage`].
 pub struct SelfProbe {
     sys: sysinfo::System,
     pid: Option<sysinfo::Pid>,
@@ -191,8 +199,8 @@ impl Default for SelfProbe {
 }
 
 impl SelfProbe {
-    /// `(rss_bytes, cpu_cores)`; CPU is measured since the previous call.
-    pub fn sample(&mut self) -> Option<(u64, f64)> {
+    /// `None` when the process cannot be read; CPU is measured since the previous call.
+    pub fn sample(&mut self) -> Option<ProcessUsage> {
         let pid = self.pid?;
         self.sys.refresh_processes_specifics(
             sysinfo::ProcessesToUpdate::Some(&[pid]),
@@ -202,7 +210,10 @@ impl SelfProbe {
                 .with_memory(),
         );
         let p = self.sys.process(pid)?;
-        Some((p.memory(), p.cpu_usage() as f64 / 100.0))
+        Some(ProcessUsage {
+            rss_bytes: p.memory(),
+            cpu_cores: p.cpu_usage() as f64 / 100.0,
+        })
     }
 }
 

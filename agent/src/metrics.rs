@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::hostmetrics::{CpuReading, ProcessUsage};
 use crate::outlier::Score;
 use crate::view::GroupLagView;
 
@@ -19,20 +20,53 @@ pub struct AgentState {
     pub cooldown_remaining_s: f64,
     pub rebalancing: bool,
     pub budget_remaining: u64,
-    pub triggers_ok: u64,
-    pub triggers_failed: u64,
-    pub triggers_dry_run: u64,
+    pub triggers: Triggers,
     pub rebalances_seen: u64,
-    pub polls: u64,
-    pub poll_errors: u64,
-    pub last_poll_seconds: f64,
+    pub polls: Polls,
     pub control_connected: bool,
-    pub pod_cpu_used_cores: Option<f64>,
-    pub pod_cpu_limit_cores: Option<f64>,
-    pub self_rss_bytes: Option<u64>,
-    pub self_cpu_cores: Option<f64>,
+    /// The pod's CPU, from the last poll.
+    pub pod_cpu: Option<CpuReading>,
+    /// The agent's own footprint, from the last poll.
+    pub agent_usage: Option<ProcessUsage>,
     /// Whether the last poll succeeded recently (drives `/readyz`).
     pub ready: bool,
+}
+
+/// What became of an action the agent decided on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerResult {
+    /// The app accepted it.
+    Ok,
+    /// The app refused it or could not be reached.
+    Failed,
+    /// Dry-run mode: logged, not sent.
+    DryRun,
+}
+
+/// Actions by result (`lagbalance_agent_triggers_total`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Triggers {
+    pub ok: u64,
+    pub failed: u64,
+    pub dry_run: u64,
+}
+
+impl Triggers {
+    pub fn record(&mut self, result: TriggerResult) {
+        *match result {
+            TriggerResult::Ok => &mut self.ok,
+            TriggerResult::Failed => &mut self.failed,
+            TriggerResult::DryRun => &mut self.dry_run,
+        } += 1;
+    }
+}
+
+/// Group polls: how many, how many failed, how long the last took.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Polls {
+    pub attempts: u64,
+    pub errors: u64,
+    pub last_seconds: f64,
 }
 
 fn esc(s: &str) -> String {
@@ -219,9 +253,9 @@ pub fn render(s: &AgentState) -> String {
         "Actions sent to the app, by result.",
     );
     for (result, n) in [
-        ("ok", s.triggers_ok),
-        ("failed", s.triggers_failed),
-        ("dry_run", s.triggers_dry_run),
+        ("ok", s.triggers.ok),
+        ("failed", s.triggers.failed),
+        ("dry_run", s.triggers.dry_run),
     ] {
         o.line(
             "lagbalance_agent_triggers_total",
@@ -261,19 +295,19 @@ pub fn render(s: &AgentState) -> String {
         "lagbalance_agent_polls_total",
         "counter",
         "Group polls attempted.",
-        s.polls as f64,
+        s.polls.attempts as f64,
     );
     o.single(
         "lagbalance_agent_poll_errors_total",
         "counter",
         "Group polls that failed.",
-        s.poll_errors as f64,
+        s.polls.errors as f64,
     );
     o.single(
         "lagbalance_agent_poll_duration_seconds",
         "gauge",
         "Duration of the last poll.",
-        s.last_poll_seconds,
+        s.polls.last_seconds,
     );
     o.single(
         "lagbalance_agent_control_connected",
@@ -281,7 +315,8 @@ pub fn render(s: &AgentState) -> String {
         "1 while connected to the app's control channel.",
         if s.control_connected { 1.0 } else { 0.0 },
     );
-    if let Some(c) = s.pod_cpu_used_cores {
+    let pod_cpu = s.pod_cpu.as_ref();
+    if let Some(c) = pod_cpu.and_then(|r| r.used_cores) {
         o.single(
             "lagbalance_agent_pod_cpu_used_cores",
             "gauge",
@@ -289,7 +324,7 @@ pub fn render(s: &AgentState) -> String {
             c,
         );
     }
-    if let Some(c) = s.pod_cpu_limit_cores {
+    if let Some(c) = pod_cpu.and_then(|r| r.limit_cores) {
         o.single(
             "lagbalance_agent_pod_cpu_limit_cores",
             "gauge",
@@ -297,20 +332,18 @@ pub fn render(s: &AgentState) -> String {
             c,
         );
     }
-    if let Some(r) = s.self_rss_bytes {
+    if let Some(usage) = s.agent_usage {
         o.single(
             "lagbalance_agent_process_resident_memory_bytes",
             "gauge",
             "Resident memory of the agent.",
-            r as f64,
+            usage.rss_bytes as f64,
         );
-    }
-    if let Some(c) = s.self_cpu_cores {
         o.single(
             "lagbalance_agent_process_cpu_cores",
             "gauge",
             "CPU used by the agent, cores.",
-            c,
+            usage.cpu_cores,
         );
     }
     o.0

@@ -12,7 +12,7 @@ use crate::ctl::AppLink;
 use crate::decide::{Action, Decider};
 use crate::hostmetrics::{CpuProbe, SelfProbe};
 use crate::http;
-use crate::metrics::AgentState;
+use crate::metrics::{AgentState, TriggerResult};
 use crate::poll;
 use crate::storm::Hold;
 
@@ -113,7 +113,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             None => None,
             Some(Action::DryRun { reason }) => {
                 tracing::info!(%reason, mode = %cfg.mode, "outlier: would act (dry run)");
-                Some("dry_run")
+                Some(TriggerResult::DryRun)
             }
             Some(action) => {
                 let (op, reason) = match action {
@@ -138,33 +138,33 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     Ok(r) if r.ok => {
                         tracing::info!(%reason, mode = %cfg.mode, "outlier: asked the app to rebalance");
                         decider.acted(now_ms);
-                        Some("ok")
+                        Some(TriggerResult::Ok)
                     }
                     Ok(r) => {
                         tracing::warn!(
                             error = r.error.unwrap_or_default(),
                             "app refused the action"
                         );
-                        Some("failed")
+                        Some(TriggerResult::Failed)
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not reach the app to act");
-                        Some("failed")
+                        Some(TriggerResult::Failed)
                     }
                 }
             }
         };
 
         // 4. Publish.
-        let me_usage = me_probe.sample();
+        let agent_usage = me_probe.sample();
         let cooldown_remaining_s = match d.hold {
             Err(Hold::Cooldown { until_ms }) => until_ms.saturating_sub(now_ms) as f64 / 1000.0,
             _ => 0.0,
         };
         let budget_used = decider.triggers_last_hour(now_ms) as u64;
         if let Ok(mut s) = state.lock() {
-            s.polls += 1;
-            s.last_poll_seconds = poll_s;
+            s.polls.attempts += 1;
+            s.polls.last_seconds = poll_s;
             s.ready = true;
             s.rebalancing = matches!(d.hold, Err(Hold::Rebalancing));
             s.view = Some(d.view);
@@ -176,15 +176,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             s.budget_remaining = (cfg.budget_per_hour as u64).saturating_sub(budget_used);
             s.rebalances_seen = decider.rebalances_seen();
             s.control_connected = link.connected();
-            s.pod_cpu_used_cores = reading.used_cores;
-            s.pod_cpu_limit_cores = reading.limit_cores;
-            s.self_rss_bytes = me_usage.map(|u| u.0);
-            s.self_cpu_cores = me_usage.map(|u| u.1);
-            match triggered {
-                Some("ok") => s.triggers_ok += 1,
-                Some("failed") => s.triggers_failed += 1,
-                Some(_) => s.triggers_dry_run += 1,
-                None => {}
+            s.pod_cpu = Some(reading);
+            s.agent_usage = agent_usage;
+            if let Some(result) = triggered {
+                s.triggers.record(result);
             }
         }
     }
@@ -201,9 +196,9 @@ fn record_failure(
     link: &AppLink,
 ) {
     if let Ok(mut s) = state.lock() {
-        s.polls += 1;
-        s.poll_errors += 1;
-        s.last_poll_seconds = poll_s;
+        s.polls.attempts += 1;
+        s.polls.errors += 1;
+        s.polls.last_seconds = poll_s;
         s.ready = last_ok.is_some_and(|t| t.elapsed() < interval * 3);
         s.control_connected = link.connected();
     }

@@ -151,7 +151,11 @@ pub fn table(group: &str, view: &GroupLagView, scores: &[Score], partitions: boo
         .iter()
         .zip(scores.iter().chain(std::iter::repeat(&Score::default())))
     {
-        let cpu = match (m.info.cpu_used_cores, m.info.cpu_limit_cores) {
+        let reported = m.info.reported.as_ref();
+        let cpu = match (
+            reported.and_then(|r| r.cpu_used_cores),
+            reported.and_then(|r| r.cpu_limit_cores),
+        ) {
             (Some(u), Some(l)) => format!("{u:.2}/{l:.2}"),
             (None, Some(l)) => format!("-/{l:.2}"),
             _ => "-".into(),
@@ -162,7 +166,7 @@ pub fn table(group: &str, view: &GroupLagView, scores: &[Score], partitions: boo
             m.info.partitions.len().to_string(),
             m.lag.to_string(),
             format!("{:.1}", m.processing_rate),
-            fmt_opt(m.info.capacity, 1),
+            fmt_opt(reported.and_then(|r| r.capacity), 1),
             cpu,
             if s.z.is_finite() {
                 format!("{:.2}x z={:.1}", s.ratio, s.z)

@@ -33,10 +33,9 @@ pub struct MemberInfo {
     pub partitions: Vec<NamedPartition>,
     /// Generation from the member's subscription (v2+), −1 if unknown.
     pub generation: i32,
-    /// Capacity estimate from our user data, if the member sent valid data.
-    pub capacity: Option<f64>,
-    pub cpu_used_cores: Option<f64>,
-    pub cpu_limit_cores: Option<f64>,
+    /// The member's report of itself (our user data: capacity estimate, CPU), if it sent
+    /// valid data.
+    pub reported: Option<MemberUserData>,
     /// Whether the assignment or subscription bytes failed to decode.
     pub malformed: bool,
 }
@@ -65,15 +64,10 @@ impl MemberInfo {
             match decode_subscription(&m.metadata) {
                 Ok((_, s)) => {
                     info.generation = s.generation;
-                    if let Some(ud) = s
+                    info.reported = s
                         .user_data
                         .as_deref()
-                        .and_then(|b| MemberUserData::decode(b).ok())
-                    {
-                        info.capacity = ud.capacity;
-                        info.cpu_used_cores = ud.cpu_used_cores;
-                        info.cpu_limit_cores = ud.cpu_limit_cores;
-                    }
+                        .and_then(|b| MemberUserData::decode(b).ok());
                 }
                 Err(_) => info.malformed = true,
             }
