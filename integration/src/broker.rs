@@ -119,6 +119,26 @@ fn run_script(args: &[&str]) -> Result<BTreeMap<String, String>> {
     Ok(parse_endpoints(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// How many times a broker start is tried. A start binds ports the script found free a moment
+/// earlier, and another process on the machine can take one in between: the node exits, the
+/// script removes the instance, and a new start draws new ports.
+const START_ATTEMPTS: usize = 3;
+
+/// `run_script` for a command that starts a broker (`up`, `start …`), tried up to
+/// [`START_ATTEMPTS`] times; every failed attempt is printed.
+fn start_script(args: &[&str]) -> Result<BTreeMap<String, String>> {
+    let mut attempt = 1;
+    loop {
+        match run_script(args) {
+            Err(e) if attempt < START_ATTEMPTS => {
+                eprintln!("{e:#}\n(attempt {attempt} of {START_ATTEMPTS}; starting again)");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// `KEY=VALUE` lines, values optionally in double quotes.
 pub fn parse_endpoints(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -171,7 +191,7 @@ impl TestBroker {
     /// or a fresh instance of anything else, stopped on drop.
     pub async fn start_kind(kind: BrokerKind) -> Result<TestBroker> {
         if kind == BrokerKind::KAFKA {
-            let endpoints = run_script(&["up"])?;
+            let endpoints = start_script(&["up"])?;
             Self::from_endpoints(endpoints, Some(kind), false).await
         } else {
             Self::start_own_kind(kind, 1).await
@@ -187,15 +207,15 @@ impl TestBroker {
     pub async fn start_own_kind(kind: BrokerKind, nodes: u32) -> Result<TestBroker> {
         let nodes = nodes.to_string();
         let endpoints = match kind {
-            BrokerKind::Kafka(v) => run_script(&["start", "--kafka", v, "--nodes", &nodes])?,
-            BrokerKind::Tansu => run_script(&["start", "--tansu"])?,
+            BrokerKind::Kafka(v) => start_script(&["start", "--kafka", v, "--nodes", &nodes])?,
+            BrokerKind::Tansu => start_script(&["start", "--tansu"])?,
         };
         Self::from_endpoints(endpoints, Some(kind), true).await
     }
 
     /// A fresh Kafka with the `StandardAuthorizer` on (`admin` is a super user).
     pub async fn start_kafka_with_authorizer() -> Result<TestBroker> {
-        let endpoints = run_script(&["start", "--authorizer"])?;
+        let endpoints = start_script(&["start", "--authorizer"])?;
         Self::from_endpoints(endpoints, Some(BrokerKind::KAFKA), true).await
     }
 
