@@ -18,6 +18,8 @@
 
 use std::collections::HashMap;
 
+use lagbalance::assign::stats::median_of_sorted;
+
 use crate::view::GroupLagView;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,14 +59,6 @@ pub struct Score {
     pub outlier: bool,
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 /// Score every member of `view` (same order as `view.members`). Only a member with partitions
 /// can be an outlier, and only members with partitions are peers: an idle member (more members
 /// than partitions) says nothing about how fast a busy one should drain.
@@ -90,10 +84,10 @@ pub fn score(view: &GroupLagView, s: &OutlierSettings) -> Vec<Score> {
                 }
                 peers.push(*l as f64);
             }
-            let med = median(&peers);
+            let med = median_of_sorted(&peers).unwrap_or(0.0);
             let mut dev: Vec<f64> = peers.iter().map(|p| (p - med).abs()).collect();
             dev.sort_unstable_by(f64::total_cmp);
-            let mad = median(&dev);
+            let mad = median_of_sorted(&dev).unwrap_or(0.0);
             let excess = m.lag as f64 - med;
             let z = if excess <= 0.0 {
                 0.0

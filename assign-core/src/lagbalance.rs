@@ -39,6 +39,7 @@ use bytes::Bytes;
 use crate::capacity::{reports_saturation, CapacityEstimator, CapacitySettings};
 use crate::cooperative::{finalize, resolve_owners, sticky_hints};
 use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberStats, Plan, Tp};
+use crate::stats;
 use crate::userdata::MemberUserData;
 
 /// Protocol name announced in JoinGroup.
@@ -760,18 +761,11 @@ impl Work {
             .collect();
 
         // Capacity: unknown = median of known; known clamped into a band around the median.
-        let mut known: Vec<f64> = decoded
+        let known: Vec<f64> = decoded
             .iter()
             .filter_map(|d| d.as_ref().and_then(|d| d.capacity))
             .collect();
-        known.sort_unstable_by(f64::total_cmp);
-        let median = if known.is_empty() {
-            1.0
-        } else if known.len() % 2 == 1 {
-            known[known.len() / 2]
-        } else {
-            (known[known.len() / 2 - 1] + known[known.len() / 2]) / 2.0
-        };
+        let median = stats::median(&known).unwrap_or(1.0);
         let f = if s.capacity_clamp_factor.is_finite() && s.capacity_clamp_factor >= 1.0 {
             s.capacity_clamp_factor
         } else {

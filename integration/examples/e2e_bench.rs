@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use lagbalance::assign::stats::min_median_max;
 use lagbalance_integration::broker::BrokerKind;
 use lagbalance_integration::e2e::{
     self, capacity_rebalances, GroupKind, MemberSpec, Progress, RunParams, RunResult,
@@ -238,20 +239,6 @@ fn highest_sustained(rows: &[Row], sweep: usize, group: &str, pct: f64) -> Highe
     Highest { best, failed_above }
 }
 
-/// Median, lowest and highest of `v`; `None` when empty.
-fn median_and_spread(v: &[f64]) -> Option<(f64, f64, f64)> {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let (lo, hi) = (*s.first()?, *s.last()?);
-    let mid = s.len() / 2;
-    let median = if s.len() % 2 == 1 {
-        s[mid]
-    } else {
-        (s[mid - 1] + s[mid]) / 2.0
-    };
-    Some((median, lo, hi))
-}
-
 fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String {
     let mut md = String::new();
     md.push_str("# End-to-end results: lagbalance vs rdkafka cooperative-sticky\n\n");
@@ -339,7 +326,7 @@ fn report(args: &Args, rows: &[Row], plans: &[(String, Vec<String>)]) -> String 
             ratio.map_or("-".into(), |x| format!("{x:.2}×"))
         ));
     }
-    if let Some((median, lo, hi)) = median_and_spread(&ratios) {
+    if let Some((lo, median, hi)) = min_median_max(&ratios) {
         md.push_str(&format!(
             "\n**Ratio of the highest sustained rates: median {median:.2}×, spread {lo:.2}–{hi:.2}× \
              over {} sweep(s).**\n",

@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use lagbalance::assign::stats::median;
 use lagbalance::producer::{Acks, Producer, ProducerConfig};
 use lagbalance::records::{CompressionCodec, ProducerRecord};
 use lagbalance::{Client, ClientConfig};
@@ -201,11 +202,6 @@ fn consume_rdkafka(w: &Workload<'_>, total: usize) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// One round's four timings.
 struct Timings {
     produce_ours: Duration,
@@ -289,7 +285,13 @@ async fn main() -> Result<()> {
         c_ours.push(2.0 * n as f64 / t.consume_ours.as_secs_f64());
         c_rd.push(2.0 * n as f64 / t.consume_rdkafka.as_secs_f64());
     }
-    let (po, pr, co, cr) = (median(p_ours), median(p_rd), median(c_ours), median(c_rd));
+    let median = |v: &[f64]| median(v).context("no round counted: --rounds must be at least 1");
+    let (po, pr, co, cr) = (
+        median(&p_ours)?,
+        median(&p_rd)?,
+        median(&c_ours)?,
+        median(&c_rd)?,
+    );
     let mb = |rate: f64| rate * args.value_size as f64 / 1e6;
     println!(
         "| {} records × {} B, {} partitions, idempotence {}, median of {} rounds | lagbalance | rdkafka | ratio |",

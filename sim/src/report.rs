@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use lagbalance_assign::stats::min_median_max;
+
 use crate::engine::{
     max_sustainable, max_sustainable_with_producer, run, run_with_producer, RunResult, Sustainable,
 };
@@ -162,27 +164,10 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// NaN everywhere when there are no values.
     pub fn of(values: &[f64]) -> Spread {
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            return Spread {
-                min: f64::NAN,
-                median: f64::NAN,
-                max: f64::NAN,
-            };
-        }
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Spread {
-            min: v[0],
-            median,
-            max: v[n - 1],
-        }
+        let (min, median, max) = min_median_max(values).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+        Spread { min, median, max }
     }
 
     /// `min / median / max` with `decimals` decimals; one figure when they all print the same.
