@@ -285,12 +285,13 @@ async fn main() -> Result<()> {
         c_ours.push(2.0 * n as f64 / t.consume_ours.as_secs_f64());
         c_rd.push(2.0 * n as f64 / t.consume_rdkafka.as_secs_f64());
     }
-    let median = |v: &[f64]| median(v).context("no round counted: --rounds must be at least 1");
+    let median_rate =
+        |v: &[f64]| median(v).context("no round counted: --rounds must be at least 1");
     let (po, pr, co, cr) = (
-        median(&p_ours)?,
-        median(&p_rd)?,
-        median(&c_ours)?,
-        median(&c_rd)?,
+        median_rate(&p_ours)?,
+        median_rate(&p_rd)?,
+        median_rate(&c_ours)?,
+        median_rate(&c_rd)?,
     );
     let mb = |rate: f64| rate * args.value_size as f64 / 1e6;
     println!(
