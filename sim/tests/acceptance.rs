@@ -175,7 +175,7 @@ fn oscillating_respects_budget_and_stabilisation_window() {
 fn exact_measurement_reproduces_the_noise_free_model() {
     let expected = [
         ("agoda", 5, 8, 339.99999999999903, 32.0, 1.3392857142855985),
-        ("hermes", 7, 19, 19.125724193739117, 11.0, 7.123095203267371),
+        ("hermes", 6, 15, 15.730022245189325, 1.0, 36.10602934369255),
         (
             "hot-partitions",
             5,
@@ -188,17 +188,17 @@ fn exact_measurement_reproduces_the_noise_free_model() {
             "noisy-neighbour",
             3,
             4,
-            14.851299263677411,
+            14.99719963558982,
             17.0,
-            13.371187753442527,
+            12.46257526067347,
         ),
         (
             "oscillating",
-            9,
-            16,
-            22.590909090907616,
-            11.0,
-            61.907070707071,
+            10,
+            15,
+            32.2090909090861,
+            12.0,
+            37.53131313131286,
         ),
     ];
     for (name, rounds, moves, p99, latency, spread) in expected {
