@@ -515,11 +515,23 @@ impl Membership {
 
     /// Feed one input at time `now_ms`; outputs queue up for [`Self::poll_output`].
     pub fn handle(&mut self, now_ms: u64, input: Input) {
+        // Judged before time advances: the window of `owned_valid_until` is computed from the
+        // last step, and a process that did not run past it (frozen, or stalled) may have been
+        // expired meanwhile — it must not roll the window forward from the moment it wakes. A
+        // member SIGSTOPped while its JoinGroup was in flight otherwise served a buffered
+        // record on waking, after the coordinator had dropped it (chaos suite, Kafka and
+        // tansu). One heartbeat interval of slack keeps a late timer from counting as a pause.
+        let lapsed = self
+            .owned_valid_until()
+            .is_some_and(|until| now_ms > until + self.config.heartbeat_interval_ms);
         self.now = self.now.max(now_ms);
         if self.phase == Phase::Closed {
             // Terminal (closed or fatal): a late answer — say a heartbeat failing with
             // NOT_COORDINATOR — must not start a rediscovery and a rejoin.
             return;
+        }
+        if lapsed {
+            self.expire_session();
         }
         match input {
             Input::Tick => {}
@@ -773,6 +785,10 @@ impl Membership {
         {
             return;
         }
+        self.expire_session();
+    }
+
+    fn expire_session(&mut self) {
         tracing::warn!(group = %self.config.group_id, "no contact with the coordinator for the session timeout; partitions lost");
         self.lose_owned();
         self.generation = -1;

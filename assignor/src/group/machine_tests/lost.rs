@@ -210,6 +210,34 @@ fn a_join_in_flight_keeps_the_partitions_past_the_session_deadline() {
 }
 
 #[test]
+fn a_process_paused_past_the_join_window_wakes_without_its_partitions() {
+    // The join-in-flight window rolls forward only while the process runs: one that was
+    // paused (SIGSTOP) past it may have been dropped by the coordinator meanwhile, so its
+    // first step on waking gives the partitions up before any record can be handed out.
+    let mut sim = solo_sim();
+    let mark = sim.mark(0);
+    sim.nodes[0].swallow_next.push(Api::Join);
+    sim.input(0, Input::RequestRejoin("test".into()));
+    sim.advance(1);
+    assert_eq!(sim.sends_of(0, mark, Api::Join).len(), 1);
+    let until = sim.nodes[0].m.owned_valid_until().expect("owned");
+    // A timer that fires late, within one more heartbeat interval, is not a pause.
+    sim.nodes[0].m.handle(until + 3_000, Input::Tick);
+    assert!(
+        sim.nodes[0].m.owned_valid_until().is_some(),
+        "a late timer keeps them"
+    );
+    // Twenty seconds with no step at all.
+    let until = sim.nodes[0].m.owned_valid_until().expect("owned");
+    sim.nodes[0].m.handle(until + 20_000, Input::Tick);
+    assert_eq!(
+        sim.nodes[0].m.owned_valid_until(),
+        None,
+        "nothing owned on waking"
+    );
+}
+
+#[test]
 fn session_timeout_without_a_successful_heartbeat_gives_up_the_partitions() {
     // session 10 s, heartbeat 3 s. The coordinator may expel us 10 s after it last heard from
     // us; we stop one heartbeat interval earlier (librdkafka does the same; Java waits for a
