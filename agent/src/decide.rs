@@ -2,6 +2,8 @@
 //! at most one action out. The poll loop ([`crate::run`]) does the I/O around it; tests drive
 //! several deciders over one simulated group.
 
+use std::sync::Arc;
+
 use lagbalance::control::AppIdentity;
 
 use crate::config::{Config, Mode};
@@ -34,7 +36,8 @@ pub enum Action {
 /// Everything one interval computed.
 #[derive(Clone, Debug)]
 pub struct Decision {
-    pub view: GroupLagView,
+    /// Shared: a simulation hands one view to many deciders.
+    pub view: Arc<GroupLagView>,
     pub scores: Vec<Score>,
     pub me: Option<String>,
     pub own_streak: u32,
@@ -92,11 +95,24 @@ impl Decider {
         mut snap: Snapshot,
         identity: Option<&AppIdentity>,
     ) -> Decision {
-        let own = self.own(identity).cloned();
-        if let Some(id) = &own {
+        if let Some(id) = self.own(identity) {
             snap.apply_own_assignment(&id.member_id, &id.partitions);
         }
-        let view = self.tracker.update(&snap);
+        let view = Arc::new(self.tracker.update(&snap));
+        self.decide(now_ms, view, identity)
+    }
+
+    /// Decide on a view computed elsewhere: agents that poll the same group at the same
+    /// instant compute the same view, so a simulation of many agents can compute it once with
+    /// one [`ViewTracker`] (fed the snapshot with no own assignment applied: every assignment
+    /// visible).
+    pub fn decide(
+        &mut self,
+        now_ms: u64,
+        view: Arc<GroupLagView>,
+        identity: Option<&AppIdentity>,
+    ) -> Decision {
+        let own = self.own(identity).cloned();
         // The app's generation catches rebalances that DescribeGroups cannot show (tansu hides
         // assignments); every member shares it, so every agent sees the same.
         let generation = own.as_ref().map(|i| i.generation).unwrap_or(-1);

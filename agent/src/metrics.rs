@@ -1,6 +1,7 @@
 //! What `/metrics` exposes, and its Prometheus text rendering (pure).
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use crate::hostmetrics::{CpuReading, ProcessUsage};
 use crate::outlier::Score;
@@ -11,7 +12,7 @@ use crate::view::GroupLagView;
 pub struct AgentState {
     pub group: String,
     pub mode: String,
-    pub view: Option<GroupLagView>,
+    pub view: Option<Arc<GroupLagView>>,
     pub scores: Vec<Score>,
     /// Our member id, as the app reported it.
     pub me: Option<String>,
