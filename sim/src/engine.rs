@@ -24,15 +24,21 @@
 //! confirm that they took them up); members here always sync what they are given, so that
 //! round would only give the assignor another turn.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
+use lagbalance::control::AppIdentity;
 use lagbalance::group::codec::{encode_subscription, Subscription, CONSUMER_PROTOCOL_VERSION};
-use lagbalance::group::MemberConfig;
+use lagbalance::group::{MemberConfig, CAPACITY_REJOIN_MIN_INTERVAL_MS};
+use lagbalance::NamedPartition;
+use lagbalance_agent::decide::{Action, Decider};
+use lagbalance_agent::view::{MemberInfo, Snapshot, ViewTracker};
+use lagbalance_assign::capacity::saturated;
 use lagbalance_assign::leader::{Leader, Member as JoinedMember, Round};
 use lagbalance_assign::model::{Assignor, MemberStats, PartitionLoad};
 
-use crate::producer::{ProducerMode, ProducerModel};
-use crate::scenario::{Cost, Modulation, Scenario, Weights};
+use crate::producer::{ProducerMode, ProducerModel, LAG_UNIT};
+use crate::scenario::{Cost, Modulation, Scenario, Weights, GROUP};
 use crate::strategies::Strategy;
 use lagbalance_assign::rng::Rng;
 
@@ -54,7 +60,32 @@ struct Member {
     window: VecDeque<StepStat>,
     /// The latest sample the member took of itself (`None` before the first).
     published: Option<MemberStats>,
+    /// The user data it last joined with.
+    sent_user_data: Option<bytes::Bytes>,
+    /// When it last rejoined with capacity news.
+    capacity_rejoin_at: f64,
     next_sample: f64,
+}
+
+/// Why a rebalance starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// Every member's first join.
+    Join,
+    /// An agent's action or the scenario's timer.
+    Triggered,
+    /// A saturated member with a new capacity estimate rejoined by itself, as the client does
+    /// (`lagbalance.capacity.rejoin`).
+    CapacityNews,
+}
+
+/// The agents beside the members: each member's own decider. They poll at the same instants,
+/// so they see the same group and one tracker computes the view they all decide on.
+struct Agents {
+    tracker: ViewTracker,
+    deciders: Vec<Decider>,
+    interval_s: f64,
+    next_poll: f64,
 }
 
 struct Partition {
@@ -101,8 +132,10 @@ pub struct RunResult {
     pub moves: usize,
     /// Moves of a partition that had already moved less than the stabilisation window ago.
     pub double_moves: usize,
-    /// Most triggered rebalances (initial join excluded) in any rolling hour.
+    /// Most triggered rebalances (by agents or the timer) in any rolling hour.
     pub max_rebalances_per_hour: usize,
+    /// Rebalances members started themselves when saturated with a new capacity estimate.
+    pub capacity_rejoins: usize,
     /// Plans [`Leader::plan`](lagbalance_assign::leader::Leader::plan) made and validated: one
     /// per round.
     pub plans_validated: usize,
@@ -148,11 +181,9 @@ pub struct Sim<'a> {
     /// The leader's memory (the leader is consumer-00, the first member id).
     leader: Leader,
     round_at: Option<f64>,
-    last_round_end: f64,
     trigger_times: Vec<f64>,
     next_periodic: f64,
-    next_check: f64,
-    streak: Vec<u32>,
+    agents: Option<Agents>,
     total_weight_cost: f64,
     scale: f64,
     result: RunResult,
@@ -242,8 +273,11 @@ impl<'a> Sim<'a> {
                 generation: -1,
                 window: VecDeque::new(),
                 published: None,
+                sent_user_data: None,
+                capacity_rejoin_at: f64::NEG_INFINITY,
                 // Members' clocks are not aligned: each samples on its own phase.
-                next_sample: sc.measurement.period_s * i as f64 / sc.consumers.len() as f64,
+                next_sample: sc.measurement.sample_period_s() * i as f64
+                    / sc.consumers.len() as f64,
             })
             .collect::<Vec<_>>();
         let cooperative = members[0].assignor.cooperative();
@@ -275,11 +309,19 @@ impl<'a> Sim<'a> {
             generation: 1,
             leader: Leader::new(),
             round_at: None,
-            last_round_end: f64::NEG_INFINITY,
             trigger_times: Vec::new(),
             next_periodic: sc.triggers.periodic_s.unwrap_or(f64::INFINITY),
-            next_check: 0.0,
-            streak: vec![0; m],
+            // A scenario's agent settings are checked where it is built (`lagbalance-sim`
+            // reports them as a usage error); here they are code.
+            agents: sc
+                .agent_config(load)
+                .unwrap_or_else(|e| panic!("{}: agent settings: {e}", sc.name))
+                .map(|cfg| Agents {
+                    tracker: ViewTracker::new(cfg.ewma_window.as_millis() as u64),
+                    deciders: (0..m).map(|_| Decider::new(&cfg)).collect(),
+                    interval_s: cfg.interval.as_secs_f64(),
+                    next_poll: 0.0,
+                }),
             total_weight_cost: 0.0,
             scale: 0.0,
             result: RunResult {
@@ -394,7 +436,7 @@ impl<'a> Sim<'a> {
         let mut ma_window: VecDeque<f64> = VecDeque::new();
         let mut ma_sum = 0.0;
         // Initial join of every member.
-        self.trigger(true);
+        self.trigger(Cause::Join);
         for step in 0..steps {
             self.step = step;
             self.t = step as f64 * dt;
@@ -571,19 +613,47 @@ impl<'a> Sim<'a> {
 
     /// Members whose sampling time has come measure themselves.
     fn sample_members(&mut self) {
-        let period = self.sc.measurement.period_s;
-        if period <= 0.0 {
-            return;
-        }
+        // Exact members report what they measure at the join, but they watch their capacity on
+        // the client's stats period like everyone else.
+        let publish = self.sc.measurement.period_s > 0.0;
+        let period = self.sc.measurement.sample_period_s();
         for mi in 0..self.members.len() {
             if self.t >= self.members[mi].next_sample {
                 let stats = self.measure(mi);
+                self.rejoin_on_capacity_news(mi, &stats);
                 let m = &mut self.members[mi];
-                m.published = Some(stats);
+                if publish {
+                    m.published = Some(stats);
+                }
                 while m.next_sample <= self.t {
                     m.next_sample += period;
                 }
             }
+        }
+    }
+
+    /// The client's rule (`MembershipMachine::rejoin_on_capacity_news`): a saturated member
+    /// whose capacity estimate moved enough for its assignor to care rejoins by itself, at most
+    /// once per [`CAPACITY_REJOIN_MIN_INTERVAL_MS`].
+    fn rejoin_on_capacity_news(&mut self, mi: usize, stats: &MemberStats) {
+        let min_interval_s = CAPACITY_REJOIN_MIN_INTERVAL_MS as f64 / 1000.0;
+        let m = &mut self.members[mi];
+        if self.round_at.is_some()
+            || m.generation < 0
+            || !saturated(stats)
+            || self.t < m.capacity_rejoin_at + min_interval_s
+        {
+            return;
+        }
+        let fresh = m.assignor.subscription_user_data(stats);
+        let worth = match (&m.sent_user_data, &fresh) {
+            (Some(sent), Some(fresh)) => m.assignor.user_data_worth_sending(sent, fresh),
+            (None, None) => false,
+            _ => true,
+        };
+        if worth {
+            m.capacity_rejoin_at = self.t;
+            self.trigger(Cause::CapacityNews);
         }
     }
 
@@ -642,14 +712,16 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Start a rebalance (if none is running). `initial` = the first join.
-    fn trigger(&mut self, initial: bool) {
+    /// Start a rebalance (if none is running).
+    fn trigger(&mut self, cause: Cause) {
         if self.round_at.is_some() {
             return;
         }
         self.result.rebalances += 1;
-        if !initial {
-            self.trigger_times.push(self.t);
+        match cause {
+            Cause::Join => {}
+            Cause::Triggered => self.trigger_times.push(self.t),
+            Cause::CapacityNews => self.result.capacity_rejoins += 1,
         }
         if !self.cooperative {
             // Eager: everyone revokes everything before rejoining.
@@ -673,6 +745,7 @@ impl<'a> Sim<'a> {
         for mi in 0..self.members.len() {
             let stats = self.reported_stats(mi);
             let user_data = self.members[mi].assignor.subscription_user_data(&stats);
+            self.members[mi].sent_user_data = user_data.clone();
             let m = &self.members[mi];
             let subscription = Subscription {
                 topics: topics.clone(),
@@ -721,7 +794,7 @@ impl<'a> Sim<'a> {
         let protocol = self.members[0].assignor.name().to_owned();
         let config = MemberConfig::default();
         let round = Round {
-            group_id: "sim",
+            group_id: GROUP,
             leader_id: &leader_id,
             generation: self.generation,
             protocol: &protocol,
@@ -815,7 +888,6 @@ impl<'a> Sim<'a> {
             );
         }
         self.generation += 1;
-        self.last_round_end = self.t;
         if (self.cooperative && any_revoked) || plan.follow_up {
             // KIP-429: a member that revoked something rejoins at once; the follow-up round
             // hands the withheld partitions to their new owners. A plan that kept something
@@ -824,63 +896,97 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn budget_left(&self) -> bool {
-        let hour_ago = self.t - 3600.0;
-        let recent = self.trigger_times.iter().filter(|&&x| x > hour_ago).count();
-        recent < self.sc.triggers.budget_per_hour
-    }
-
     fn check_triggers(&mut self) {
-        let tr = &self.sc.triggers;
-        let gate_open = self.round_at.is_none()
-            && self.t - self.last_round_end >= tr.cooldown_s
-            && self.budget_left();
-        if self.t >= self.next_periodic {
-            if let Some(p) = tr.periodic_s {
+        if let Some(p) = self.sc.triggers.periodic_s {
+            if self.t >= self.next_periodic {
                 self.next_periodic += p;
-            }
-            if gate_open {
-                self.trigger(false);
-                return;
+                self.trigger(Cause::Triggered);
             }
         }
-        let Some(rule) = tr.outlier.clone() else {
+        let Some(agents) = &self.agents else {
             return;
         };
-        if self.t < self.next_check {
+        if self.t < agents.next_poll {
             return;
         }
-        self.next_check = self.t + rule.check_s;
-        let m = self.members.len();
-        let lags: Vec<f64> = self
-            .members
-            .iter()
-            .map(|mb| {
-                mb.owned
-                    .iter()
-                    .map(|&p| self.parts[p].arrived - self.parts[p].consumed)
-                    .sum()
-            })
-            .collect();
-        let mut sorted = lags.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[m / 2];
-        let fair_rate = self.input_series.last().copied().unwrap_or(0.0) / m as f64;
-        let floor = rule.floor_s * fair_rate;
-        let mut fire = false;
-        for (i, &l) in lags.iter().enumerate() {
-            if l > floor && l > rule.multiple * median {
-                self.streak[i] += 1;
-                if self.streak[i] >= rule.sustain {
-                    fire = true;
+        let snapshot = self.snapshot();
+        let identities: Vec<AppIdentity> =
+            (0..self.members.len()).map(|i| self.identity(i)).collect();
+        let now_ms = self.now_ms();
+        let Some(agents) = &mut self.agents else {
+            return;
+        };
+        agents.next_poll += agents.interval_s;
+        let view = Arc::new(agents.tracker.update(&snapshot));
+        let mut acted = false;
+        for (decider, identity) in agents.deciders.iter_mut().zip(&identities) {
+            let decision = decider.decide(now_ms, Arc::clone(&view), Some(identity));
+            match decision.action {
+                // The model's members always rejoin at once; leaving is not modelled.
+                Some(Action::Rejoin { .. } | Action::Leave { .. }) => {
+                    decider.acted(now_ms);
+                    acted = true;
                 }
-            } else {
-                self.streak[i] = 0;
+                Some(Action::DryRun { .. }) | None => {}
             }
         }
-        if fire && gate_open {
-            self.streak.iter_mut().for_each(|s| *s = 0);
-            self.trigger(false);
+        if acted {
+            self.trigger(Cause::Triggered);
+        }
+    }
+
+    fn partition_name(&self, p: usize) -> NamedPartition {
+        let part = &self.parts[p];
+        (self.sc.topics[part.topic as usize].0.clone(), part.index)
+    }
+
+    /// What DescribeGroups, OffsetFetch and ListOffsets would answer now: members with their
+    /// assignments and generations, consumed offsets as committed, arrivals as the log end.
+    fn snapshot(&self) -> Snapshot {
+        let offsets = |f: fn(&Partition) -> f64| -> BTreeMap<NamedPartition, i64> {
+            (0..self.parts.len())
+                .map(|p| {
+                    (
+                        self.partition_name(p),
+                        (f(&self.parts[p]) * LAG_UNIT) as i64,
+                    )
+                })
+                .collect()
+        };
+        Snapshot {
+            at_ms: self.now_ms(),
+            state: if self.round_at.is_some() {
+                "PreparingRebalance"
+            } else {
+                "Stable"
+            }
+            .to_string(),
+            protocol: self.members[0].assignor.name().to_owned(),
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberInfo {
+                    member_id: m.id.clone(),
+                    partitions: m.owned.iter().map(|&p| self.partition_name(p)).collect(),
+                    generation: m.generation,
+                    ..MemberInfo::default()
+                })
+                .collect(),
+            committed: offsets(|p| p.consumed),
+            log_end: offsets(|p| p.arrived),
+            assignments_visible: true,
+        }
+    }
+
+    /// What member `i`'s app tells its agent about itself.
+    fn identity(&self, i: usize) -> AppIdentity {
+        let m = &self.members[i];
+        AppIdentity {
+            group: GROUP.to_string(),
+            member_id: m.id.clone(),
+            instance_id: None,
+            generation: m.generation,
+            partitions: m.owned.iter().map(|&p| self.partition_name(p)).collect(),
         }
     }
 

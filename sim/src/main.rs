@@ -1,4 +1,5 @@
-//! `lagbalance-sim --scenario NAME|all [--out DIR] [--seeds N] [--noise F] [--stats-period S]`:
+//! `lagbalance-sim --scenario NAME|all [--out DIR] [--seeds N] [--noise F] [--stats-period S]
+//! [--agent VAR=VALUE]...`:
 //! run a scenario preset against every strategy over seeds 1..=N, print the markdown table, and
 //! write it with SVG plots into DIR (default docs/sim). Exits with an error if any acceptance
 //! check of issue 4 is not met for some seed. `--scenario partitioner`
@@ -10,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use lagbalance_sim::report::{evaluate, evaluate_producer};
 use lagbalance_sim::{
-    by_name, with_producer, Measurement, Strategy, DEFAULT_SEEDS, NAMES, PRODUCER_NAMES,
+    by_name, with_producer, Measurement, Scenario, Strategy, DEFAULT_SEEDS, NAMES, PRODUCER_NAMES,
 };
 
 /// The value after a flag, parsed.
@@ -20,11 +21,29 @@ fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T> {
         .map_err(|_| anyhow::anyhow!("{flag}: cannot parse {v:?}"))
 }
 
+/// Apply `--agent` settings over the scenario's own and check them as the agent would.
+fn set_agent_env(sc: &mut Scenario, env: &[(String, String)]) -> Result<()> {
+    if env.is_empty() {
+        return Ok(());
+    }
+    let Some(agents) = &mut sc.triggers.agents else {
+        bail!("--agent: scenario {} runs without agents", sc.name);
+    };
+    for (var, val) in env {
+        agents.env.retain(|(k, _)| k != var);
+        agents.env.push((var.clone(), val.clone()));
+    }
+    sc.agent_config(sc.load)
+        .map_err(|e| anyhow::anyhow!("--agent: {e}"))?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut scenario = None;
     let mut out = PathBuf::from("docs/sim");
     let mut seeds = DEFAULT_SEEDS;
     let mut measurement = Measurement::REALISTIC;
+    let mut agent_env: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -33,13 +52,21 @@ fn main() -> Result<()> {
             "--seeds" => seeds = value(&a, args.next())?,
             "--noise" => measurement.noise = value(&a, args.next())?,
             "--stats-period" => measurement.period_s = value(&a, args.next())?,
+            "--agent" => {
+                let v = args.next().context("--agent needs VAR=VALUE")?;
+                let Some((var, val)) = v.split_once('=') else {
+                    bail!("--agent: {v:?} is not VAR=VALUE");
+                };
+                agent_env.push((var.to_owned(), val.to_owned()));
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: lagbalance-sim --scenario NAME|all|partitioner [--out DIR] [--seeds N] [--noise F] [--stats-period S]\n\
+                    "usage: lagbalance-sim --scenario NAME|all|partitioner [--out DIR] [--seeds N] [--noise F] [--stats-period S] [--agent VAR=VALUE]...\n\
                      scenarios: {} (partitioner: agoda and hot-partitions with a dedicated producer, issue 7)\n\
                      --seeds N          evaluate over seeds 1..=N (default {DEFAULT_SEEDS})\n\
                      --noise F          relative error of the members' self-measurement, uniform ±F per sample (default {})\n\
-                     --stats-period S   members sample themselves every S s and report the latest sample; 0 = at the join (default {})",
+                     --stats-period S   members sample themselves every S s and report the latest sample; 0 = at the join (default {})\n\
+                     --agent VAR=VALUE  set an agent variable (e.g. LAGBALANCE_BUDGET_PER_HOUR=4) for every member's agent, over the scenario's own",
                     NAMES.join(", "),
                     Measurement::REALISTIC.noise,
                     Measurement::REALISTIC.period_s
@@ -67,6 +94,7 @@ fn main() -> Result<()> {
                 bail!("no producer preset {name:?}");
             };
             sc.measurement = measurement;
+            set_agent_env(&mut sc, &agent_env)?;
             let started = Instant::now();
             let rep = evaluate_producer(&sc, &seeds);
             eprintln!(
@@ -95,6 +123,7 @@ fn main() -> Result<()> {
             bail!("unknown scenario {name:?}; scenarios: {}", NAMES.join(", "));
         };
         sc.measurement = measurement;
+        set_agent_env(&mut sc, &agent_env)?;
         let started = Instant::now();
         let rep = evaluate(&sc, &Strategy::ALL, &seeds);
         println!("{}", rep.markdown);

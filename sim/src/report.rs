@@ -348,11 +348,11 @@ pub fn checks(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, bool)> {
                 out.push((
                     format!(
                         "lagbalance: at most {} triggered rebalances in any hour on every seed (got {})",
-                        sc.triggers.budget_per_hour,
+                        sc.group_budget_per_hour(),
                         list(&v, 0)
                     ),
                     v.iter()
-                        .all(|&x| x <= sc.triggers.budget_per_hour as f64),
+                        .all(|&x| x <= sc.group_budget_per_hour() as f64),
                 ));
                 let v = lb.per_seed(|r| r.detail.double_moves as f64);
                 out.push((
@@ -387,6 +387,14 @@ fn beats(
     )
 }
 
+/// Who triggers rebalances, for the report's run line.
+fn agents_text(sc: &Scenario) -> String {
+    match &sc.triggers.agents {
+        Some(a) => format!("Agents: {}.", a.describe()),
+        None => "No agents.".to_string(),
+    }
+}
+
 fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -397,7 +405,7 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
     );
     let _ = writeln!(
         s,
-        "Run: {:.0} s simulated, step {} s; detailed columns at {:.0} % load; rebalance round {} s, mover pause {} s. Members measure themselves every {} s with ±{:.0} % error per sample. Seeds {}; every cell is min / median / max over the seeds (one figure when they agree).\n",
+        "Run: {:.0} s simulated, step {} s; detailed columns at {:.0} % load; rebalance round {} s, mover pause {} s. Members measure themselves every {} s with ±{:.0} % error per sample. {} Seeds {}; every cell is min / median / max over the seeds (one figure when they agree).\n",
         sc.duration_s,
         sc.dt_s,
         sc.load * 100.0,
@@ -405,6 +413,7 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         sc.rebalance.move_pause_s,
         sc.measurement.period_s,
         sc.measurement.noise * 100.0,
+        agents_text(sc),
         seeds_text(&rep.seeds)
     );
     let _ = writeln!(
@@ -458,7 +467,7 @@ fn markdown(sc: &Scenario, rep: &ScenarioReport) -> String {
         let _ = writeln!(
             s,
             "\nRebalance budget {} per hour; stabilisation window {} s:\n",
-            sc.triggers.budget_per_hour,
+            sc.group_budget_per_hour(),
             sc.settings.stabilisation_window_ms / 1000
         );
         for r in &rep.rows {
@@ -592,7 +601,7 @@ pub fn evaluate_producer(sc: &Scenario, seeds: &[u64]) -> ProducerReport {
     if let Some(p) = &sc.producer {
         let _ = writeln!(
             s,
-            "Producer: {}; partitioner refresh {} s, slow_lag {:.1} records, observe {} s, probe {} s at share {}, at most {:.0} % closed. Run: {:.0} s simulated, detailed columns at {:.0} % load. Members measure themselves every {} s with ±{:.0} % error per sample. Seeds {}; every cell is min / median / max over the seeds (one figure when they agree).\n",
+            "Producer: {}; partitioner refresh {} s, slow_lag {:.1} records, observe {} s, probe {} s at share {}, at most {:.0} % closed. Run: {:.0} s simulated, detailed columns at {:.0} % load. Members measure themselves every {} s with ±{:.0} % error per sample. {} Seeds {}; every cell is min / median / max over the seeds (one figure when they agree).\n",
             if keyed {
                 "keyed records (the hot partitions are hot keys), lag-aware keyed routing on"
             } else {
@@ -608,6 +617,7 @@ pub fn evaluate_producer(sc: &Scenario, seeds: &[u64]) -> ProducerReport {
             sc.load * 100.0,
             sc.measurement.period_s,
             sc.measurement.noise * 100.0,
+            agents_text(sc),
             seeds_text(seeds)
         );
     }

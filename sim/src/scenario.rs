@@ -1,9 +1,15 @@
 //! Scenario presets: the model group each strategy is run against.
 
+use std::collections::BTreeMap;
+
 use lagbalance::lag_partitioner::MachineSettings;
+use lagbalance_agent::config::{Config as AgentConfig, ConfigError};
 use lagbalance_assign::lagbalance::LagBalanceSettings;
 
 use crate::producer::{ProducerSpec, LAG_UNIT};
+
+/// The model group's id, as its members and agents name it.
+pub const GROUP: &str = "sim";
 
 /// Relative partition weights (before time modulation).
 #[derive(Clone, Debug)]
@@ -83,28 +89,40 @@ impl ConsumerSpec {
     }
 }
 
-/// Lag-outlier trigger, modelled on the agent's rule (docs/design.md §5).
+/// The agent beside every member: the simulator runs the agent's own decision code
+/// (`lagbalance_agent::decide::Decider`: outlier rule, election, cooldown, hourly budget), one
+/// per member, polling the model group as the agent polls DescribeGroups, OffsetFetch and
+/// ListOffsets. One model record is [`LAG_UNIT`] offsets.
 #[derive(Clone, Debug)]
-pub struct OutlierRule {
-    /// How often the agent looks.
-    pub check_s: f64,
-    /// A member's lag must exceed this many seconds of its fair share of input...
+pub struct Agents {
+    /// `LAGBALANCE_LAG_FLOOR` in seconds of one member's fair share of the input, so that the
+    /// floor scales with the model's rates (the variable itself counts records).
     pub floor_s: f64,
-    /// ...and this multiple of the group's median member lag...
-    pub multiple: f64,
-    /// ...for this many consecutive checks.
-    pub sustain: u32,
+    /// Further settings as an operator sets them, over the agent's defaults.
+    pub env: Vec<(String, String)>,
+}
+
+impl Agents {
+    /// How the report names these agents' settings.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "the agent's defaults, lag floor {} s of a member's fair share",
+            self.floor_s
+        );
+        for (k, v) in &self.env {
+            s.push_str(&format!(", {k}={v}"));
+        }
+        s
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Triggers {
-    /// Periodic rebalance (e.g. a member rejoining with fresh capacity data).
+    /// A rebalance every this often whatever the lag, when no round is running. Nothing in the
+    /// product rebalances on a timer; tests use it to compare rounds alone.
     pub periodic_s: Option<f64>,
-    pub outlier: Option<OutlierRule>,
-    /// No trigger within this long after the previous rebalance completed.
-    pub cooldown_s: f64,
-    /// At most this many triggered rebalances in any rolling hour.
-    pub budget_per_hour: usize,
+    /// `None`: no agents, so no lag-triggered rebalances.
+    pub agents: Option<Agents>,
 }
 
 /// Cost of rebalancing.
@@ -142,6 +160,16 @@ impl Measurement {
         noise: 0.10,
         period_s: 5.0,
     };
+
+    /// How often members sample themselves. Exact members publish nothing between joins but
+    /// still watch their capacity on the client's stats period.
+    pub fn sample_period_s(&self) -> f64 {
+        if self.period_s > 0.0 {
+            self.period_s
+        } else {
+            Self::REALISTIC.period_s
+        }
+    }
 }
 
 /// Seeds a scenario is evaluated over unless told otherwise: `1..=DEFAULT_SEEDS`.
@@ -186,6 +214,40 @@ impl Scenario {
         self.consumers.iter().map(|c| c.speed).sum()
     }
 
+    /// Mean input per member at `load`, records/s.
+    pub fn fair_rate(&self, load: f64) -> f64 {
+        load * self.total_capacity() / self.consumers.len().max(1) as f64
+    }
+
+    /// The agents' configuration at `load` (their lag floor scales with the input); `None`
+    /// without agents; an error names a setting the agent rejects.
+    pub fn agent_config(&self, load: f64) -> Result<Option<AgentConfig>, ConfigError> {
+        let Some(agents) = self.triggers.agents.as_ref() else {
+            return Ok(None);
+        };
+        let floor = (agents.floor_s * self.fair_rate(load) * LAG_UNIT).round() as u64;
+        let mut env: BTreeMap<String, String> = [
+            ("LAGBALANCE_BOOTSTRAP", "sim:9092".to_string()),
+            ("LAGBALANCE_GROUP", GROUP.to_string()),
+            ("LAGBALANCE_LAG_FLOOR", floor.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in &agents.env {
+            env.insert(k.to_string(), v.to_string());
+        }
+        AgentConfig::from_sources(&env, &[]).map(Some)
+    }
+
+    /// Most triggered rebalances the agents can cause in any hour: every member's budget.
+    pub fn group_budget_per_hour(&self) -> usize {
+        match self.agent_config(self.load) {
+            Ok(Some(c)) => c.budget_per_hour as usize * self.consumers.len(),
+            _ => 0,
+        }
+    }
+
     /// The same scenario with another seed.
     pub fn with_seed(&self, seed: u64) -> Scenario {
         Scenario {
@@ -216,15 +278,11 @@ fn topics(n: usize, per_topic: usize) -> Vec<(String, usize)> {
 
 fn default_triggers() -> Triggers {
     Triggers {
-        periodic_s: Some(300.0),
-        outlier: Some(OutlierRule {
-            check_s: 10.0,
+        periodic_s: None,
+        agents: Some(Agents {
             floor_s: 10.0,
-            multiple: 3.0,
-            sustain: 3,
+            env: Vec::new(),
         }),
-        cooldown_s: 60.0,
-        budget_per_hour: 12,
     }
 }
 
@@ -332,9 +390,12 @@ pub fn by_name(name: &str) -> Option<Scenario> {
             },
             consumers: (0..8).map(|_| ConsumerSpec::new(1.0)).collect(),
             load: 0.7,
+            // One action per agent per hour: at most 8 triggered rebalances an hour.
             triggers: Triggers {
-                periodic_s: None,
-                budget_per_hour: 8,
+                agents: Some(Agents {
+                    floor_s: 10.0,
+                    env: vec![("LAGBALANCE_BUDGET_PER_HOUR".into(), "1".into())],
+                }),
                 ..default_triggers()
             },
             ..base(
