@@ -531,7 +531,9 @@ impl Membership {
             return;
         }
         if lapsed {
-            self.expire_session();
+            self.expire_session(
+                "this process was paused past the time its partitions were valid for; partitions lost",
+            );
         }
         match input {
             Input::Tick => {}
@@ -785,11 +787,14 @@ impl Membership {
         {
             return;
         }
-        self.expire_session();
+        self.expire_session(
+            "no contact with the coordinator for the session timeout; partitions lost",
+        );
     }
 
-    fn expire_session(&mut self) {
-        tracing::warn!(group = %self.config.group_id, "no contact with the coordinator for the session timeout; partitions lost");
+    /// Give up the partitions and the generation; `why` is logged.
+    fn expire_session(&mut self, why: &str) {
+        tracing::warn!(group = %self.config.group_id, "{why}");
         self.lose_owned();
         self.generation = -1;
         self.contact_at = self.now;
