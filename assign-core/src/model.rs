@@ -211,6 +211,17 @@ pub trait Assignor: Send {
         sent != fresh
     }
 
+    /// Whether `fresh` user data is news against what the member last joined with (`sent`):
+    /// data appearing or vanishing always is, two absences never are, and between two values
+    /// [`Assignor::user_data_worth_sending`] judges.
+    fn user_data_news(&self, sent: Option<&Bytes>, fresh: Option<&Bytes>) -> bool {
+        match (sent, fresh) {
+            (Some(sent), Some(fresh)) => self.user_data_worth_sending(sent, fresh),
+            (None, None) => false,
+            _ => true,
+        }
+    }
+
     /// Leader side: compute a plan for `view`. `previous` is the plan this process issued
     /// last time it was leader, if any.
     fn assign(

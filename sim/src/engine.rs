@@ -646,12 +646,9 @@ impl<'a> Sim<'a> {
             return;
         }
         let fresh = m.assignor.subscription_user_data(stats);
-        let worth = match (&m.sent_user_data, &fresh) {
-            (Some(sent), Some(fresh)) => m.assignor.user_data_worth_sending(sent, fresh),
-            (None, None) => false,
-            _ => true,
-        };
-        if worth {
+        if m.assignor
+            .user_data_news(m.sent_user_data.as_ref(), fresh.as_ref())
+        {
             m.capacity_rejoin_at = self.t;
             self.trigger(Cause::CapacityNews);
         }
@@ -750,14 +747,7 @@ impl<'a> Sim<'a> {
             let subscription = Subscription {
                 topics: topics.clone(),
                 user_data,
-                owned: m
-                    .owned
-                    .iter()
-                    .map(|&p| {
-                        let part = &self.parts[p];
-                        (self.sc.topics[part.topic as usize].0.clone(), part.index)
-                    })
-                    .collect(),
+                owned: m.owned.iter().map(|&p| self.partition_name(p)).collect(),
                 generation: m.generation,
                 rack: None,
             };
@@ -903,15 +893,10 @@ impl<'a> Sim<'a> {
                 self.trigger(Cause::Triggered);
             }
         }
-        let Some(agents) = &self.agents else {
-            return;
-        };
-        if self.t < agents.next_poll {
+        if self.agents.as_ref().is_none_or(|a| self.t < a.next_poll) {
             return;
         }
         let snapshot = self.snapshot();
-        let identities: Vec<AppIdentity> =
-            (0..self.members.len()).map(|i| self.identity(i)).collect();
         let now_ms = self.now_ms();
         let Some(agents) = &mut self.agents else {
             return;
@@ -919,8 +904,16 @@ impl<'a> Sim<'a> {
         agents.next_poll += agents.interval_s;
         let view = Arc::new(agents.tracker.update(&snapshot));
         let mut acted = false;
-        for (decider, identity) in agents.deciders.iter_mut().zip(&identities) {
-            let decision = decider.decide(now_ms, Arc::clone(&view), Some(identity));
+        for (decider, member) in agents.deciders.iter_mut().zip(&snapshot.members) {
+            // What the member's app tells its agent about itself.
+            let identity = AppIdentity {
+                group: GROUP.to_string(),
+                member_id: member.member_id.clone(),
+                instance_id: None,
+                generation: member.generation,
+                partitions: member.partitions.clone(),
+            };
+            let decision = decider.decide(now_ms, Arc::clone(&view), Some(&identity));
             match decision.action {
                 // The model's members always rejoin at once; leaving is not modelled.
                 Some(Action::Rejoin { .. } | Action::Leave { .. }) => {
@@ -943,14 +936,14 @@ impl<'a> Sim<'a> {
     /// What DescribeGroups, OffsetFetch and ListOffsets would answer now: members with their
     /// assignments and generations, consumed offsets as committed, arrivals as the log end.
     fn snapshot(&self) -> Snapshot {
+        let names: Vec<NamedPartition> = (0..self.parts.len())
+            .map(|p| self.partition_name(p))
+            .collect();
         let offsets = |f: fn(&Partition) -> f64| -> BTreeMap<NamedPartition, i64> {
-            (0..self.parts.len())
-                .map(|p| {
-                    (
-                        self.partition_name(p),
-                        (f(&self.parts[p]) * LAG_UNIT) as i64,
-                    )
-                })
+            names
+                .iter()
+                .zip(&self.parts)
+                .map(|(name, part)| (name.clone(), (f(part) * LAG_UNIT) as i64))
                 .collect()
         };
         Snapshot {
@@ -967,7 +960,7 @@ impl<'a> Sim<'a> {
                 .iter()
                 .map(|m| MemberInfo {
                     member_id: m.id.clone(),
-                    partitions: m.owned.iter().map(|&p| self.partition_name(p)).collect(),
+                    partitions: m.owned.iter().map(|&p| names[p].clone()).collect(),
                     generation: m.generation,
                     ..MemberInfo::default()
                 })
@@ -975,18 +968,6 @@ impl<'a> Sim<'a> {
             committed: offsets(|p| p.consumed),
             log_end: offsets(|p| p.arrived),
             assignments_visible: true,
-        }
-    }
-
-    /// What member `i`'s app tells its agent about itself.
-    fn identity(&self, i: usize) -> AppIdentity {
-        let m = &self.members[i];
-        AppIdentity {
-            group: GROUP.to_string(),
-            member_id: m.id.clone(),
-            instance_id: None,
-            generation: m.generation,
-            partitions: m.owned.iter().map(|&p| self.partition_name(p)).collect(),
         }
     }
 

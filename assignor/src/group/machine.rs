@@ -663,11 +663,10 @@ impl Membership {
     /// that what we last sent does not (the assignor judges; appearing or vanishing always
     /// does).
     fn worth_sending(&self, i: usize, fresh: &Option<Bytes>) -> bool {
-        match (self.user_data.get(i).and_then(Option::as_ref), fresh) {
-            (Some(sent), Some(fresh)) => self.assignors[i].user_data_worth_sending(sent, fresh),
-            (None, None) => false,
-            _ => true,
-        }
+        self.assignors[i].user_data_news(
+            self.user_data.get(i).and_then(Option::as_ref),
+            fresh.as_ref(),
+        )
     }
 
     fn request_rejoin(&mut self, reason: String) {
