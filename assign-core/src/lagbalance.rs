@@ -40,7 +40,7 @@ use bytes::Bytes;
 
 use crate::capacity::{reports_saturation, CapacityEstimator, CapacitySettings};
 use crate::cooperative::{finalize, resolve_owners, sticky_hints};
-use crate::model::{AssignError, Assignor, GroupView, IssuedPlan, MemberStats, Plan, Tp};
+use crate::model::{is_news, AssignError, Assignor, GroupView, IssuedPlan, MemberStats, Plan, Tp};
 use crate::stats;
 use crate::userdata::MemberUserData;
 
@@ -256,11 +256,9 @@ impl Assignor for LagBalanceAssignor {
     /// [`CAPACITY_RESEND_CHANGE`].
     fn user_data_worth_sending(&self, sent: &Bytes, fresh: &Bytes) -> bool {
         let capacity = |b: &Bytes| MemberUserData::decode(b).ok().and_then(|d| d.capacity);
-        match (capacity(sent), capacity(fresh)) {
-            (Some(a), Some(b)) => (b - a).abs() > CAPACITY_RESEND_CHANGE * a.abs().max(1e-9),
-            (None, None) => false,
-            _ => true,
-        }
+        is_news(capacity(sent), capacity(fresh), |a, b| {
+            (b - a).abs() > CAPACITY_RESEND_CHANGE * a.abs().max(1e-9)
+        })
     }
 
     fn assign(

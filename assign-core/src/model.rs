@@ -188,6 +188,16 @@ pub enum AssignError {
 ///
 /// Implementations must be deterministic given the same view and state: any member may become
 /// leader.
+/// Whether a value that may be absent changed enough to tell the group: appearing or vanishing
+/// always is news, two absences never are, and between two values `differs` judges.
+pub fn is_news<T>(sent: Option<T>, fresh: Option<T>, differs: impl FnOnce(T, T) -> bool) -> bool {
+    match (sent, fresh) {
+        (Some(sent), Some(fresh)) => differs(sent, fresh),
+        (None, None) => false,
+        _ => true,
+    }
+}
+
 pub trait Assignor: Send {
     /// Protocol name announced in JoinGroup (e.g. `"cooperative-sticky"`).
     fn name(&self) -> &str;
@@ -215,11 +225,9 @@ pub trait Assignor: Send {
     /// data appearing or vanishing always is, two absences never are, and between two values
     /// [`Assignor::user_data_worth_sending`] judges.
     fn user_data_news(&self, sent: Option<&Bytes>, fresh: Option<&Bytes>) -> bool {
-        match (sent, fresh) {
-            (Some(sent), Some(fresh)) => self.user_data_worth_sending(sent, fresh),
-            (None, None) => false,
-            _ => true,
-        }
+        is_news(sent, fresh, |sent, fresh| {
+            self.user_data_worth_sending(sent, fresh)
+        })
     }
 
     /// Leader side: compute a plan for `view`. `previous` is the plan this process issued
