@@ -7,7 +7,7 @@ use std::sync::Arc;
 use lagbalance::control::AppIdentity;
 
 use crate::config::{Config, Mode};
-use crate::election::elect;
+use crate::election::{deputy, elect};
 use crate::outlier::{score, score_partial, OutlierSettings, Score, Streaks};
 use crate::storm::{Hold, StormGuard};
 use crate::view::{GroupLagView, Snapshot, ViewTracker};
@@ -42,6 +42,9 @@ pub struct Decision {
     pub me: Option<String>,
     pub own_streak: u32,
     pub elected: bool,
+    /// The elected member this agent stands in for this poll, its agent having let a
+    /// cooldown's worth of chances pass ([`crate::election::deputy`]).
+    pub deputy_for: Option<String>,
     pub hold: Result<(), Hold>,
     pub rebalance_observed: bool,
     pub action: Option<Action>,
@@ -56,6 +59,11 @@ pub struct Decider {
     tracker: ViewTracker,
     storm: StormGuard,
     streaks: Streaks,
+    /// Polls in a row in which another member was the sustained elected outlier and the group
+    /// was neither rebalancing nor cooling down, yet no rebalance followed.
+    overdue: u32,
+    /// Polls per deputy turn: a cooldown, the time a rebalance an agent asks for has to show.
+    deputy_turn: u32,
 }
 
 pub fn outlier_settings(c: &Config) -> OutlierSettings {
@@ -79,6 +87,12 @@ impl Decider {
             tracker: ViewTracker::new(cfg.ewma_window.as_millis() as u64),
             storm: StormGuard::new(cfg.cooldown.as_millis() as u64, cfg.budget_per_hour),
             streaks: Streaks::default(),
+            overdue: 0,
+            deputy_turn: cfg
+                .cooldown
+                .as_millis()
+                .div_ceil(cfg.interval.as_millis().max(1))
+                .clamp(1, u32::MAX as u128) as u32,
         }
     }
 
@@ -139,25 +153,49 @@ impl Decider {
         let own_streak = me.as_deref().map(|m| self.streaks.get(m)).unwrap_or(0);
         let elected = me.is_some() && winner == me;
         let hold = self.storm.check(now_ms);
+        let winner_sustained = winner
+            .as_deref()
+            .is_some_and(|w| self.streaks.sustained(w, self.settings.sustain));
+        if rebalance_observed || elected || !winner_sustained {
+            self.overdue = 0;
+        } else if self.storm.group_hold(now_ms).is_ok() {
+            self.overdue = self.overdue.saturating_add(1);
+        }
+        // A deputy rejoins: leaving would hand its own partitions to the group, outlier included.
+        let deputy_for = match (&winner, &me) {
+            (Some(w), Some(m))
+                if self.mode == Mode::Rejoin
+                    && view.assignments_visible
+                    && deputy(&scores, w, self.overdue, self.deputy_turn) == Some(m.as_str()) =>
+            {
+                Some(w.clone())
+            }
+            _ => None,
+        };
+        let sustained = elected && own_streak >= self.settings.sustain;
         let mut action = None;
-        if elected && own_streak >= self.settings.sustain && hold.is_ok() {
+        if (sustained || deputy_for.is_some()) && hold.is_ok() {
+            let subject = deputy_for.as_ref().or(me.as_ref());
             let reason = scores
                 .iter()
-                .find(|s| Some(&s.member_id) == me.as_ref())
+                .find(|s| Some(&s.member_id) == subject)
                 .map(|s| {
-                    format!(
-                        "lag {} is {:.1}x the peers' {:.0} (z {:.1}) for {} intervals ({})",
-                        s.lag,
-                        s.ratio,
-                        s.peer_median,
-                        s.z,
-                        own_streak,
-                        if view.assignments_visible {
-                            FULL_VIEW
-                        } else {
-                            OWN_VIEW
-                        }
-                    )
+                    let view_kind = if view.assignments_visible {
+                        FULL_VIEW
+                    } else {
+                        OWN_VIEW
+                    };
+                    let lag = format!(
+                        "lag {} is {:.1}x the peers' {:.0} (z {:.1})",
+                        s.lag, s.ratio, s.peer_median, s.z
+                    );
+                    match &deputy_for {
+                        Some(w) => format!(
+                            "deputy for {w}: its {lag} and its agent let {} chances pass ({view_kind})",
+                            self.overdue
+                        ),
+                        None => format!("{lag} for {own_streak} intervals ({view_kind})"),
+                    }
                 })
                 .unwrap_or_default();
             action = Some(if self.dry_run {
@@ -179,6 +217,7 @@ impl Decider {
             me,
             own_streak,
             elected,
+            deputy_for,
             hold,
             rebalance_observed,
             action,
@@ -208,6 +247,10 @@ mod tests {
     use crate::view::tests::member;
 
     fn cfg(mode: &str) -> Config {
+        cfg_with(mode, &[])
+    }
+
+    fn cfg_with(mode: &str, extra: &[(&str, &str)]) -> Config {
         let env: BTreeMap<String, String> = [
             ("LAGBALANCE_BOOTSTRAP", "127.0.0.1:1"),
             ("LAGBALANCE_GROUP", "g"),
@@ -216,6 +259,7 @@ mod tests {
             ("LAGBALANCE_EWMA_WINDOW", "0s"),
         ]
         .iter()
+        .chain(extra)
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         Config::from_sources(&env, &[]).unwrap()
@@ -280,11 +324,14 @@ mod tests {
 
     /// Three agents over one simulated group; returns (interval, member) of every action.
     fn simulate(visible: bool, intervals: u64, mode: &str) -> Vec<(u64, String, Action)> {
+        simulate_with(visible, intervals, &cfg(mode))
+    }
+
+    fn simulate_with(visible: bool, intervals: u64, config: &Config) -> Vec<(u64, String, Action)> {
         let mut sim = Sim::new(visible);
-        let config = cfg(mode);
         let mut agents: Vec<(&str, Decider)> = ["a", "b", "c"]
             .into_iter()
-            .map(|m| (m, Decider::new(&config)))
+            .map(|m| (m, Decider::new(config)))
             .collect();
         let mut actions = Vec::new();
         for i in 0..intervals {
@@ -331,6 +378,32 @@ mod tests {
                 "{actions:?}"
             );
         }
+    }
+
+    #[test]
+    fn when_the_outliers_agent_has_spent_its_budget_a_deputy_rejoins_a_cooldown_later() {
+        let budget_one = [("LAGBALANCE_BUDGET_PER_HOUR", "1")];
+        let actions = simulate_with(true, 50, &cfg_with("rejoin", &budget_one));
+        let who: Vec<(u64, &str)> = actions.iter().map(|(i, m, _)| (*i, m.as_str())).collect();
+        // b acts at 7 and spends its budget. The rebalance observed at 8 starts the 12-interval
+        // cooldown; from 20 on b is a sustained outlier with nothing holding the group, but its
+        // agent is out of budget. At its 12th such chance (31) the turn passes to c, the next
+        // member after b; c's rebalance starts another cooldown, and nothing else happens in
+        // the run.
+        assert_eq!(who, [(7, "b"), (31, "c")], "{actions:?}");
+        match &actions[1].2 {
+            Action::Rejoin { reason } => assert!(
+                reason.starts_with("deputy for b: its lag 80000") && reason.contains("12 chances"),
+                "{reason}"
+            ),
+            other => panic!("a deputy rejoins: {other:?}"),
+        }
+        // Leaving would hand the deputy's own partitions to the group: no deputy in leave mode.
+        let actions = simulate_with(true, 50, &cfg_with("leave", &budget_one));
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        // Without assignments in view an agent sees only its own member: no deputy either.
+        let actions = simulate_with(false, 50, &cfg_with("rejoin", &budget_one));
+        assert_eq!(actions.len(), 1, "{actions:?}");
     }
 
     #[test]

@@ -27,6 +27,28 @@ pub fn is_elected(scores: &[Score], me: &str) -> bool {
     elect(scores).is_some_and(|s| s.member_id == me)
 }
 
+/// Who stands in for the elected member `winner` once its agent has let `overdue` polls pass in
+/// which it could have acted (sustained outlier, group neither rebalancing nor cooling down)
+/// and no rebalance followed: its budget is spent, its agent is down or its app refused. The
+/// other members take turns of `turn` polls each, in id order starting after the winner, round
+/// the circle again if need be. Every agent counts the same polls on the same views, so at most
+/// one agent holds the turn; the first deputy's rebalance resets everyone's count.
+pub fn deputy<'a>(scores: &'a [Score], winner: &str, overdue: u32, turn: u32) -> Option<&'a str> {
+    let turn = turn.max(1);
+    let mut others: Vec<&str> = scores
+        .iter()
+        .map(|s| s.member_id.as_str())
+        .filter(|m| *m != winner)
+        .collect();
+    if overdue < turn || others.is_empty() {
+        return None;
+    }
+    others.sort_unstable();
+    let after_winner = others.partition_point(|m| *m < winner);
+    let k = (overdue / turn - 1) as usize;
+    Some(others[(after_winner + k) % others.len()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +120,41 @@ mod tests {
         // Across agents, at most one (the one whose member is m-1) would act.
         let acting: Vec<_> = decisions.iter().filter(|d| d.2).map(|d| d.1).collect();
         assert!(acting.iter().all(|m| *m == "m-1"), "{acting:?}");
+    }
+
+    #[test]
+    fn deputies_take_turns_after_the_winner_in_id_order() {
+        let sc = score(
+            &view(&[("a", 100), ("b", 110), ("c", 40_000), ("d", 90), ("e", 120)]),
+            &OutlierSettings::default(),
+        );
+        assert_eq!(elect(&sc).unwrap().member_id, "c");
+        let turns: Vec<Option<&str>> = (0..12).map(|o| deputy(&sc, "c", o, 2)).collect();
+        assert_eq!(
+            turns,
+            [
+                None,
+                None,
+                Some("d"),
+                Some("d"),
+                Some("e"),
+                Some("e"),
+                Some("a"),
+                Some("a"),
+                Some("b"),
+                Some("b"),
+                Some("d"),
+                Some("d")
+            ]
+        );
+        // Whatever order the agents list members in, they name the same deputy.
+        for seed in 0..5 {
+            let shuffled_scores = shuffled(&sc, seed);
+            assert_eq!(deputy(&shuffled_scores, "c", 5, 2), Some("e"));
+        }
+        // Alone in the group: nobody to stand in.
+        let alone = score(&view(&[("c", 40_000)]), &OutlierSettings::default());
+        assert_eq!(deputy(&alone, "c", 100, 2), None);
     }
 
     #[test]

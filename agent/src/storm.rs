@@ -72,8 +72,9 @@ impl StormGuard {
         }
     }
 
-    /// May the agent act now?
-    pub fn check(&mut self, now_ms: u64) -> Result<(), Hold> {
+    /// Whether the group is past any rebalance and its cooldown: the holds every agent of the
+    /// group sees alike (the budget is each agent's own).
+    pub fn group_hold(&self, now_ms: u64) -> Result<(), Hold> {
         if self.rebalancing {
             return Err(Hold::Rebalancing);
         }
@@ -83,6 +84,12 @@ impl StormGuard {
                 return Err(Hold::Cooldown { until_ms: until });
             }
         }
+        Ok(())
+    }
+
+    /// May the agent act now?
+    pub fn check(&mut self, now_ms: u64) -> Result<(), Hold> {
+        self.group_hold(now_ms)?;
         self.prune(now_ms);
         if self.triggers.len() >= self.budget_per_hour as usize {
             let until = if self.budget_per_hour == 0 {
