@@ -44,6 +44,7 @@ pub mod leader;
 pub mod model;
 pub mod range;
 pub mod rng;
+pub mod skew;
 pub mod stats;
 pub mod sticky;
 pub mod userdata;

@@ -195,10 +195,10 @@ fn exact_measurement_reproduces_the_noise_free_model() {
         (
             "oscillating",
             9,
-            10,
-            18.581818181810036,
+            9,
+            18.52727272726463,
             11.0,
-            40.37979797979718,
+            42.557575757574924,
         ),
     ];
     for (name, rounds, moves, p99, latency, spread) in expected {
