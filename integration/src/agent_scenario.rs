@@ -62,6 +62,9 @@ pub struct Scenario {
     /// `alice`, verifying the broker against the test CA (Kafka only); the producer stays on
     /// PLAINTEXT.
     pub sasl_ssl: bool,
+    /// `LAGBALANCE_BUDGET_PER_HOUR` of the slow worker's agent (the others keep the default):
+    /// 0 stands for an agent that has spent its budget, so a deputy has to act.
+    pub slow_agent_budget: Option<u32>,
 }
 
 impl Default for Scenario {
@@ -82,6 +85,7 @@ impl Default for Scenario {
             produce_without_agents: Duration::from_secs(10),
             broker: None,
             sasl_ssl: false,
+            slow_agent_budget: None,
         }
     }
 }
@@ -260,6 +264,9 @@ async fn run_in(
             ("LAGBALANCE_CPU_LIMIT", "256".into()),
         ];
         env.extend(security.iter().cloned());
+        if let (SLOW, Some(budget)) = (w.name.as_str(), s.slow_agent_budget) {
+            env.push(("LAGBALANCE_BUDGET_PER_HOUR", budget.to_string()));
+        }
         agents.push(Agent::spawn(
             &bootstrap, group, control, &w.name, &env, dir,
         )?);

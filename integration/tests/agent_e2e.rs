@@ -5,7 +5,8 @@
 //! consuming. On Kafka the agents decide on the full group view (every member's assignment from
 //! DescribeGroups); on tansu 0.6.0, which hides assignments, on their own member's share. On
 //! Kafka the scenario also runs with workers and agents on the SASL_SSL listener (SCRAM-SHA-512,
-//! the broker verified against the test CA), where no log may show the password.
+//! the broker verified against the test CA), where no log may show the password, and with the
+//! slow member's agent out of budget, where another member's agent acts as its deputy.
 
 use std::time::Duration;
 
@@ -21,10 +22,27 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(45);
 /// round, and a move takes two rounds).
 const LIVENESS_BOUND: Duration = Duration::from_secs(20);
 
-async fn slow_member_scenario(kind: BrokerKind, sasl_ssl: bool) {
+/// Who is to act on the slow member `c`.
+#[derive(Clone, Copy, PartialEq)]
+enum Actor {
+    /// `c`'s own agent, and nobody else.
+    SlowMembersAgent,
+    /// `c`'s agent may not act (budget 0): another member's agent, as its deputy.
+    Deputy,
+}
+
+async fn slow_member_scenario(kind: BrokerKind, sasl_ssl: bool, actor: Actor) {
     let s = Scenario {
         broker: Some(kind),
         sasl_ssl,
+        slow_agent_budget: (actor == Actor::Deputy).then_some(0),
+        // A deputy acts a cooldown (20 s) after `c`'s agent could have: more time with agents.
+        produce_with_agents: Scenario::default().produce_with_agents
+            + if actor == Actor::Deputy {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            },
         ..Scenario::default()
     };
     let out = run(&s).await.expect("scenario ran");
@@ -74,16 +92,25 @@ async fn slow_member_scenario(kind: BrokerKind, sasl_ssl: bool) {
         "{worst:?} had no owner for {unowned_ms} ms (bound {LIVENESS_BOUND:?})"
     );
     assert!(out.trigger_after.is_some(), "no agent ever acted");
-    // Only the slow member's agent acts: the others were never outliers.
-    for (name, n) in &out.actions {
-        if name == "c" {
+    let acted = |name: &str| out.actions.get(name).copied().unwrap_or(0);
+    match actor {
+        // Only the slow member's agent acts: the others were never outliers.
+        Actor::SlowMembersAgent => {
             assert!(
-                *n >= 1,
+                acted("c") >= 1,
                 "the slow member's agent never acted: {:?}",
                 out.actions
             );
-        } else {
-            assert_eq!(*n, 0, "agent {name} acted: {:?}", out.actions);
+            assert_eq!(acted("a") + acted("b"), 0, "{:?}", out.actions);
+        }
+        Actor::Deputy => {
+            assert_eq!(acted("c"), 0, "{:?}", out.actions);
+            assert!(acted("a") + acted("b") >= 1, "{:?}", out.actions);
+            assert!(
+                out.action_lines.iter().all(|l| l.contains("deputy for")),
+                "{:?}",
+                out.action_lines
+            );
         }
     }
     assert!(
@@ -118,13 +145,21 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_the_slow_members_agent_moves_work_and_the_group_catches_up() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    slow_member_scenario(BrokerKind::KAFKA, false).await;
+    slow_member_scenario(BrokerKind::KAFKA, false, Actor::SlowMembersAgent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_kafka_over_sasl_ssl_scram_the_slow_members_agent_moves_work() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    slow_member_scenario(BrokerKind::KAFKA, true).await;
+    slow_member_scenario(BrokerKind::KAFKA, true, Actor::SlowMembersAgent).await;
+}
+
+/// The slow member's agent has no budget (as if spent): a deputy rejoins in its place a
+/// cooldown later, and the group catches up as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_a_deputy_acts_when_the_slow_members_agent_cannot() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    slow_member_scenario(BrokerKind::KAFKA, false, Actor::Deputy).await;
 }
 
 /// On tansu since the leader's liveness rule (docs/group-protocol.md rule 15) the group kept
@@ -135,5 +170,5 @@ async fn on_kafka_over_sasl_ssl_scram_the_slow_members_agent_moves_work() {
 #[ignore = "tansu: the group kept rebalancing after rule 15 and no agent acted in 1 of 2 runs (issue 12); run with -- --ignored"]
 async fn on_tansu_the_slow_members_agent_moves_work_and_the_group_catches_up() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    slow_member_scenario(BrokerKind::Tansu, false).await;
+    slow_member_scenario(BrokerKind::Tansu, false, Actor::SlowMembersAgent).await;
 }
