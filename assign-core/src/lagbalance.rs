@@ -108,7 +108,7 @@ pub struct LagBalanceSettings {
     /// themselves rather than their owner's others, whose loss would outlast the heat.
     /// Default 2.0, measured in the simulator's `oscillating` (the hot set moves every 4
     /// minutes; `sim/examples/long_run.rs`, four hours, 20 seeds): with a budget of 1 action
-    /// per agent per hour the mean lag per hour was 62 against 170 without the band
+    /// per agent per hour the mean lag per hour was 63 against 170 without the band
     /// (cooperative-sticky: 65); with 4, where every change can be answered, 12.
     pub volatile_count_slack: f64,
     /// How each member learns its own capacity.
@@ -652,6 +652,8 @@ struct Work {
     topic_of: Vec<u32>,
     /// Per partition: incoming records/s (measured, reported, or the mean of the known).
     rate: Vec<f64>,
+    /// Whether any partition's rate was measured or reported (else `rate` is all the same guess).
+    rates_known: bool,
     /// Per partition: `rate + lag / plan_horizon`, what the balance objective weighs.
     load: Vec<f64>,
     /// Per partition: what its backlog adds when it must drain within the drain target rather
@@ -781,6 +783,7 @@ impl Work {
             offsets,
             topic_of,
             rate: vec![0.0; n],
+            rates_known: false,
             load: vec![0.0; n],
             urgency: vec![0.0; n],
             cap: vec![1.0; m],
@@ -885,6 +888,7 @@ impl Work {
         } else {
             1.0
         };
+        self.rates_known = known_n > 0;
         if known_n == 0 {
             self.measured.iter_mut().for_each(|m| *m = false);
         }
@@ -901,16 +905,21 @@ impl Work {
         }
     }
 
-    /// Partition rates by topic name, for [`SkewMemory`].
-    fn rates_by_topic(&self, view: &GroupView) -> HashMap<String, Vec<f64>> {
-        view.topics
+    /// Partition rates by topic name, for [`SkewMemory`]; `None` when no rate is known.
+    fn rates_by_topic(&self, view: &GroupView) -> Option<HashMap<String, Vec<f64>>> {
+        if !self.rates_known {
+            return None;
+        }
+        let rates = view
+            .topics
             .iter()
             .enumerate()
             .map(|(t, topic)| {
                 let range = self.offsets[t]..self.offsets[t + 1];
                 (topic.name.clone(), self.rate[range].to_vec())
             })
-            .collect()
+            .collect();
+        Some(rates)
     }
 
     /// Per member `(share − slack, share + slack)`, where its share of a topic's partitions is

@@ -69,13 +69,18 @@ pub struct SkewMemory {
 
 impl SkewMemory {
     /// Feed this plan's rates (`topic name → rate per partition`) at `now_ms`; returns whether
-    /// the skew is volatile. Partitions of topics missing from either sample are left out.
+    /// the skew is volatile. Partitions of topics missing from either sample are left out. A
+    /// plan without measured rates (`None`: the group's first seconds) changes nothing: as a
+    /// reference it would say there was no skew to move.
     pub fn observe(
         &mut self,
         now_ms: u64,
-        rates: HashMap<String, Vec<f64>>,
+        rates: Option<HashMap<String, Vec<f64>>>,
         min_age_ms: u64,
     ) -> bool {
+        let Some(rates) = rates else {
+            return self.volatile;
+        };
         match &self.reference {
             Some((at, _)) if now_ms.saturating_sub(*at) < min_age_ms => return self.volatile,
             Some((_, old)) => {
@@ -132,8 +137,9 @@ mod tests {
 
     #[test]
     fn the_verdict_compares_with_a_sample_old_enough() {
-        let rates = |hot_set: &[usize]| HashMap::from([("t".to_string(), hot(48, hot_set))]);
+        let rates = |hot_set: &[usize]| Some(HashMap::from([("t".to_string(), hot(48, hot_set))]));
         let mut m = SkewMemory::default();
+        assert!(!m.observe(0, None, 120_000), "no rates measured yet");
         assert!(
             !m.observe(0, rates(&[1, 2, 3]), 120_000),
             "nothing to compare with"
@@ -142,12 +148,13 @@ mod tests {
         assert!(!m.observe(3_000, rates(&[4, 5, 6]), 120_000));
         assert!(m.observe(240_000, rates(&[4, 5, 6]), 120_000));
         assert!(m.observe(250_000, rates(&[4, 5, 6]), 120_000), "kept");
+        assert!(m.observe(400_000, None, 120_000), "kept without rates");
         assert!(
             !m.observe(480_000, rates(&[4, 5, 6]), 120_000),
             "the same set again"
         );
         // A topic that is new or was resized has nothing to compare with.
-        let other = HashMap::from([("u".to_string(), hot(48, &[9]))]);
+        let other = Some(HashMap::from([("u".to_string(), hot(48, &[9]))]));
         assert!(!m.observe(720_000, other, 120_000));
     }
 }

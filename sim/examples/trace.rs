@@ -1,8 +1,10 @@
-//! One detailed `lagbalance` run of a scenario at its nominal load, printing mean utilisation
-//! per consumer; with `LAGBALANCE_SIM_TRACE=1` every join/sync round is printed too.
+//! One detailed `lagbalance` run of a scenario at its nominal load (the scenario's seed, or the
+//! one given), printing mean utilisation per consumer; with `LAGBALANCE_SIM_TRACE=1` every
+//! join/sync round is printed too.
 //!
 //! ```text
 //! LAGBALANCE_SIM_TRACE=1 cargo run --release -p lagbalance-sim --example trace -- oscillating
+//! LAGBALANCE_SIM_TRACE=1 cargo run --release -p lagbalance-sim --example trace -- oscillating 4
 //! ```
 
 fn main() {
@@ -11,7 +13,7 @@ fn main() {
         .unwrap_or_else(|| "agoda".to_string());
     if name == "--help" || name == "-h" {
         println!(
-            "usage: trace [SCENARIO]   (default agoda; LAGBALANCE_SIM_TRACE=1 prints every round)\n\
+            "usage: trace [SCENARIO [SEED]]   (default agoda; LAGBALANCE_SIM_TRACE=1 prints every round)\n\
              scenarios: {:?}",
             lagbalance_sim::NAMES
         );
@@ -23,6 +25,14 @@ fn main() {
             lagbalance_sim::NAMES
         );
         std::process::exit(2);
+    };
+    let sc = match std::env::args().nth(2).map(|s| s.parse::<u64>()) {
+        None => sc,
+        Some(Ok(seed)) => sc.with_seed(seed),
+        Some(Err(_)) => {
+            eprintln!("SEED must be a non-negative integer");
+            std::process::exit(2);
+        }
     };
     let r = lagbalance_sim::run(&sc, lagbalance_sim::Strategy::LagBalance, sc.load, true);
     println!(
