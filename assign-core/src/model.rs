@@ -184,10 +184,6 @@ pub enum AssignError {
     Other(String),
 }
 
-/// A partition assignor, as in Kafka's `ConsumerPartitionAssignor`.
-///
-/// Implementations must be deterministic given the same view and state: any member may become
-/// leader.
 /// Whether a value that may be absent changed enough to tell the group: appearing or vanishing
 /// always is news, two absences never are, and between two values `differs` judges.
 pub fn is_news<T>(sent: Option<T>, fresh: Option<T>, differs: impl FnOnce(T, T) -> bool) -> bool {
@@ -198,6 +194,10 @@ pub fn is_news<T>(sent: Option<T>, fresh: Option<T>, differs: impl FnOnce(T, T) 
     }
 }
 
+/// A partition assignor, as in Kafka's `ConsumerPartitionAssignor`.
+///
+/// Implementations must be deterministic given the same view and state: any member may become
+/// leader.
 pub trait Assignor: Send {
     /// Protocol name announced in JoinGroup (e.g. `"cooperative-sticky"`).
     fn name(&self) -> &str;
@@ -222,8 +222,7 @@ pub trait Assignor: Send {
     }
 
     /// Whether `fresh` user data is news against what the member last joined with (`sent`):
-    /// data appearing or vanishing always is, two absences never are, and between two values
-    /// [`Assignor::user_data_worth_sending`] judges.
+    /// [`is_news`], with [`Assignor::user_data_worth_sending`] judging two values.
     fn user_data_news(&self, sent: Option<&Bytes>, fresh: Option<&Bytes>) -> bool {
         is_news(sent, fresh, |sent, fresh| {
             self.user_data_worth_sending(sent, fresh)
