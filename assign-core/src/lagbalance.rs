@@ -1356,7 +1356,7 @@ impl Work {
                     continue;
                 };
                 let ub = self.util(b);
-                if ub >= threshold {
+                if ub >= threshold || !self.count_band_allows(a, b) {
                     continue;
                 }
                 let cb = self.cap[b];
@@ -1364,7 +1364,6 @@ impl Work {
                     let p = p as usize;
                     if !self.class_has_topic(class, self.topic_of[p])
                         || !movable(p)
-                        || !self.count_band_allows(a, b)
                         || self
                             .one_way
                             .as_ref()
