@@ -344,6 +344,14 @@ pub fn checks(sc: &Scenario, rep: &ScenarioReport) -> Vec<(String, bool)> {
         }
         "oscillating" => {
             if let Some(lb) = lb {
+                out.push((
+                    format!(
+                        "lagbalance: lag bounded at {:.0} % load on every seed (bounded on {})",
+                        sc.load * 100.0,
+                        bounded_cell(&lb.runs)
+                    ),
+                    lb.runs.iter().all(|x| x.detail.bounded),
+                ));
                 let v = lb.per_seed(|r| r.detail.max_rebalances_per_hour as f64);
                 out.push((
                     format!(
