@@ -12,8 +12,14 @@ use lagbalance_sim::{by_name, run, Strategy, NAMES};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let text =
+        format!("usage: long_run SCENARIO HOURS SEEDS [VAR=VALUE...]   (scenarios: {NAMES:?})");
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{text}");
+        return;
+    }
     let usage = || {
-        eprintln!("usage: long_run SCENARIO HOURS SEEDS [VAR=VALUE...]   (scenarios: {NAMES:?})");
+        eprintln!("{text}");
         std::process::exit(2);
     };
     let [name, hours, seeds, agent_env @ ..] = args.as_slice() else {
