@@ -29,11 +29,10 @@ use std::sync::Arc;
 
 use lagbalance::control::AppIdentity;
 use lagbalance::group::codec::{encode_subscription, Subscription, CONSUMER_PROTOCOL_VERSION};
-use lagbalance::group::{MemberConfig, CAPACITY_REJOIN_MIN_INTERVAL_MS};
+use lagbalance::group::{capacity_news_calls_for_rejoin, MemberConfig};
 use lagbalance::NamedPartition;
 use lagbalance_agent::decide::{Action, Decider};
 use lagbalance_agent::view::{MemberInfo, Snapshot, ViewTracker};
-use lagbalance_assign::capacity::saturated;
 use lagbalance_assign::leader::{Leader, Member as JoinedMember, Round};
 use lagbalance_assign::model::{Assignor, MemberStats, PartitionLoad};
 
@@ -62,8 +61,8 @@ struct Member {
     published: Option<MemberStats>,
     /// The user data it last joined with.
     sent_user_data: Option<bytes::Bytes>,
-    /// When it last rejoined with capacity news.
-    capacity_rejoin_at: f64,
+    /// When it last rejoined with capacity news (ms).
+    capacity_rejoin_at: Option<u64>,
     next_sample: f64,
 }
 
@@ -274,7 +273,7 @@ impl<'a> Sim<'a> {
                 window: VecDeque::new(),
                 published: None,
                 sent_user_data: None,
-                capacity_rejoin_at: f64::NEG_INFINITY,
+                capacity_rejoin_at: None,
                 // Members' clocks are not aligned: each samples on its own phase.
                 next_sample: sc.measurement.sample_period_s() * i as f64
                     / sc.consumers.len() as f64,
@@ -632,24 +631,21 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// The client's rule (`MembershipMachine::rejoin_on_capacity_news`): a saturated member
-    /// whose capacity estimate moved enough for its assignor to care rejoins by itself, at most
-    /// once per [`CAPACITY_REJOIN_MIN_INTERVAL_MS`].
+    /// The client's rule, [`capacity_news_calls_for_rejoin`], for a member in a stable group.
     fn rejoin_on_capacity_news(&mut self, mi: usize, stats: &MemberStats) {
-        let min_interval_s = CAPACITY_REJOIN_MIN_INTERVAL_MS as f64 / 1000.0;
+        let now_ms = self.now_ms();
         let m = &mut self.members[mi];
-        if self.round_at.is_some()
-            || m.generation < 0
-            || !saturated(stats)
-            || self.t < m.capacity_rejoin_at + min_interval_s
-        {
+        if self.round_at.is_some() || m.generation < 0 {
             return;
         }
-        let fresh = m.assignor.subscription_user_data(stats);
-        if m.assignor
-            .user_data_news(m.sent_user_data.as_ref(), fresh.as_ref())
-        {
-            m.capacity_rejoin_at = self.t;
+        if capacity_news_calls_for_rejoin(
+            m.assignor.as_mut(),
+            stats,
+            m.sent_user_data.as_ref(),
+            m.capacity_rejoin_at,
+            now_ms,
+        ) {
+            m.capacity_rejoin_at = Some(now_ms);
             self.trigger(Cause::CapacityNews);
         }
     }

@@ -43,8 +43,35 @@ use crate::error::{BrokerCode, RefusalKind};
 pub const USER_DATA_MAX_AGE_MS: u64 = 5_000;
 
 /// A member rejoins with capacity news of its own at most this often (see
-/// `rejoin_on_capacity_news`): a storm guard of the member's, whatever the agent does.
+/// [`capacity_news_calls_for_rejoin`]): a storm guard of the member's, whatever the agent does.
 pub const CAPACITY_REJOIN_MIN_INTERVAL_MS: u64 = 30_000;
+
+/// The rule of `lagbalance.capacity.rejoin`: whether a member rejoins at once with capacity
+/// news of its own, so that the leader can move work off it seconds after it fell behind
+/// instead of at the next round someone else happens to start. Its latest sample (`stats`)
+/// must say it is saturated: a member with spare capacity never starts a round this way,
+/// since moving work to it helps nobody who keeps up. The user data `assignor` makes of the
+/// sample must be news against what the member last `sent`, by the assignor's judgement.
+/// And its last such rejoin (`last_rejoin_ms`) must be [`CAPACITY_REJOIN_MIN_INTERVAL_MS`]
+/// ago, which bounds the rounds one member starts however noisy its samples are.
+///
+/// The assignor sees the sample only once the first two conditions hold (its estimator keeps
+/// state). The membership machine and the simulator both call this.
+pub fn capacity_news_calls_for_rejoin(
+    assignor: &mut dyn Assignor,
+    stats: &MemberStats,
+    sent: Option<&Bytes>,
+    last_rejoin_ms: Option<u64>,
+    now_ms: u64,
+) -> bool {
+    if !saturated(stats)
+        || last_rejoin_ms.is_some_and(|at| now_ms < at + CAPACITY_REJOIN_MIN_INTERVAL_MS)
+    {
+        return false;
+    }
+    let fresh = assignor.subscription_user_data(stats);
+    assignor.user_data_news(sent, fresh.as_ref())
+}
 
 /// In a cooperative group the first heartbeat after a SyncGroup comes a quarter interval
 /// later, and this many more follow a quarter interval apart before the cadence resumes.
@@ -626,27 +653,21 @@ impl Membership {
         }
     }
 
-    /// A member that cannot take more work (its latest sample was saturated) and whose capacity
-    /// estimate moved enough for the group's assignor to care rejoins at once with the news:
-    /// the leader can then move work off it seconds after it fell behind, instead of at the
-    /// next round someone else happens to start. A member with spare capacity never starts a
-    /// round this way (moving work to it helps nobody who is keeping up), and the interval
-    /// bounds the rounds one member can start however noisy its samples are.
+    /// Rejoins with capacity news while stable, by [`capacity_news_calls_for_rejoin`].
     fn rejoin_on_capacity_news(&mut self) {
-        if !self.config.capacity_rejoin || self.phase != Phase::Stable || !saturated(&self.stats) {
-            return;
-        }
-        if self
-            .capacity_rejoin_at
-            .is_some_and(|at| self.now < at + CAPACITY_REJOIN_MIN_INTERVAL_MS)
-        {
+        if !self.config.capacity_rejoin || self.phase != Phase::Stable {
             return;
         }
         let Some(i) = self.chosen_assignor() else {
             return;
         };
-        let fresh = self.assignors[i].subscription_user_data(&self.stats);
-        if self.worth_sending(i, &fresh) {
+        if capacity_news_calls_for_rejoin(
+            self.assignors[i].as_mut(),
+            &self.stats,
+            self.user_data.get(i).and_then(Option::as_ref),
+            self.capacity_rejoin_at,
+            self.now,
+        ) {
             self.capacity_rejoin_at = Some(self.now);
             self.refresh_user_data = true;
             self.request_rejoin("saturated, with a new capacity estimate".into());

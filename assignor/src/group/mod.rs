@@ -5,8 +5,8 @@ pub mod machine;
 pub use codec::{Assignment, Subscription};
 pub use fatal::{FencedIn, GroupFatal};
 pub use machine::{
-    Input, JoinAnswer, MemberConfig, Membership, Output, Phase, Request, Response,
-    CAPACITY_REJOIN_MIN_INTERVAL_MS,
+    capacity_news_calls_for_rejoin, Input, JoinAnswer, MemberConfig, Membership, Output, Phase,
+    Request, Response, CAPACITY_REJOIN_MIN_INTERVAL_MS,
 };
 
 #[cfg(test)]
