@@ -96,7 +96,7 @@ pub struct MemberConfig {
     /// `client.rack`.
     pub rack: Option<String>,
     /// `lagbalance.capacity.rejoin`: a saturated member rejoins with capacity news by itself
-    /// (see `rejoin_on_capacity_news`). Off leaves capacity-driven rounds to the agent and to
+    /// ([`capacity_news_calls_for_rejoin`]). Off leaves capacity-driven rounds to the agent and to
     /// rounds others start.
     pub capacity_rejoin: bool,
 }
