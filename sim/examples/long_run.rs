@@ -14,7 +14,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let text =
         format!("usage: long_run SCENARIO HOURS SEEDS [VAR=VALUE...]   (scenarios: {NAMES:?})");
-    if args.iter().any(|a| a == "--help" || a == "-h") {
+    if lagbalance::settings::wants_help(&args) {
         println!("{text}");
         return;
     }
